@@ -1,0 +1,45 @@
+"""The one door to cgroupfs.
+
+Invariant: every read, write, mkdir, rmdir and listing the cgroups package does goes through
+a CgroupFS, so tests substitute a recording subclass over a fake tree in tmp_path. A write is
+ONE write(2) of the whole value to an EXISTING file: never O_CREAT (a missing cgroup file
+means a missing controller or kernel feature and must surface as ENOENT), never split (the
+kernel parses each write(2) as one command).
+"""
+
+import os
+
+
+class CgroupFS:
+    def write(self, path: str, value: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+
+    def read(self, path: str) -> str:
+        with open(path) as f:
+            return f.read()
+
+    def mkdir(self, path: str) -> bool:
+        """True if this call created the directory, False if it was already there."""
+        try:
+            os.mkdir(path, 0o755)
+            return True
+        except FileExistsError:
+            return False
+
+    def rmdir(self, path: str) -> None:
+        os.rmdir(path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return os.listdir(path)
+
+    def subdirs(self, path: str) -> list[str]:
+        """Child cgroups of `path` (every directory in a cgroupfs dir is one)."""
+        with os.scandir(path) as it:
+            return [e.name for e in it if e.is_dir(follow_symlinks=False)]
