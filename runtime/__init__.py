@@ -1,0 +1,4 @@
+"""pyshim's embedded OCI runtime engine (no runc/crun binary).
+
+Entry point: runtime.container.Engine. Errors: runtime.errors.
+"""

@@ -1,0 +1,61 @@
+"""Capability names <-> numbers and the 64-bit masks capset(2) takes.
+
+Invariant: a name the table does not know is an InvalidSpec naming the exact field
+(process.capabilities.<set>[i]); a known name newer than this kernel's cap_last_cap is dropped,
+like runc does, because the kernel cannot grant it anyway.
+"""
+
+from functools import lru_cache
+
+from .errors import InvalidSpec
+
+# Kernel order: the index is the capability number (include/uapi/linux/capability.h).
+NAMES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+NUMBERS = {name: i for i, name in enumerate(NAMES)}
+SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
+
+
+@lru_cache(maxsize=1)
+def last_cap() -> int:
+    """The highest capability this kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return len(NAMES) - 1
+
+
+def number(name: str, field: str) -> int:
+    try:
+        return NUMBERS[name.upper()]
+    except KeyError:
+        raise InvalidSpec(field, f"unknown capability {name!r}") from None
+
+
+def to_mask(names: list[str], field: str, last: int | None = None) -> int:
+    """The bit mask of `names`, validated; `field` is the list's JSON path."""
+    last = last_cap() if last is None else last
+    mask = 0
+    for i, name in enumerate(names):
+        n = number(name, f"{field}[{i}]")
+        if n <= last:
+            mask |= 1 << n
+    return mask
+
+
+def to_names(mask: int) -> list[str]:
+    return [name for i, name in enumerate(NAMES) if mask >> i & 1]
+
+
+def all_mask(last: int | None = None) -> int:
+    return (1 << ((last_cap() if last is None else last) + 1)) - 1

@@ -1,0 +1,217 @@
+"""The engine's public API: Engine(root).create/load, Container.status/state/start/kill/delete.
+
+Invariants:
+- create() leaves nothing behind on failure (no process, no state dir) and raises a typed
+  EngineError; on success the init is "created": set up and blocked on <state>/exec.fifo.
+- Status is derived, never stored: "created" = init alive (same pid AND start time) with the
+  fifo present, "running" = alive without it, "stopped" = otherwise. A zombie is stopped.
+- The engine never waits for the init (the caller reaps it) except to reap an init that failed
+  during create, which the caller never saw. It never signals a pid without checking its start
+  time through a pidfd.
+"""
+
+import datetime
+import os
+import re
+import select
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+
+from . import launch, mounts, proc, state
+from . import spec as spec_mod
+from .errors import (ContainerExists, ContainerNotFound, ContainerSetupError, EngineError,
+                     InvalidSpec, InvalidState, ProcessFinished)
+from .init import InitConfig
+from .sys.linux import LINUX
+
+_ID = re.compile(r"^[\w+.-]+$")  # runc's rule: no slashes, nothing that walks the state root
+START_TIMEOUT = 10.0
+
+
+@dataclass
+class Stdio:
+    """fds the init gets as 0, 1, 2 (None -> /dev/null). The caller keeps and closes its own."""
+    stdin: int | None = None
+    stdout: int | None = None
+    stderr: int | None = None
+
+
+class Engine:
+    """Containers under a state root (e.g. /run/pyshim/<namespace>), one directory per id."""
+
+    def __init__(self, root: str, sys=LINUX, timeout: float = 10.0):
+        self.root = root
+        self._sys = sys
+        self._timeout = timeout  # for each create: a stuck init is an error, never a hang
+
+    def _dir(self, container_id: str) -> str:
+        if not _ID.match(container_id) or container_id in (".", ".."):
+            raise InvalidSpec("id", f"invalid container id {container_id!r}")
+        return os.path.join(self.root, container_id)
+
+    def create(self, container_id: str, bundle: str, stdio: Stdio | None = None) -> "Container":
+        """Set the container up and leave its init waiting for start (see module docstring)."""
+        state_dir = self._dir(container_id)
+        if os.path.lexists(state_dir):  # checked again, race-free, by mkdir below
+            raise ContainerExists(container_id)
+        bundle = os.path.abspath(bundle)
+        cfg = _plan(bundle, state_dir)  # everything that can fail before anything exists
+        os.makedirs(self.root, 0o711, exist_ok=True)
+        try:
+            os.mkdir(state_dir, 0o711)
+        except FileExistsError:
+            raise ContainerExists(container_id) from None
+        try:
+            fifo = os.path.join(state_dir, state.FIFO)
+            os.mkfifo(fifo)
+            os.chmod(fifo, 0o622)  # not via umask: the caller's umask is not ours to change
+            stdio = stdio or Stdio()
+            pid, start = launch.launch(cfg, (stdio.stdin, stdio.stdout, stdio.stderr),
+                                       self._sys, self._timeout)
+        except BaseException:
+            shutil.rmtree(state_dir, ignore_errors=True)
+            raise
+        c = Container(state_dir, _state_data(container_id, bundle, cfg, pid, start))
+        try:
+            state.write(state_dir, c._data)
+        except BaseException:
+            c._kill_and_wait()
+            _reap(pid)  # the caller never saw this init
+            shutil.rmtree(state_dir, ignore_errors=True)
+            raise
+        return c
+
+    def load(self, container_id: str) -> "Container":
+        state_dir = self._dir(container_id)
+        data = state.read(state_dir)
+        if data is None:
+            raise ContainerNotFound(container_id)
+        return Container(state_dir, data)
+
+    def list(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names
+                      if os.path.exists(os.path.join(self.root, n, state.STATE_FILE)))
+
+
+def _plan(bundle: str, state_dir: str) -> InitConfig:
+    spec = spec_mod.load(os.path.join(bundle, "config.json"))
+    spec_mod.check_supported(spec)
+    rootfs = spec_mod.root_path(spec, bundle)
+    if not os.path.isdir(rootfs):
+        raise ContainerSetupError("rootfs", f"rootfs {rootfs} is not a directory", rootfs)
+    return InitConfig(spec, rootfs, mounts.plan_rootfs(spec, rootfs, bundle), state_dir)
+
+
+def _state_data(container_id: str, bundle: str, cfg: InitConfig, pid: int, start: int) -> dict:
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return {"ociVersion": cfg.spec.oci_version, "id": container_id, "bundle": bundle,
+            "rootfs": cfg.rootfs, "pid": pid, "pidStartTime": start, "created": now,
+            "annotations": cfg.spec.annotations, "config": cfg.spec.raw}
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+class Container:
+    def __init__(self, state_dir: str, data: dict):
+        self._dir = state_dir
+        self._data = data
+        self.id: str = data["id"]
+        self.bundle: str = data["bundle"]
+        self.pid: int = data["pid"]
+        self.start_time: int = data["pidStartTime"]
+        self.created: str = data["created"]
+        self.annotations: dict = data.get("annotations", {})
+        self._spec = None
+
+    @property
+    def spec(self) -> spec_mod.Spec:
+        """The config as validated at create time (later edits to config.json do not count)."""
+        if self._spec is None:
+            self._spec = spec_mod.parse(self._data["config"])
+        return self._spec
+
+    @property
+    def _fifo(self) -> str:
+        return os.path.join(self._dir, state.FIFO)
+
+    def status(self) -> str:
+        if not proc.is_alive(self.pid, self.start_time):
+            return "stopped"
+        return "created" if os.path.exists(self._fifo) else "running"
+
+    def state(self) -> dict:
+        status = self.status()
+        return {"ociVersion": self._data["ociVersion"], "id": self.id, "status": status,
+                "pid": 0 if status == "stopped" else self.pid, "bundle": self.bundle,
+                "annotations": dict(self.annotations)}
+
+    def start(self) -> None:
+        status = self.status()
+        if status != "created":
+            raise InvalidState(f"cannot start a container that is {status}", self.id, status)
+        # Non-blocking open + poll: a blocking open would hang forever if the init died.
+        fd = os.open(self._fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            byte = self._read_start_byte(fd)
+        finally:
+            os.close(fd)
+        if byte != b"0":
+            raise InvalidState("container init exited before it could start", self.id, "stopped")
+        os.unlink(self._fifo)
+
+    def _read_start_byte(self, fd: int) -> bytes:
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if p.poll(100):
+                return os.read(fd, 1)
+            if not proc.is_alive(self.pid, self.start_time):
+                return b""
+        raise EngineError(f"container {self.id!r}: init did not take the start within "
+                          f"{START_TIMEOUT:g}s")
+
+    def kill(self, sig: int) -> None:
+        fd = proc.open_pidfd(self.pid, self.start_time)
+        if fd is None:
+            raise ProcessFinished(self.id)
+        try:
+            signal.pidfd_send_signal(fd, sig)
+        except ProcessLookupError:
+            raise ProcessFinished(self.id) from None
+        finally:
+            os.close(fd)
+
+    def delete(self, force: bool = False) -> None:
+        if not os.path.isdir(self._dir):
+            return  # already deleted
+        status = self.status()
+        if status == "running" and not force:
+            raise InvalidState("cannot delete a running container without force", self.id, status)
+        if status != "stopped":  # a created one is killed like runc does, force or not
+            self._kill_and_wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _kill_and_wait(self) -> None:
+        fd = proc.open_pidfd(self.pid, self.start_time)
+        if fd is None:
+            return
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            if not proc.wait_exit(fd, START_TIMEOUT):
+                raise EngineError(f"container {self.id!r}: init did not die after SIGKILL")
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)

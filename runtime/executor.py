@@ -1,0 +1,132 @@
+"""Apply a mount plan (runtime.mounts ops) through a syscall object (runtime.sys).
+
+Invariants: every container path is resolved with paths.secure_join against the rootfs at the
+moment its op runs, until PivotRoot (see runtime.mounts); every OSError becomes a
+ContainerSetupError naming the step and the path. The executor decides nothing the plan did
+not say, except what only the filesystem can tell (is the bind source a file? is a masked path
+a directory?), which it learns from the syscall object so the fake can answer too.
+"""
+
+import errno
+import os
+import posixpath
+import stat
+
+from . import mounts as M
+from .errors import ContainerSetupError
+from .paths import secure_join
+
+_STEPS = {M.Mount: "mount", M.Umount: "umount", M.Chdir: "chdir", M.PivotRoot: "pivot_root",
+          M.ParentPrivate: "mount", M.MakeDevice: "mknod", M.Symlink: "symlink",
+          M.MakeDirs: "mkdir", M.MaskPath: "mask", M.ReadonlyPath: "readonly"}
+_MODE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+
+class _Executor:
+    def __init__(self, rootfs: str, sys):
+        self.rootfs, self.sys, self.rooted = rootfs, sys, False
+
+    def resolve(self, path: str, host: bool = False) -> str:
+        if host or self.rooted:
+            return path
+        return secure_join(self.rootfs, path, self.sys.readlink)
+
+    def resolve_parent(self, path: str) -> str:
+        """Resolve all but the last component: for ops that must not follow a final symlink."""
+        return posixpath.join(self.resolve(posixpath.dirname(path)), posixpath.basename(path))
+
+    # one method per op type -----------------------------------------------------------------
+    def Mount(self, op: M.Mount) -> None:
+        target = self.resolve(op.target, op.host)
+        if op.create == "source" and not self.sys.exists(op.source):
+            # Fail before making a mount point: the rootfs (often the image) stays untouched.
+            raise OSError(errno.ENOENT, f"bind source {op.source}: {os.strerror(errno.ENOENT)}")
+        if op.create == "dir" or (op.create == "source" and self.sys.isdir(op.source)):
+            self.sys.makedirs(target, 0o755)
+        elif op.create == "source" and not self.sys.exists(target):
+            self.sys.makedirs(posixpath.dirname(target), 0o755)
+            self.sys.touch(target)
+        self.sys.mount(op.source, target, op.fstype, op.flags, op.data)
+
+    def Umount(self, op: M.Umount) -> None:
+        self.sys.umount2(self.resolve(op.target), op.flags)
+
+    def Chdir(self, op: M.Chdir) -> None:
+        self.sys.chdir(self.resolve(op.path, op.host))
+
+    def PivotRoot(self, op: M.PivotRoot) -> None:
+        self.sys.pivot_root(".", ".")
+        self.rooted = True
+
+    def ParentPrivate(self, op: M.ParentPrivate) -> None:
+        self.sys.mount(None, _mountpoint_of(op.rootfs, self.sys), None, M.MS_PRIVATE)
+
+    def MakeDevice(self, op: M.MakeDevice) -> None:
+        path = self.resolve_parent(op.path)
+        if not self.sys.exists(posixpath.dirname(path)):  # /dev/net/tun and the like
+            self.sys.makedirs(posixpath.dirname(path), 0o755)
+        try:
+            self.sys.mknod(path, _MODE_TYPES[op.kind] | op.mode, os.makedev(op.major, op.minor))
+        except OSError as e:
+            if e.errno != errno.EEXIST:  # an existing node is kept, like runc
+                raise
+            return
+        self.sys.chown(path, op.uid, op.gid)
+
+    def Symlink(self, op: M.Symlink) -> None:
+        try:
+            self.sys.symlink(op.target, self.resolve_parent(op.path))
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+
+    def MakeDirs(self, op: M.MakeDirs) -> None:
+        self.sys.makedirs(self.resolve(op.path), 0o755)
+
+    def MaskPath(self, op: M.MaskPath) -> None:
+        path = self.resolve(op.path)
+        try:
+            self.sys.mount("/dev/null", path, None, M.MS_BIND)
+        except OSError as e:
+            if e.errno == errno.ENOTDIR:  # a directory: hide it under an empty read-only tmpfs
+                self.sys.mount("tmpfs", path, "tmpfs", M.MS_RDONLY)
+            elif e.errno != errno.ENOENT:
+                raise
+
+    def ReadonlyPath(self, op: M.ReadonlyPath) -> None:
+        path = self.resolve(op.path)
+        try:
+            self.sys.mount(path, path, None, M.MS_BIND | M.MS_REC)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return
+            raise
+        self.sys.mount(path, path, None, M.READONLY_PATH_FLAGS)
+
+
+def _mountpoint_of(path: str, sys) -> str:
+    """The longest mount point in our mountinfo containing `path`."""
+    best = "/"
+    for line in sys.read_file("/proc/self/mountinfo").splitlines():
+        mp = line.split()[4]
+        if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
+            best = mp
+    return best
+
+
+def _op_path(op) -> str | None:
+    for attr in ("target", "path", "rootfs"):
+        if hasattr(op, attr):
+            return getattr(op, attr)
+    return None
+
+
+def apply(ops: list, rootfs: str, sys) -> None:
+    """Run the plan. Raises ContainerSetupError(step, message, path) on the first failure."""
+    ex = _Executor(rootfs, sys)
+    for op in ops:
+        try:
+            getattr(ex, type(op).__name__)(op)
+        except OSError as e:
+            step = _STEPS[type(op)]
+            raise ContainerSetupError(step, e.strerror or str(e), _op_path(op)) from None

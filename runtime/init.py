@@ -1,0 +1,172 @@
+"""What the container's init process does, in order, through a syscall object.
+
+Invariants:
+- prepare() runs during create, before the init reports "ready": namespaced kernel settings,
+  the whole filesystem plan, the executable lookup and the checks that would otherwise only fail
+  after start (capabilities, rlimits). Any failure is a ContainerSetupError or InvalidSpec.
+- finish() runs after the start byte: credentials, capabilities, umask, cwd, then exec. Nothing
+  from the runtime survives the exec: every fd >= 3 is marked close-on-exec and every signal
+  disposition and the mask are reset (Python ignores SIGPIPE/SIGXFSZ and exec keeps SIG_IGN).
+- Nothing here forks, and nothing here touches the host mount namespace.
+"""
+
+import os
+import posixpath
+import stat
+from dataclasses import dataclass
+
+from . import caps as _caps
+from . import executor
+from .errors import ContainerSetupError
+from .spec import Spec, sysctl_path
+from .sys.consts import CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_MAX
+
+DEFAULT_UMASK = 0o022
+_RLIM_INFINITY = 2**64 - 1
+
+
+@dataclass
+class InitConfig:
+    """Everything the init needs, computed by the caller before the fork."""
+    spec: Spec
+    rootfs: str
+    ops: list  # runtime.mounts plan
+    state_dir: str
+
+
+def _step(step: str, fn, *args, path: str | None = None):
+    try:
+        return fn(*args)
+    except OSError as e:
+        raise ContainerSetupError(step, e.strerror or str(e), path) from None
+
+
+@dataclass
+class Prepared:
+    """What prepare() resolved inside the new root for finish() to exec."""
+    exe: str
+    env: dict[str, str]
+
+
+def prepare(cfg: InitConfig, sys) -> Prepared:
+    """Set the container up; resolve the executable and the environment."""
+    spec, proc = cfg.spec, cfg.spec.process
+    sys.umask(0)  # devices and mount points get exactly the modes the plan says
+    if spec.hostname is not None:
+        _step("hostname", sys.sethostname, spec.hostname)
+    if spec.domainname is not None:
+        _step("hostname", sys.setdomainname, spec.domainname)
+    if spec.new_namespace("network"):
+        _step("network", sys.loopback_up)
+    # Written through the host's /proc before the mounts: namespaced sysctls resolve against
+    # the writer's namespaces, and the container's /proc/sys is usually read-only later.
+    for key, value in spec.linux.sysctl.items():
+        path = sysctl_path(key)
+        _step("sysctl", sys.write_file, path, value, path=path)
+    if proc.oom_score_adj is not None:
+        _set_oom_score_adj(proc.oom_score_adj, sys)
+    executor.apply(cfg.ops, cfg.rootfs, sys)
+    env = proc.env_dict()
+    exe = lookup_executable(proc.args[0], env.get("PATH"), proc.cwd, sys)
+    if "HOME" not in env:  # as runc: the user's home from the container's /etc/passwd, else /
+        env["HOME"] = home_directory(proc.user.uid, sys)
+    _check_capabilities(spec, sys)
+    for r in proc.rlimits:  # at create, so a bad limit fails create rather than the start
+        _step("rlimits", sys.setrlimit, r.type, _rlim(r.soft), _rlim(r.hard))
+    return Prepared(exe, env)
+
+
+def home_directory(uid: int, sys) -> str:
+    """The home of `uid` in the container's /etc/passwd; "/" when there is none."""
+    try:
+        passwd = sys.read_file("/etc/passwd")
+    except OSError:
+        return "/"
+    for line in passwd.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and fields[2] == str(uid):
+            return fields[5] or "/"
+    return "/"
+
+
+def _set_oom_score_adj(value: int, sys) -> None:
+    path = "/proc/self/oom_score_adj"
+    # Lowering the score needs CAP_SYS_RESOURCE; writing the value we already have must not fail.
+    if _step("oom_score_adj", sys.read_file, path, path=path).strip() != str(value):
+        _step("oom_score_adj", sys.write_file, path, str(value), path=path)
+
+
+def _rlim(v: int) -> int:
+    return -1 if v >= 2**63 else v  # RLIM_INFINITY as Python's resource module spells it
+
+
+def _check_capabilities(spec: Spec, sys) -> None:
+    caps = spec.process.capabilities
+    if caps is None:
+        return
+    if caps.effective & ~caps.permitted:
+        extra = _caps.to_names(caps.effective & ~caps.permitted)
+        raise ContainerSetupError("capabilities", "effective capabilities not in the permitted "
+                                  "set: " + ", ".join(extra))
+    _, have, _ = _step("capabilities", sys.capget)
+    missing = (caps.effective | caps.permitted | caps.inheritable | caps.ambient) & ~have
+    if missing:
+        raise ContainerSetupError("capabilities", "capabilities the runtime itself does not "
+                                  "hold: " + ", ".join(_caps.to_names(missing)))
+
+
+def _not_executable(path: str, sys) -> str | None:
+    """Why `path` cannot be executed, in Go's words (runc's messages), or None."""
+    try:
+        st = sys.stat(path)
+    except OSError as e:
+        msg = os.strerror(e.errno)
+        return f"stat {path}: {msg[0].lower()}{msg[1:]}"
+    if stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o111:
+        return "permission denied"
+    return None
+
+
+def lookup_executable(name: str, path_env: str | None, cwd: str, sys) -> str:
+    """Go's exec.LookPath, as runc uses it, inside the new root."""
+    if "/" in name:
+        full = posixpath.join(cwd, name)
+        why = _not_executable(full, sys)
+        if why:
+            raise ContainerSetupError("exec lookup", f'exec: "{name}": {why}', name)
+        return full
+    for d in (path_env or "").split(":"):
+        full = posixpath.join(cwd, d or ".", name)
+        if _not_executable(full, sys) is None:
+            return full
+    raise ContainerSetupError("exec lookup",
+                              f'exec: "{name}": executable file not found in $PATH', name)
+
+
+def finish(cfg: InitConfig, sys, prepared: Prepared) -> None:
+    """Become the user process. Returns only with the fake syscall object."""
+    proc = cfg.spec.process
+    caps = proc.capabilities
+    if caps is not None:
+        for n in range(_caps.last_cap() + 1):
+            if not caps.bounding >> n & 1:
+                sys.capbset_drop(n)
+        sys.set_keepcaps(True)  # keep the permitted set across setresuid to a non-root uid
+    sys.setgroups(proc.user.additional_gids)
+    sys.setresgid(proc.user.gid)
+    sys.setresuid(proc.user.uid)
+    if caps is not None:
+        sys.capset(caps.effective, caps.permitted, caps.inheritable)
+        # The kernel only lets an ambient cap in if it is permitted and inheritable (runc warns
+        # and skips the others; so do we, silently).
+        ambient = caps.ambient & caps.permitted & caps.inheritable
+        for n in range(_caps.last_cap() + 1):
+            if ambient >> n & 1:
+                sys.ambient_raise(n)
+    if proc.no_new_privileges:
+        sys.set_no_new_privs()
+    sys.umask(DEFAULT_UMASK if proc.user.umask is None else proc.user.umask)
+    sys.chdir(proc.cwd)
+    sys.close_range(3, CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC)
+    sys.reset_signals()
+    sys.execve(prepared.exe, proc.args, prepared.env)

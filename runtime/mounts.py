@@ -1,0 +1,325 @@
+"""Plan the container's filesystem as data: plan_rootfs(spec, rootfs) -> list of ops.
+
+Invariants:
+- Planning is pure: it reads nothing but its arguments (host facts come in a HostInfo), so the
+  whole plan can be asserted op by op and computed in the caller before any fork.
+- Until the PivotRoot op, an op's path is a CONTAINER path that the executor resolves inside the
+  rootfs with paths.secure_join at the moment it applies the op (earlier mounts change what a
+  path means), except ops marked host=True. From PivotRoot on, paths are used literally: the
+  process root is then the container root, so the kernel itself confines them.
+- A spec path that climbs above "/" with ".." is an InvalidSpec naming the field.
+"""
+
+import posixpath
+from dataclasses import dataclass
+
+from . import paths
+from .errors import InvalidSpec
+from .spec import Spec
+from .sys.consts import (MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_LAZYTIME, MS_MANDLOCK, MS_NOATIME,
+                         MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
+                         MS_REC, MS_RELATIME, MS_REMOUNT, MS_SHARED, MS_SLAVE, MS_STRICTATIME,
+                         MS_SYNCHRONOUS, MS_UNBINDABLE)
+
+
+# --- ops -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mount:
+    source: str | None
+    target: str
+    fstype: str | None = None
+    flags: int = 0
+    data: str | None = None
+    # Make the mount point first: "dir", or "source" (a file or a dir, like the bind source).
+    create: str | None = None
+    host: bool = False  # target is a host path even before PivotRoot
+
+
+@dataclass(frozen=True)
+class Umount:
+    target: str
+    flags: int = 0
+
+
+@dataclass(frozen=True)
+class Chdir:
+    path: str
+    host: bool = False
+
+
+@dataclass(frozen=True)
+class PivotRoot:
+    """pivot_root(".", "."): stack the old root under the new one, to be detached next."""
+
+
+@dataclass(frozen=True)
+class ParentPrivate:
+    """Make the host mount holding `rootfs` private in our namespace: pivot_root refuses a
+    shared parent, and a shared rootfsPropagation would otherwise leave it shared."""
+    rootfs: str
+
+
+@dataclass(frozen=True)
+class MakeDevice:
+    path: str
+    kind: str  # "c", "b", "u" (unbuffered char, same as "c") or "p" (fifo)
+    major: int
+    minor: int
+    mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class Symlink:
+    target: str
+    path: str
+
+
+@dataclass(frozen=True)
+class MakeDirs:
+    path: str
+
+
+@dataclass(frozen=True)
+class MaskPath:
+    """/dev/null bound over a file, a read-only tmpfs over a directory, nothing if missing."""
+    path: str
+
+
+@dataclass(frozen=True)
+class ReadonlyPath:
+    """Bind onto itself then remount ro|nosuid|nodev|noexec; nothing if missing."""
+    path: str
+
+
+# --- options ---------------------------------------------------------------------------------
+_SET = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
+        "sync": MS_SYNCHRONOUS, "remount": MS_REMOUNT, "mand": MS_MANDLOCK, "dirsync": MS_DIRSYNC,
+        "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "bind": MS_BIND,
+        "rbind": MS_BIND | MS_REC, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME,
+        "lazytime": MS_LAZYTIME}
+_CLEAR = {"rw": MS_RDONLY, "suid": MS_NOSUID, "dev": MS_NODEV, "exec": MS_NOEXEC,
+          "async": MS_SYNCHRONOUS, "nomand": MS_MANDLOCK, "atime": MS_NOATIME,
+          "diratime": MS_NODIRATIME, "norelatime": MS_RELATIME, "nostrictatime": MS_STRICTATIME,
+          "nolazytime": MS_LAZYTIME, "defaults": 0}
+PROPAGATION = {"private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
+               "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC,
+               "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
+               "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC}
+
+
+@dataclass(frozen=True)
+class Options:
+    flags: int = 0
+    propagation: tuple[int, ...] = ()
+    data: str | None = None
+
+
+def parse_mount_options(options: list[str]) -> Options:
+    """mount(8)-style options -> flags, propagation changes (each its own mount call, since
+    the kernel takes one propagation type per call) and the fs-specific data string."""
+    flags, prop, data = 0, [], []
+    for opt in options:
+        if opt in _SET:
+            flags |= _SET[opt]
+        elif opt in _CLEAR:
+            flags &= ~_CLEAR[opt]
+        elif opt in PROPAGATION:
+            prop.append(PROPAGATION[opt])
+        else:
+            data.append(opt)
+    return Options(flags, tuple(prop), ",".join(data) or None)
+
+
+def parse_options(options: list[str]) -> tuple[int, str | None]:
+    """(flags, data) for a single mount(2) call. Propagation options are left out: they need
+    calls of their own (parse_mount_options has them); snapshotter mounts never carry any."""
+    o = parse_mount_options(options)
+    return o.flags, o.data
+
+
+# --- host facts ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CgroupHierarchy:
+    mountpoint: str  # host mount point, e.g. /sys/fs/cgroup/cpu,cpuacct
+    fstype: str  # "cgroup" (v1) or "cgroup2"
+    options: str | None  # super options naming a v1 hierarchy: "cpu,cpuacct", "name=systemd"
+    source: str  # host directory of the container's cgroup in it (what a bind mount shows)
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    kcore: bool = False
+    cgroups: tuple[CgroupHierarchy, ...] = ()
+
+    @classmethod
+    def probe(cls, cgroups: bool = True) -> "HostInfo":
+        """Read the host facts the plan depends on (the cgroup ones only if asked: they cost a
+        mountinfo parse). The container's cgroup is, until the cgroup slice lands, the caller's
+        own one (the init inherits it)."""
+        hierarchies = ()
+        if cgroups:
+            hierarchies = tuple(cgroup_hierarchies(_read("/proc/self/mountinfo"),
+                                                   _read("/proc/self/cgroup")))
+        return cls(kcore=posixpath.exists("/proc/kcore"), cgroups=hierarchies)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _unescape(s: str) -> str:
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        s = s.replace(code, char)
+    return s
+
+
+def cgroup_hierarchies(mountinfo: str, proc_cgroup: str):
+    """The cgroup hierarchies mounted on the host, with the bind source of our own cgroup."""
+    own = {}  # frozenset(controllers) -> path; cgroup2 under frozenset()
+    for line in proc_cgroup.splitlines():
+        _, ctrls, path = line.split(":", 2)
+        own[frozenset(c for c in ctrls.split(",") if c)] = path
+    seen = set()
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, (fstype, _src, superopts) = left.split(), right.split()[:3]
+        if fstype not in ("cgroup", "cgroup2"):
+            continue
+        root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+        opts = set(superopts.split(","))
+        key = next((k for k in own if k and k <= opts), None) if fstype == "cgroup" else frozenset()
+        if key is None or key not in own or key in seen:
+            continue
+        seen.add(key)
+        rel = posixpath.relpath(own[key], root) if own[key].startswith(root) else "."
+        yield CgroupHierarchy(mountpoint, fstype, ",".join(sorted(key)) or None,
+                              posixpath.normpath(posixpath.join(mountpoint, rel)))
+
+
+# --- planning --------------------------------------------------------------------------------
+_DEFAULT_DEVICES = (("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
+                    ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0))
+_DEV_SYMLINKS = (("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
+                 ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"))
+READONLY_PATH_FLAGS = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+
+def _clean(path: str, field: str) -> str:
+    cleaned = paths.clean(path)
+    if cleaned is None:
+        raise InvalidSpec(field, f"{path!r} escapes the container root")
+    return cleaned
+
+
+def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
+                host: HostInfo | None = None) -> list:
+    """The container's whole filesystem setup, in execution order."""
+    bundle = bundle or posixpath.dirname(rootfs)
+    if host is None:
+        host = HostInfo.probe(cgroups=any(m.type == "cgroup" for m in spec.mounts))
+    prop = PROPAGATION[spec.linux.rootfs_propagation] if spec.linux.rootfs_propagation else 0
+    # Nothing we mount may propagate back to the host: slave everything first, like runc.
+    ops: list = [Mount(None, "/", None, prop or MS_SLAVE | MS_REC, host=True)]
+    if prop & MS_SHARED:
+        ops.append(ParentPrivate(rootfs))
+    # pivot_root needs the new root to be a mount point.
+    ops.append(Mount(rootfs, rootfs, None, MS_BIND | MS_REC, host=True))
+    dev = None
+    for i, m in enumerate(spec.mounts):
+        dest = _clean(m.destination, f"mounts[{i}].destination")
+        if dest == "/":
+            raise InvalidSpec(f"mounts[{i}].destination", "cannot mount over the container root")
+        if m.type == "cgroup":
+            ops += _plan_cgroup(i, m, dest, spec, host)
+        else:
+            ops += _plan_mount(i, m, dest, bundle)
+        if dest == "/dev" and m.type == "tmpfs":
+            dev = parse_mount_options(m.options)
+    ops += _plan_devices(spec, dev is not None, host)
+    ops += [Chdir(rootfs, host=True), PivotRoot(), Mount(None, ".", None, MS_SLAVE | MS_REC),
+            Umount(".", MNT_DETACH), Chdir("/")]
+    if prop:
+        ops.append(Mount(None, "/", None, prop))
+    if dev is not None and dev.flags & MS_RDONLY:  # deferred: devices were created in it
+        ops.append(Mount("tmpfs", "/dev", "tmpfs", dev.flags | MS_REMOUNT, dev.data))
+    if spec.process is not None:
+        ops.append(MakeDirs(posixpath.normpath(spec.process.cwd)))
+    lx = spec.linux
+    ops += [MaskPath(_clean(p, f"linux.maskedPaths[{i}]")) for i, p in enumerate(lx.masked_paths)]
+    ops += [ReadonlyPath(_clean(p, f"linux.readonlyPaths[{i}]"))
+            for i, p in enumerate(lx.readonly_paths)]
+    if spec.root.readonly:
+        ops.append(Mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY))
+    return ops
+
+
+def _plan_mount(i: int, m, dest: str, bundle: str) -> list:
+    o = parse_mount_options(m.options)
+    ops = []
+    if m.type == "bind" or o.flags & MS_BIND:
+        if not m.source:
+            raise InvalidSpec(f"mounts[{i}].source", "a bind mount needs a source")
+        src = posixpath.normpath(posixpath.join(bundle, m.source))
+        ops.append(Mount(src, dest, None, MS_BIND | (o.flags & MS_REC), create="source"))
+        # A bind mount ignores every other flag (ro included) until it is remounted.
+        if o.flags & ~(MS_BIND | MS_REC | MS_REMOUNT):
+            ops.append(Mount(None, dest, None, (o.flags & ~MS_REC) | MS_REMOUNT | MS_BIND))
+    else:
+        if not m.type:
+            raise InvalidSpec(f"mounts[{i}].type", "is required unless it is a bind mount")
+        flags = o.flags & ~MS_RDONLY if dest == "/dev" else o.flags  # ro /dev: remounted later
+        create = None if flags & MS_REMOUNT else "dir"
+        ops.append(Mount(m.source or m.type, dest, m.type, flags, o.data, create=create))
+    ops += [Mount(None, dest, None, p) for p in o.propagation]
+    return ops
+
+
+def _plan_cgroup(i: int, m, dest: str, spec: Spec, host: HostInfo) -> list:
+    """cgroup v2: the cgroup2 fs itself in a new cgroup ns, else a bind of the container's own
+    cgroup. v1/hybrid: a tmpfs holding one such mount (or bind) per hierarchy, like runc."""
+    flags = parse_mount_options(m.options).flags & ~(MS_BIND | MS_REC)
+    cgroupns = spec.new_namespace("cgroup")
+    if not host.cgroups:
+        raise InvalidSpec(f"mounts[{i}]", "no cgroup hierarchy is mounted on the host")
+    if len(host.cgroups) == 1 and host.cgroups[0].fstype == "cgroup2":
+        return _cgroup_fs(host.cgroups[0], dest, flags, cgroupns)
+    ops = [Mount("tmpfs", dest, "tmpfs", flags & ~MS_RDONLY, "mode=755", create="dir")]
+    for h in host.cgroups:
+        name = posixpath.basename(h.mountpoint)
+        ops += _cgroup_fs(h, posixpath.join(dest, name), flags, cgroupns)
+        if "," in name:  # co-mounted controllers: cpu -> cpu,cpuacct
+            ops += [Symlink(name, posixpath.join(dest, c)) for c in name.split(",")]
+    if flags & MS_RDONLY:
+        ops.append(Mount("tmpfs", dest, "tmpfs", flags | MS_REMOUNT, "mode=755"))
+    return ops
+
+
+def _cgroup_fs(h: CgroupHierarchy, dest: str, flags: int, cgroupns: bool) -> list:
+    if cgroupns:  # a new cgroup ns makes the fs show the container's cgroup as its root
+        return [Mount(h.fstype, dest, h.fstype, flags, h.options, create="dir")]
+    ops = [Mount(h.source, dest, None, MS_BIND | MS_REC, create="dir")]
+    if flags:
+        ops.append(Mount(None, dest, None, flags | MS_REMOUNT | MS_BIND))
+    return ops
+
+
+def _plan_devices(spec: Spec, dev_tmpfs: bool, host: HostInfo) -> list:
+    devices = {}
+    if dev_tmpfs:
+        devices = {p: MakeDevice(p, "c", ma, mi) for p, ma, mi in _DEFAULT_DEVICES}
+    for i, d in enumerate(spec.linux.devices):
+        p = _clean(d.path, f"linux.devices[{i}].path")
+        devices[p] = MakeDevice(p, d.type, d.major, d.minor, d.file_mode, d.uid, d.gid)
+    ops: list = list(devices.values())
+    if dev_tmpfs:
+        ops.append(Symlink("pts/ptmx", "/dev/ptmx"))
+        ops += [Symlink(t, p) for t, p in _DEV_SYMLINKS]
+        if host.kcore:
+            ops.append(Symlink("/proc/kcore", "/dev/core"))
+    return ops

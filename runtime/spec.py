@@ -1,0 +1,430 @@
+"""config.json -> typed, validated dataclasses.
+
+Invariant: parse() either returns a Spec whose every field has the right type and shape, or
+raises InvalidSpec naming the JSON path of the first bad field ("mounts[2].destination").
+Unknown extra fields are tolerated. Parts this engine does not act on yet (hooks, resources,
+seccomp) are kept so later slices and the state file see them.
+"""
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+
+from . import caps as _caps
+from .errors import InvalidSpec
+from .sys.consts import NAMESPACE_FLAGS
+
+_JSON_TYPES = {str: "string", int: "integer", bool: "boolean", dict: "object", list: "array"}
+_RLIMITS = {"RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE",
+            "RLIMIT_LOCKS", "RLIMIT_MEMLOCK", "RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_NOFILE",
+            "RLIMIT_NPROC", "RLIMIT_RSS", "RLIMIT_RTPRIO", "RLIMIT_RTTIME", "RLIMIT_SIGPENDING",
+            "RLIMIT_STACK"}
+_HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+               "poststop")
+_PROPAGATIONS = ("shared", "slave", "private", "unbindable",
+                 "rshared", "rslave", "rprivate", "runbindable")
+
+
+@dataclass
+class User:
+    uid: int = 0
+    gid: int = 0
+    umask: int | None = None
+    additional_gids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Capabilities:
+    """Masks (bit n = capability n), validated against caps.NAMES."""
+    bounding: int = 0
+    effective: int = 0
+    inheritable: int = 0
+    permitted: int = 0
+    ambient: int = 0
+
+
+@dataclass
+class Rlimit:
+    type: str
+    soft: int
+    hard: int
+
+
+@dataclass
+class Process:
+    args: list[str]
+    cwd: str
+    env: list[str] = field(default_factory=list)
+    terminal: bool = False
+    console_size: tuple[int, int] | None = None  # (height, width)
+    user: User = field(default_factory=User)
+    capabilities: Capabilities | None = None  # None: leave the capabilities alone, like runc
+    rlimits: list[Rlimit] = field(default_factory=list)
+    no_new_privileges: bool = False
+    oom_score_adj: int | None = None
+
+    def env_dict(self) -> dict[str, str]:
+        return dict(e.split("=", 1) for e in self.env)
+
+
+@dataclass
+class Root:
+    path: str
+    readonly: bool = False
+
+
+@dataclass
+class Mount:
+    destination: str
+    type: str | None = None
+    source: str | None = None
+    options: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Hook:
+    path: str
+    args: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    timeout: int | None = None
+
+
+@dataclass
+class Namespace:
+    type: str
+    path: str | None = None
+
+
+@dataclass
+class IDMapping:
+    container_id: int
+    host_id: int
+    size: int
+
+
+@dataclass
+class Device:
+    path: str
+    type: str
+    major: int = 0
+    minor: int = 0
+    file_mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass
+class Linux:
+    namespaces: list[Namespace] = field(default_factory=list)
+    uid_mappings: list[IDMapping] = field(default_factory=list)
+    gid_mappings: list[IDMapping] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+    cgroups_path: str | None = None
+    resources: dict | None = None
+    sysctl: dict[str, str] = field(default_factory=dict)
+    masked_paths: list[str] = field(default_factory=list)
+    readonly_paths: list[str] = field(default_factory=list)
+    rootfs_propagation: str | None = None
+    seccomp: dict | None = None
+
+
+@dataclass
+class Spec:
+    oci_version: str
+    root: Root
+    process: Process | None = None
+    hostname: str | None = None
+    domainname: str | None = None
+    mounts: list[Mount] = field(default_factory=list)
+    hooks: dict[str, list[Hook]] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    linux: Linux = field(default_factory=Linux)
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def namespace(self, type: str) -> Namespace | None:
+        return next((n for n in self.linux.namespaces if n.type == type), None)
+
+    def new_namespace(self, type: str) -> bool:
+        """True when the container gets a fresh namespace of this type (not a joined one)."""
+        ns = self.namespace(type)
+        return ns is not None and ns.path is None
+
+
+# --- field access ----------------------------------------------------------------------------
+def _type_name(v) -> str:
+    return "null" if v is None else _JSON_TYPES.get(type(v), type(v).__name__)
+
+
+def _check(value, kind: type, path: str):
+    # bool is an int subclass in Python but not a JSON integer.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidSpec(path, f"expected {_JSON_TYPES[kind]}, got {_type_name(value)}")
+    return value
+
+
+def _get(obj: dict, key: str, kind: type, path: str, default=None, required=False):
+    p = f"{path}.{key}" if path else key
+    if key not in obj or obj[key] is None:
+        if required:
+            raise InvalidSpec(p, "is required")
+        return default
+    return _check(obj[key], kind, p)
+
+
+def _list(obj: dict, key: str, kind: type, path: str) -> list:
+    p = f"{path}.{key}" if path else key
+    items = _get(obj, key, list, path, default=[])
+    return [_check(v, kind, f"{p}[{i}]") for i, v in enumerate(items)]
+
+
+def _objects(obj: dict, key: str, path: str):
+    """(item, item_path) for a list of objects."""
+    p = f"{path}.{key}" if path else key
+    return [(_check(v, dict, f"{p}[{i}]"), f"{p}[{i}]")
+            for i, v in enumerate(_get(obj, key, list, path, default=[]))]
+
+
+def _absolute(value: str, path: str) -> str:
+    if not value.startswith("/"):
+        raise InvalidSpec(path, f"must be an absolute path, got {value!r}")
+    return value
+
+
+def _str_map(obj: dict, key: str, path: str) -> dict[str, str]:
+    p = f"{path}.{key}" if path else key
+    m = _get(obj, key, dict, path, default={})
+    return {k: _check(v, str, f"{p}.{k}") for k, v in m.items()}
+
+
+# --- sections --------------------------------------------------------------------------------
+def _parse_user(obj: dict, path: str) -> User:
+    return User(uid=_uint(obj, "uid", path, required=True),
+                gid=_uint(obj, "gid", path, required=True),
+                umask=_uint(obj, "umask", path),
+                additional_gids=_list(obj, "additionalGids", int, path))
+
+
+def _uint(obj, key, path, required=False, default=None):
+    v = _get(obj, key, int, path, default=default, required=required)
+    if v is not None and v < 0:
+        raise InvalidSpec(f"{path}.{key}", f"must not be negative, got {v}")
+    return v
+
+
+def _parse_caps(obj: dict, path: str) -> Capabilities:
+    masks = {s: _caps.to_mask(_list(obj, s, str, path), f"{path}.{s}") for s in _caps.SETS}
+    return Capabilities(**masks)
+
+
+def _parse_rlimits(obj: dict, path: str) -> list[Rlimit]:
+    out, seen = [], set()
+    for r, p in _objects(obj, "rlimits", path):
+        t = _get(r, "type", str, p, required=True)
+        if t not in _RLIMITS:
+            raise InvalidSpec(f"{p}.type", f"unknown rlimit {t!r}")
+        if t in seen:
+            raise InvalidSpec(f"{p}.type", f"duplicate rlimit {t!r}")
+        seen.add(t)
+        soft, hard = _uint(r, "soft", p, required=True), _uint(r, "hard", p, required=True)
+        if soft > hard:
+            raise InvalidSpec(f"{p}.soft", f"soft limit {soft} exceeds hard limit {hard}")
+        out.append(Rlimit(t, soft, hard))
+    return out
+
+
+def _parse_process(obj: dict) -> Process:
+    P = "process"
+    args = _list(obj, "args", str, P)
+    if not args:
+        raise InvalidSpec(f"{P}.args", "must be a non-empty array")
+    cwd = _absolute(_get(obj, "cwd", str, P, required=True), f"{P}.cwd")
+    env = _list(obj, "env", str, P)
+    for i, e in enumerate(env):
+        if "=" not in e:
+            raise InvalidSpec(f"{P}.env[{i}]", f"expected KEY=VALUE, got {e!r}")
+    size = _get(obj, "consoleSize", dict, P)
+    user = _get(obj, "user", dict, P)
+    caps = _get(obj, "capabilities", dict, P)
+    oom = _get(obj, "oomScoreAdj", int, P)
+    if oom is not None and not -1000 <= oom <= 1000:
+        raise InvalidSpec(f"{P}.oomScoreAdj", f"must be within [-1000, 1000], got {oom}")
+    return Process(
+        args=args, cwd=cwd, env=env,
+        terminal=_get(obj, "terminal", bool, P, default=False),
+        console_size=None if size is None else (
+            _uint(size, "height", f"{P}.consoleSize", required=True),
+            _uint(size, "width", f"{P}.consoleSize", required=True)),
+        user=User() if user is None else _parse_user(user, f"{P}.user"),
+        capabilities=None if caps is None else _parse_caps(caps, f"{P}.capabilities"),
+        rlimits=_parse_rlimits(obj, P),
+        no_new_privileges=_get(obj, "noNewPrivileges", bool, P, default=False),
+        oom_score_adj=oom)
+
+
+def _parse_mounts(obj: dict) -> list[Mount]:
+    out = []
+    for m, p in _objects(obj, "mounts", ""):
+        dest = _absolute(_get(m, "destination", str, p, required=True), f"{p}.destination")
+        out.append(Mount(dest, _get(m, "type", str, p), _get(m, "source", str, p),
+                         _list(m, "options", str, p)))
+    return out
+
+
+def _parse_hooks(obj: dict) -> dict[str, list[Hook]]:
+    hooks = _get(obj, "hooks", dict, "", default={})
+    out = {}
+    for kind in _HOOK_KINDS:
+        out[kind] = [Hook(_absolute(_get(h, "path", str, p, required=True), f"{p}.path"),
+                          _list(h, "args", str, p), _list(h, "env", str, p),
+                          _uint(h, "timeout", p))
+                     for h, p in _objects(hooks, kind, "hooks")]
+    return {k: v for k, v in out.items() if v}
+
+
+def _parse_namespaces(obj: dict, path: str) -> list[Namespace]:
+    out, seen = [], set()
+    for n, p in _objects(obj, "namespaces", path):
+        t = _get(n, "type", str, p, required=True)
+        if t not in NAMESPACE_FLAGS:
+            raise InvalidSpec(f"{p}.type", f"unknown namespace type {t!r}")
+        if t in seen:
+            raise InvalidSpec(f"{p}.type", f"duplicate namespace type {t!r}")
+        seen.add(t)
+        ns_path = _get(n, "path", str, p)
+        out.append(Namespace(t, None if ns_path is None else _absolute(ns_path, f"{p}.path")))
+    return out
+
+
+def _parse_mappings(obj: dict, key: str, path: str) -> list[IDMapping]:
+    return [IDMapping(_uint(m, "containerID", p, required=True),
+                      _uint(m, "hostID", p, required=True), _uint(m, "size", p, required=True))
+            for m, p in _objects(obj, key, path)]
+
+
+def _parse_devices(obj: dict, path: str) -> list[Device]:
+    out = []
+    for d, p in _objects(obj, "devices", path):
+        dev_path = _absolute(_get(d, "path", str, p, required=True), f"{p}.path")
+        t = _get(d, "type", str, p, required=True)
+        if t not in ("c", "b", "u", "p"):
+            raise InvalidSpec(f"{p}.type", f"unknown device type {t!r}")
+        need = t != "p"  # a fifo has no device numbers
+        out.append(Device(dev_path, t, _uint(d, "major", p, required=need, default=0),
+                          _uint(d, "minor", p, required=need, default=0),
+                          _uint(d, "fileMode", p, default=0o666),
+                          _uint(d, "uid", p, default=0), _uint(d, "gid", p, default=0)))
+    return out
+
+
+def _parse_linux(obj: dict) -> Linux:
+    L = "linux"
+    prop = _get(obj, "rootfsPropagation", str, L)
+    if prop is not None and prop not in _PROPAGATIONS:
+        raise InvalidSpec(f"{L}.rootfsPropagation", f"unknown propagation {prop!r}")
+    return Linux(
+        namespaces=_parse_namespaces(obj, L),
+        uid_mappings=_parse_mappings(obj, "uidMappings", L),
+        gid_mappings=_parse_mappings(obj, "gidMappings", L),
+        devices=_parse_devices(obj, L),
+        cgroups_path=_get(obj, "cgroupsPath", str, L),
+        resources=_get(obj, "resources", dict, L),
+        sysctl=_str_map(obj, "sysctl", L),
+        masked_paths=[_absolute(v, f"{L}.maskedPaths[{i}]")
+                      for i, v in enumerate(_list(obj, "maskedPaths", str, L))],
+        readonly_paths=[_absolute(v, f"{L}.readonlyPaths[{i}]")
+                        for i, v in enumerate(_list(obj, "readonlyPaths", str, L))],
+        rootfs_propagation=prop,
+        seccomp=_get(obj, "seccomp", dict, L))
+
+
+def parse(config: dict) -> Spec:
+    """Validate a decoded config.json."""
+    _check(config, dict, "")
+    root = _get(config, "root", dict, "", required=True)
+    process = _get(config, "process", dict, "")
+    spec = Spec(
+        oci_version=_get(config, "ociVersion", str, "", required=True),
+        root=Root(_get(root, "path", str, "root", required=True),
+                  _get(root, "readonly", bool, "root", default=False)),
+        process=None if process is None else _parse_process(process),
+        hostname=_get(config, "hostname", str, ""),
+        domainname=_get(config, "domainname", str, ""),
+        mounts=_parse_mounts(config),
+        hooks=_parse_hooks(config),
+        annotations=_str_map(config, "annotations", ""),
+        linux=_parse_linux(_get(config, "linux", dict, "", default={})),
+        raw=config)
+    _check_consistency(spec)
+    return spec
+
+
+def load(path: str) -> Spec:
+    try:
+        with open(path, "rb") as f:
+            config = json.load(f)
+    except OSError as e:
+        raise InvalidSpec("", f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise InvalidSpec("", f"{path} is not valid JSON: {e}") from None
+    return parse(config)
+
+
+# --- cross-field rules -----------------------------------------------------------------------
+_IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}
+
+
+def sysctl_path(key: str) -> str:
+    """/proc/sys path of a sysctl key: dots are separators unless the key uses slashes (so an
+    interface name with a dot, "net/ipv4/conf/eth0.100/forwarding", stays expressible)."""
+    parts = key.split("/") if "/" in key else key.split(".")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidSpec(f"linux.sysctl.{key}", "malformed sysctl name")
+    return "/proc/sys/" + "/".join(parts)
+
+
+def _check_sysctl(spec: Spec) -> None:
+    # Writing a sysctl that is not namespaced would change the HOST: refuse, like runc.
+    for key in spec.linux.sysctl:
+        sysctl_path(key)
+        dotted = key.replace("/", ".")
+        f = f"linux.sysctl.{key}"
+        if dotted in _IPC_SYSCTLS or dotted.startswith("fs.mqueue."):
+            if not spec.namespace("ipc"):
+                raise InvalidSpec(f, "not allowed in the host's ipc namespace")
+        elif dotted.startswith("net."):
+            if not spec.namespace("network"):
+                raise InvalidSpec(f, "not allowed in the host's network namespace")
+        elif dotted == "kernel.domainname" and spec.namespace("uts"):
+            pass
+        elif dotted == "kernel.hostname":
+            raise InvalidSpec(f, "use the hostname field instead")
+        else:
+            raise InvalidSpec(f, "not in a separate kernel namespace")
+
+
+def _check_consistency(spec: Spec) -> None:
+    for key in ("hostname", "domainname"):
+        if getattr(spec, key) and not spec.namespace("uts"):
+            raise InvalidSpec(key, "setting it requires a private UTS namespace")
+    user_ns = spec.namespace("user") is not None
+    for key in ("uidMappings", "gidMappings"):
+        if spec.raw.get("linux", {}).get(key) and not user_ns:
+            raise InvalidSpec(f"linux.{key}", "id mappings require a user namespace")
+    _check_sysctl(spec)
+
+
+def check_supported(spec: Spec) -> None:
+    """What this engine cannot run yet, as InvalidSpec (called by create, not by load)."""
+    if spec.process is None:
+        raise InvalidSpec("process", "is required to create a container")
+    if spec.namespace("user") is not None:
+        raise InvalidSpec("linux.namespaces", "user namespaces are not supported yet")
+    if spec.process.terminal:
+        raise InvalidSpec("process.terminal", "terminals are not supported yet")
+    if not spec.namespace("mount"):
+        raise InvalidSpec("linux.namespaces", "a mount namespace is required")
+
+
+def root_path(spec: Spec, bundle: str) -> str:
+    return posixpath.normpath(posixpath.join(bundle, spec.root.path))

@@ -1,0 +1,273 @@
+"""The real syscall layer: thin ctypes/os wrappers, one method per operation.
+
+Invariant: every failure is an OSError whose errno is the kernel's and whose strerror names
+the operation and the path ("mount tmpfs on /x/dev: No such device"), so callers can report
+it without knowing which call failed. Nothing here decides anything; it only executes.
+"""
+
+import ctypes
+import fcntl
+import os
+import platform
+import resource
+import signal
+import socket
+import struct
+
+from . import consts as C
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_str, _ulong = ctypes.c_char_p, ctypes.c_ulong
+_libc.mount.argtypes = [_str, _str, _str, _ulong, _str]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.prctl.argtypes = [ctypes.c_int, _ulong, _ulong, _ulong, _ulong]
+_libc.syscall.restype = ctypes.c_long
+_SYSCALLS = C.SYSCALL_NUMBERS.get(platform.machine(), C.SYSCALL_NUMBERS["x86_64"])
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _b(s: str | None) -> bytes | None:
+    return None if s is None else os.fsencode(s)
+
+
+def _fail(op: str, what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{op} {what}: {os.strerror(err)}".replace("  ", " "))
+
+
+def _wrap(op: str, what: str, fn, *args):
+    """Run an os.* call, re-raising its OSError with our message format."""
+    try:
+        return fn(*args)
+    except OSError as e:
+        raise OSError(e.errno, f"{op} {what}: {os.strerror(e.errno)}") from None
+
+
+class Linux:
+    """Executes operations on the running kernel."""
+
+    # --- mounts and namespaces -------------------------------------------------------------
+    def mount(self, source: str | None, target: str, fstype: str | None, flags: int,
+              data: str | None = None) -> None:
+        if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
+            raise _fail("mount", f"{source or fstype or ''} on {target}")
+
+    def umount2(self, target: str, flags: int) -> None:
+        if _libc.umount2(_b(target), flags) != 0:
+            raise _fail("umount", target)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        if _libc.syscall(_SYSCALLS["pivot_root"], _b(new_root), _b(put_old)) != 0:
+            raise _fail("pivot_root", new_root)
+
+    def unshare(self, flags: int) -> None:
+        if _libc.unshare(flags) != 0:
+            raise _fail("unshare", hex(flags))
+
+    def setns(self, path: str, nstype: int) -> None:
+        fd = _wrap("open", path, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _libc.setns(fd, nstype) != 0:
+                raise _fail("setns", path)
+        finally:
+            os.close(fd)
+
+    def sethostname(self, name: str) -> None:
+        b = name.encode()
+        if _libc.sethostname(b, len(b)) != 0:
+            raise _fail("sethostname", name)
+
+    def setdomainname(self, name: str) -> None:
+        b = name.encode()
+        if _libc.setdomainname(b, len(b)) != 0:
+            raise _fail("setdomainname", name)
+
+    def loopback_up(self) -> None:
+        # SIOCSIFFLAGS on a throwaway socket: the netlink alternative (pyroute2) costs 200 ms.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            req = struct.pack("16sh22x", b"lo", 0)
+            try:
+                flags = struct.unpack("16sh22x", fcntl.ioctl(s, C.SIOCGIFFLAGS, req))[1]
+                fcntl.ioctl(s, C.SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | C.IFF_UP))
+            except OSError as e:
+                raise OSError(e.errno, f"set lo up: {os.strerror(e.errno)}") from None
+
+    # --- credentials and capabilities ------------------------------------------------------
+    def capget(self) -> tuple[int, int, int]:
+        hdr, data = _CapHeader(C.LINUX_CAPABILITY_VERSION_3, 0), (_CapData * 2)()
+        if _libc.capget(ctypes.byref(hdr), data) != 0:
+            raise _fail("capget", "")
+        join = lambda f: getattr(data[0], f) | getattr(data[1], f) << 32  # noqa: E731
+        return join("effective"), join("permitted"), join("inheritable")
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        hdr, data = _CapHeader(C.LINUX_CAPABILITY_VERSION_3, 0), (_CapData * 2)()
+        for i in (0, 1):
+            sh = 32 * i
+            data[i].effective = (effective >> sh) & 0xFFFFFFFF
+            data[i].permitted = (permitted >> sh) & 0xFFFFFFFF
+            data[i].inheritable = (inheritable >> sh) & 0xFFFFFFFF
+        if _libc.capset(ctypes.byref(hdr), data) != 0:
+            raise _fail("capset", f"eff={effective:#x} prm={permitted:#x} inh={inheritable:#x}")
+
+    def _prctl(self, what: str, option: int, arg2: int = 0, arg3: int = 0) -> None:
+        if _libc.prctl(option, arg2, arg3, 0, 0) != 0:
+            raise _fail("prctl", what)
+
+    def capbset_drop(self, cap: int) -> None:
+        self._prctl(f"PR_CAPBSET_DROP {cap}", C.PR_CAPBSET_DROP, cap)
+
+    def set_keepcaps(self, on: bool) -> None:
+        self._prctl("PR_SET_KEEPCAPS", C.PR_SET_KEEPCAPS, int(on))
+
+    def set_child_subreaper(self) -> None:
+        self._prctl("PR_SET_CHILD_SUBREAPER", C.PR_SET_CHILD_SUBREAPER, 1)
+
+    def set_no_new_privs(self) -> None:
+        self._prctl("PR_SET_NO_NEW_PRIVS", C.PR_SET_NO_NEW_PRIVS, 1)
+
+    def ambient_raise(self, cap: int) -> None:
+        self._prctl(f"PR_CAP_AMBIENT_RAISE {cap}", C.PR_CAP_AMBIENT, C.PR_CAP_AMBIENT_RAISE, cap)
+
+    def setgroups(self, gids: list[int]) -> None:
+        _wrap("setgroups", str(gids), os.setgroups, gids)
+
+    def setresgid(self, gid: int) -> None:
+        _wrap("setresgid", str(gid), os.setresgid, gid, gid, gid)
+
+    def setresuid(self, uid: int) -> None:
+        _wrap("setresuid", str(uid), os.setresuid, uid, uid, uid)
+
+    # --- process ----------------------------------------------------------------------------
+    def setrlimit(self, name: str, soft: int, hard: int) -> None:
+        try:
+            _wrap("setrlimit", name, resource.setrlimit, getattr(resource, name), (soft, hard))
+        except ValueError as e:  # Python checks soft <= hard itself
+            raise OSError(22, f"setrlimit {name}: {e}") from None
+
+    def umask(self, mask: int) -> int:
+        return os.umask(mask)
+
+    def close_range(self, first: int, last: int, flags: int) -> None:
+        if _libc.syscall(_SYSCALLS["close_range"], ctypes.c_uint(first), ctypes.c_uint(last),
+                         ctypes.c_uint(flags)) != 0:
+            raise _fail("close_range", f"{first}..{last}")
+
+    def reset_signals(self) -> None:
+        """Every disposition back to SIG_DFL and an empty mask: exec keeps SIG_IGN and the mask,
+        and Python ignores SIGPIPE and SIGXFSZ."""
+        for sig in signal.valid_signals():
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(sig, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass  # the glibc-reserved real-time signals
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+    def execve(self, path: str, args: list[str], env: dict[str, str]) -> None:
+        _wrap("exec", path, os.execve, path, args, env)
+
+    # --- filesystem -------------------------------------------------------------------------
+    def chdir(self, path: str) -> None:
+        _wrap("chdir", path, os.chdir, path)
+
+    def makedirs(self, path: str, mode: int = 0o755) -> None:
+        _wrap("mkdir", path, os.makedirs, path, mode, True)
+
+    def touch(self, path: str) -> None:
+        fd = _wrap("create", path, os.open, path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o755)
+        os.close(fd)
+
+    def readlink(self, path: str) -> str:
+        # Raw os.readlink: secure_join tells "not a link" (EINVAL) from "missing" by errno.
+        return os.readlink(path)
+
+    def isdir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def stat(self, path: str) -> os.stat_result:
+        return _wrap("stat", path, os.stat, path)
+
+    def symlink(self, target: str, path: str) -> None:
+        _wrap("symlink", path, os.symlink, target, path)
+
+    def mknod(self, path: str, mode: int, device: int) -> None:
+        _wrap("mknod", path, os.mknod, path, mode, device)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        _wrap("chown", path, os.lchown, path, uid, gid)
+
+    def chmod(self, path: str, mode: int) -> None:
+        _wrap("chmod", path, os.chmod, path, mode)
+
+    def read_file(self, path: str) -> str:
+        fd = _wrap("open", path, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return _wrap("read", path, os.read, fd, 65536).decode()
+        finally:
+            os.close(fd)
+
+    def write_file(self, path: str, data: str) -> None:
+        fd = _wrap("open", path, os.open, path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            _wrap("write", path, os.write, fd, data.encode())
+        finally:
+            os.close(fd)
+
+
+LINUX = Linux()
+
+# The module-level spelling, for callers that never need the fake: runtime.sys.linux.mount(...),
+# runtime.sys.linux.MS_BIND.
+from .consts import *  # noqa: E402,F401,F403
+mount = LINUX.mount
+umount2 = LINUX.umount2
+pivot_root = LINUX.pivot_root
+unshare = LINUX.unshare
+setns = LINUX.setns
+sethostname = LINUX.sethostname
+setdomainname = LINUX.setdomainname
+loopback_up = LINUX.loopback_up
+capget = LINUX.capget
+capset = LINUX.capset
+capbset_drop = LINUX.capbset_drop
+set_keepcaps = LINUX.set_keepcaps
+set_child_subreaper = LINUX.set_child_subreaper
+set_no_new_privs = LINUX.set_no_new_privs
+ambient_raise = LINUX.ambient_raise
+setgroups = LINUX.setgroups
+setresgid = LINUX.setresgid
+setresuid = LINUX.setresuid
+setrlimit = LINUX.setrlimit
+umask = LINUX.umask
+close_range = LINUX.close_range
+reset_signals = LINUX.reset_signals
+execve = LINUX.execve
+chdir = LINUX.chdir
+makedirs = LINUX.makedirs
+touch = LINUX.touch
+readlink = LINUX.readlink
+isdir = LINUX.isdir
+exists = LINUX.exists
+stat = LINUX.stat
+symlink = LINUX.symlink
+mknod = LINUX.mknod
+chown = LINUX.chown
+chmod = LINUX.chmod
+read_file = LINUX.read_file
+write_file = LINUX.write_file

@@ -1,0 +1,211 @@
+"""runtime.init: the init's create-time and start-time sequences, on the fake syscall layer."""
+
+import errno
+import os
+import stat
+
+import pytest
+
+from runtime import caps as C
+from runtime import init as I
+from runtime import spec as S
+from runtime.errors import ContainerSetupError
+from runtime.mounts import HostInfo, plan_rootfs
+from runtime.specgen import DEFAULT_CAPS, default_config
+from runtime.sys.consts import CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_MAX
+from runtime.sys.fake import FakeSys
+
+
+@pytest.fixture
+def rootfs(tmp_path):
+    r = tmp_path / "rootfs"
+    (r / "bin").mkdir(parents=True)
+    for name, mode in (("sh", 0o755), ("data", 0o644)):
+        (r / "bin" / name).write_text("")
+        (r / "bin" / name).chmod(mode)
+    return r
+
+
+def config(**process):
+    c = default_config(["sh", "-c", "true"], hostname="box")
+    c["process"].update(process)
+    return c
+
+
+def make(rootfs, c, ops=None) -> I.InitConfig:
+    spec = S.parse(c)
+    if ops is None:
+        ops = plan_rootfs(spec, str(rootfs), str(rootfs.parent), HostInfo())
+    return I.InitConfig(spec, str(rootfs), ops, "/state")
+
+
+def fake(oom="0\n") -> FakeSys:
+    return FakeSys(files={"/proc/self/oom_score_adj": oom})
+
+
+def test_prepare_sequence(rootfs):
+    c = config(oomScoreAdj=100)
+    c["domainname"] = "example.org"
+    c["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    f = fake()
+    prepared = I.prepare(make(rootfs, c), f)
+    assert prepared.exe == "/bin/sh"  # found through PATH inside the new root
+    calls = f.calls
+    first_mount = next(i for i, call in enumerate(calls) if call[0] == "mount")
+    assert calls[:first_mount] == [
+        ("umask", 0),
+        ("sethostname", "box"),
+        ("setdomainname", "example.org"),
+        ("loopback_up",),
+        ("write_file", "/proc/sys/net/ipv4/ip_forward", "1"),
+        ("write_file", "/proc/self/oom_score_adj", "100"),
+    ]
+    assert calls[-1] == ("setrlimit", "RLIMIT_NOFILE", 1024, 1024)
+    assert ("pivot_root", ".", ".") in calls
+
+
+def test_prepare_skips_what_the_spec_does_not_ask(rootfs):
+    c = config()
+    c["hostname"] = None
+    c["linux"]["namespaces"] = [{"type": "mount"}, {"type": "network", "path": "/run/netns/x"}]
+    c["process"]["rlimits"] = []
+    f = fake()
+    I.prepare(make(rootfs, c, ops=[]), f)
+    assert f.calls == [("umask", 0)]  # joined netns: its lo is not ours to touch
+
+
+def test_oom_score_adj_equal_to_the_current_one_is_not_written(rootfs):
+    # Lowering it needs CAP_SYS_RESOURCE, which a host may lack: rewriting the same value
+    # must not turn into a failure.
+    f = fake(oom="-500\n")
+    I.prepare(make(rootfs, config(oomScoreAdj=-500), ops=[]), f)
+    assert not [c for c in f.calls if c[0] == "write_file"]
+
+
+def test_setup_failures_are_typed(rootfs):
+    f = fake()
+    f.fail[("sethostname", "box")] = errno.EPERM
+    with pytest.raises(ContainerSetupError) as e:
+        I.prepare(make(rootfs, config(), ops=[]), f)
+    assert e.value.step == "hostname" and "Operation not permitted" in str(e.value)
+
+
+@pytest.mark.parametrize("name, path_env, cwd, found", [
+    ("sh", "/usr/bin:/bin", "/", "/bin/sh"),
+    ("/bin/sh", None, "/", "/bin/sh"),
+    ("./sh", None, "/bin", "/bin/./sh"),  # joined, not normalised: the kernel resolves it
+    ("sh", "bin", "/", "/bin/sh"),  # a relative PATH entry is relative to cwd, as in Go
+])
+def test_lookup_finds(rootfs, name, path_env, cwd, found):
+    f = FakeSys()
+    f.root = str(rootfs)  # as after pivot_root
+    assert I.lookup_executable(name, path_env, cwd, f) == found
+
+
+@pytest.mark.parametrize("name, path_env, message", [
+    ("foo", "/usr/bin:/bin", 'exec: "foo": executable file not found in $PATH'),
+    ("sh", None, 'exec: "sh": executable file not found in $PATH'),  # no PATH: like runc
+    ("data", "/bin", 'exec: "data": executable file not found in $PATH'),  # not executable
+    ("/bin/foo", "/bin", 'exec: "/bin/foo": stat /bin/foo: no such file or directory'),
+    ("/bin/data", "/bin", 'exec: "/bin/data": permission denied'),
+    ("/bin", "/bin", 'exec: "/bin": permission denied'),
+])
+def test_lookup_fails_like_runc(rootfs, name, path_env, message):
+    f = FakeSys()
+    f.root = str(rootfs)
+    with pytest.raises(ContainerSetupError) as e:
+        I.lookup_executable(name, path_env, "/", f)
+    assert (e.value.step, str(e.value), e.value.path) == ("exec lookup", message, name)
+
+
+def test_missing_executable_fails_prepare(rootfs):
+    with pytest.raises(ContainerSetupError) as e:
+        I.prepare(make(rootfs, config(args=["nope"])), fake())
+    assert e.value.step == "exec lookup"
+    assert str(e.value) == 'exec: "nope": executable file not found in $PATH'
+
+
+def test_capabilities_the_runtime_lacks_fail_create(rootfs):
+    c = config()
+    c["process"]["capabilities"]["permitted"].append("CAP_SYS_RESOURCE")
+    c["process"]["capabilities"]["effective"].append("CAP_SYS_RESOURCE")
+    f = fake()
+    f.caps = (0, C.all_mask() & ~(1 << C.NUMBERS["CAP_SYS_RESOURCE"]), 0)
+    with pytest.raises(ContainerSetupError) as e:
+        I.prepare(make(rootfs, c, ops=[]), f)
+    assert e.value.step == "capabilities" and "CAP_SYS_RESOURCE" in str(e.value)
+
+
+def test_effective_must_be_permitted(rootfs):
+    c = config()
+    c["process"]["capabilities"]["effective"].append("CAP_SYS_ADMIN")
+    with pytest.raises(ContainerSetupError, match="CAP_SYS_ADMIN"):
+        I.prepare(make(rootfs, c, ops=[]), fake())
+
+
+def test_finish_sequence(rootfs):
+    c = config(user={"uid": 1000, "gid": 100, "umask": 0o027, "additionalGids": [10, 20]},
+               env=["PATH=/bin", "A=b=c"], cwd="/work")
+    caps = c["process"]["capabilities"]
+    caps["inheritable"] = ["CAP_KILL", "CAP_CHOWN"]
+    caps["ambient"] = ["CAP_KILL", "CAP_SYS_ADMIN"]  # SYS_ADMIN is not permitted: skipped
+    cfg = make(rootfs, c, ops=[])
+    f = FakeSys()
+    I.finish(cfg, f, I.Prepared("/bin/sh", {"PATH": "/bin", "A": "b=c"}))
+    mask = C.to_mask(DEFAULT_CAPS, "x")
+    inh = C.to_mask(["CAP_KILL", "CAP_CHOWN"], "x")
+    dropped = [("capbset_drop", n) for n in range(C.last_cap() + 1) if not mask >> n & 1]
+    assert f.calls == [
+        *dropped,
+        ("set_keepcaps", True),
+        ("setgroups", [10, 20]),
+        ("setresgid", 100),
+        ("setresuid", 1000),
+        ("capset", mask, mask, inh),
+        ("ambient_raise", C.NUMBERS["CAP_KILL"]),
+        ("set_no_new_privs",),
+        ("umask", 0o027),
+        ("chdir", "/work"),
+        ("close_range", 3, CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC),
+        ("reset_signals",),
+        ("execve", "/bin/sh", ["sh", "-c", "true"], {"PATH": "/bin", "A": "b=c"}),
+    ]
+
+
+def test_finish_without_capabilities_leaves_them_alone(rootfs):
+    c = config(noNewPrivileges=False)
+    del c["process"]["capabilities"]
+    f = FakeSys()
+    I.finish(make(rootfs, c, ops=[]), f, I.Prepared("/bin/sh", {"PATH": "/bin"}))
+    assert [call[0] for call in f.calls] == ["setgroups", "setresgid", "setresuid", "umask",
+                                            "chdir", "close_range", "reset_signals", "execve"]
+    assert ("umask", 0o022) in f.calls
+
+
+def test_rlimit_infinity_is_passed_as_python_spells_it(rootfs):
+    c = config(rlimits=[{"type": "RLIMIT_CORE", "soft": 2**64 - 1, "hard": 2**64 - 1}])
+    f = fake()
+    I.prepare(make(rootfs, c, ops=[]), f)
+    assert f.calls[-1] == ("setrlimit", "RLIMIT_CORE", -1, -1)
+
+
+def test_fake_and_real_syscall_layers_have_the_same_interface():
+    from runtime.sys.linux import Linux
+    public = lambda cls: {n for n in vars(cls) if not n.startswith("_")}  # noqa: E731
+    assert public(Linux) <= public(FakeSys)
+    assert not (public(FakeSys) - public(Linux)) - {"map", "ops"}
+
+
+def test_real_stat_is_used_for_lookup(rootfs):
+    st = os.stat(rootfs / "bin/sh")
+    assert stat.S_IMODE(st.st_mode) & 0o111
+
+
+def test_home_comes_from_the_containers_passwd_when_env_lacks_it(tmp_path):
+    f = FakeSys(files={"/etc/passwd": "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"})
+    assert I.home_directory(1000, f) == "/home/app"
+    assert I.home_directory(0, f) == "/root"
+    assert I.home_directory(4242, f) == "/"
+    empty = FakeSys()
+    empty.root = str(tmp_path)  # a rootfs with no /etc/passwd
+    assert I.home_directory(0, empty) == "/"
