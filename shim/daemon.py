@@ -1,0 +1,106 @@
+"""The long-lived shim: one asyncio loop serving the Task API on the socket `start` created.
+
+Invariants:
+- One thread. The engine forks from it; no other thread ever exists (forking with threads is
+  unsafe), so blocking helpers are bounded instead of being pushed to executors.
+- The process exits only after Shutdown with no containers left, and only once the events
+  queued before it have been delivered (bounded to 5 s).
+- The same handlers answer containerd.task.v2.Task and containerd.task.v3.Task (containerd 2.x).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
+
+from proto.containerd.task.v2 import shim_pb2
+from runtime.container import Engine
+from shim import bootstrap, errors
+from shim.events import EventQueue
+from shim.service import TaskService
+from shim.ttrpc import Code, Server, TTRPCError
+
+log = logging.getLogger("pyshim")
+
+TASK_SERVICES = ("containerd.task.v2.Task", "containerd.task.v3.Task")
+EVENT_FLUSH_TIMEOUT = 5.0
+
+
+class _QuietStderr(logging.StreamHandler):
+    """stderr is containerd's log FIFO: while containerd is down, writes fail; never raise."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
+def _setup_logging(debug: bool) -> None:
+    handler = _QuietStderr(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        'time="%(asctime)s" level=%(levelname)s msg="%(message)s" logger=%(name)s'))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def run(sock: socket.socket, flags: bootstrap.Flags, options: bytes, bundle: str, path: str) -> int:
+    _setup_logging(flags.debug)
+    os.chdir("/")  # hold no bundle directory busy
+    return asyncio.run(_serve(sock, flags, path))
+
+
+async def _serve(sock: socket.socket, flags: bootstrap.Flags, path: str) -> int:
+    loop = asyncio.get_running_loop()
+    events = EventQueue(os.environ.get("TTRPC_ADDRESS", flags.address + ".ttrpc"), flags.namespace)
+    events.start()
+    service = TaskService(flags.namespace, Engine(bootstrap.engine_root(flags.namespace)), events)
+    service.reaper.install(loop)
+    server = Server()
+    handlers = task_handlers(service)
+    for name in TASK_SERVICES:
+        server.register(name, handlers)
+    await server.start(sock)
+    log.info("serving %s for namespace %s", path, flags.namespace)
+    await service.shutdown_requested.wait()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    await events.flush(EVENT_FLUSH_TIMEOUT)
+    server.close()
+    await server.wait_closed()
+    await events.close()
+    return 0
+
+
+def task_handlers(service: TaskService) -> dict:
+    """Adapt each Task RPC to the ttrpc server's bytes-in/bytes-out handler shape."""
+    methods = shim_pb2.DESCRIPTOR.services_by_name["Task"].methods
+    return {m.name: _adapter(m.name, getattr(service, m.name, None),
+                             message_factory.GetMessageClass(m.input_type))
+            for m in methods}
+
+
+def _adapter(name: str, impl, request_type):
+    async def handle(payload: bytes, _ctx) -> bytes:
+        if impl is None:
+            raise TTRPCError(Code.UNIMPLEMENTED, f"{name} is not implemented by pyshim yet")
+        try:
+            request = request_type.FromString(payload)
+        except DecodeError as e:
+            raise TTRPCError(Code.INVALID_ARGUMENT, f"{name}: undecodable request: {e}") from None
+        try:
+            response = await impl(request)
+        except TTRPCError:
+            raise
+        except Exception as e:
+            log.exception("%s failed", name)
+            raise errors.to_ttrpc(e) from e
+        return response.SerializeToString()
+
+    return handle

@@ -1,0 +1,98 @@
+"""Events to containerd: ONE strictly ordered queue -> Events/Forward on $TTRPC_ADDRESS.
+
+Invariants:
+- Events leave in exactly the order they were published; the timestamp is taken at publish time.
+- An event that fails to send is retried (with backoff) before any later one: nothing is dropped
+  or reordered while containerd is briefly unreachable.
+- flush() waits, bounded, for the queue to empty (used at shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+
+from google.protobuf import any_pb2
+
+from proto.containerd.services.events.ttrpc.v1 import events_pb2
+from shim.ttrpc import Client, TTRPCError
+
+log = logging.getLogger("pyshim.events")
+
+FORWARD_SERVICE = "containerd.services.events.ttrpc.v1.Events"
+_SEND_TIMEOUT = 5.0
+_MAX_BACKOFF = 2.0
+
+
+def pack_any(message) -> any_pb2.Any:
+    # containerd's typeurl registers its types under the bare full name, no type.googleapis.com/.
+    return any_pb2.Any(type_url=message.DESCRIPTOR.full_name, value=message.SerializeToString())
+
+
+class EventQueue:
+    def __init__(self, address: str, namespace: str):
+        self._address = address
+        self._namespace = namespace
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._client: Client | None = None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def publish(self, topic: str, event) -> None:
+        envelope = events_pb2.Envelope(namespace=self._namespace, topic=topic, event=pack_any(event))
+        envelope.timestamp.FromNanoseconds(time.time_ns())
+        self._queue.append(events_pb2.ForwardRequest(envelope=envelope).SerializeToString())
+        self._idle.clear()
+        self._wakeup.set()
+        log.debug("event %s", topic)
+
+    async def flush(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            log.warning("%d events not delivered at shutdown", len(self._queue))
+            return False
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._client:
+            self._client.close()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            try:
+                await self._send(self._queue[0])
+            except (OSError, ConnectionError, TTRPCError, asyncio.TimeoutError) as e:
+                log.warning("forwarding event failed (retrying in %.2fs): %s", backoff, e)
+                self._drop_client()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            self._queue.popleft()
+            backoff = 0.05
+
+    async def _send(self, payload: bytes) -> None:
+        if self._client is None:
+            self._client = await asyncio.wait_for(Client.connect(self._address), _SEND_TIMEOUT)
+        await self._client.call(FORWARD_SERVICE, "Forward", payload, timeout=_SEND_TIMEOUT)
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

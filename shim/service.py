@@ -1,0 +1,265 @@
+"""The Task service: containers, their processes, and the transitions containerd drives.
+
+Invariants:
+- One asyncio thread owns this state; handlers never block it for long (the engine's calls are
+  short and bounded; waits are awaited).
+- A process moves only along TRANSITIONS; anything else is FailedPrecondition or NotFound,
+  decided here, not by the engine.
+- Events for one process go out create -> start -> exit -> delete: an exit that is reaped while
+  its start is still being handled is held until the start event is queued (see _exited).
+- Every exit reaped is published exactly once, and waiters are woken after it is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from google.protobuf import empty_pb2
+
+from proto.containerd.events import task_pb2 as ev
+from proto.containerd.task.v2 import shim_pb2 as api
+from proto.containerd.types.task import task_pb2 as types
+from runtime.container import Engine
+from shim import errors, rootfs
+from shim.events import EventQueue
+from shim.reaper import Reaper
+from shim.stdio import ProcessIO
+
+log = logging.getLogger("pyshim.service")
+
+CREATED, STARTING, RUNNING, STOPPED, DELETED = "created", "starting", "running", "stopped", "deleted"
+TRANSITIONS = {
+    (CREATED, "start"): STARTING,
+    (STARTING, "started"): RUNNING,
+    (STARTING, "start-failed"): STOPPED,
+    (CREATED, "exit"): STOPPED,
+    (STARTING, "exit"): STOPPED,   # held until the start event is out: see _exited
+    (RUNNING, "exit"): STOPPED,
+    (CREATED, "delete"): DELETED,
+    (STOPPED, "delete"): DELETED,
+}
+_STATUS = {CREATED: types.CREATED, STARTING: types.CREATED, RUNNING: types.RUNNING,
+           STOPPED: types.STOPPED}
+GO_ZERO_TIME_SECONDS = -62135596800  # time.Time{} as containerd expects for "not exited"
+DELETE_KILL_TIMEOUT = 5.0
+
+
+@dataclass(eq=False)
+class Process:
+    container_id: str
+    id: str  # exec id, or the container id for the init process
+    io: ProcessIO
+    terminal: bool = False
+    pid: int = 0
+    state: str = CREATED
+    exit_status: int = 0
+    exited_at_ns: int = 0
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    held_exit: tuple[int, int] | None = None
+
+    def transition(self, action: str) -> None:
+        nxt = TRANSITIONS.get((self.state, action))
+        if nxt is None:
+            raise errors.failed_precondition(f"process {self.id} is {self.state}: cannot {action}")
+        self.state = nxt
+
+    def exited_at(self, ts) -> None:
+        if self.exited_at_ns:
+            ts.FromNanoseconds(self.exited_at_ns)
+        else:
+            ts.seconds = GO_ZERO_TIME_SECONDS
+
+
+@dataclass(eq=False)
+class Container:
+    id: str
+    bundle: str
+    init: Process
+    engine: object  # runtime.container.Container
+    rootfs_mounted: bool = False
+
+
+class TaskService:
+    def __init__(self, namespace: str, engine: Engine, events: EventQueue):
+        self.namespace = namespace
+        self.engine = engine
+        self.events = events
+        self.reaper = Reaper(self.on_exit)
+        self.containers: dict[str, Container] = {}
+        self._by_pid: dict[int, Process] = {}
+        self.shutdown_requested = asyncio.Event()
+
+    # ---- lookups -------------------------------------------------------------------------
+
+    def _container(self, cid: str) -> Container:
+        c = self.containers.get(cid)
+        if c is None:
+            raise errors.not_found(f"container {cid}")
+        return c
+
+    def _process(self, cid: str, exec_id: str = "") -> Process:
+        c = self._container(cid)
+        if exec_id:
+            raise errors.not_found(f"process {exec_id}")  # exec arrives with the Exec work
+        return c.init
+
+    # ---- RPCs ----------------------------------------------------------------------------
+
+    async def Create(self, req: api.CreateTaskRequest) -> api.CreateTaskResponse:
+        if req.id in self.containers:
+            raise errors.already_exists(f"container {req.id}")
+        if req.terminal:
+            raise errors.failed_precondition("terminal (tty) is not supported by pyshim yet")
+        if req.checkpoint:
+            raise errors.failed_precondition("restore from checkpoint is not supported by pyshim yet")
+        target = os.path.join(req.bundle, "rootfs")
+        pio = None
+        mounted = False
+        try:
+            mounted = rootfs.mount_all(req.rootfs, target)
+            pio = ProcessIO.open(req.stdin, req.stdout, req.stderr)
+            handle = self.engine.create(req.id, req.bundle, pio.child)
+        except BaseException as e:
+            if pio:
+                pio.close()
+            if mounted:
+                rootfs.unmount(target)
+            raise errors.to_ttrpc(e) from e
+        pio.started()
+        init = Process(req.id, req.id, pio, req.terminal, pid=handle.pid)
+        self.containers[req.id] = Container(req.id, req.bundle, init, handle, mounted)
+        self.events.publish("/tasks/create", ev.TaskCreate(
+            container_id=req.id, bundle=req.bundle, rootfs=req.rootfs, pid=init.pid,
+            io=ev.TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
+                         terminal=req.terminal),
+            checkpoint=req.checkpoint))
+        self._watch(init)  # after TaskCreate: an exit already reaped must not overtake it
+        return api.CreateTaskResponse(pid=init.pid)
+
+    async def Start(self, req: api.StartRequest) -> api.StartResponse:
+        c = self._container(req.id)
+        p = self._process(req.id, req.exec_id)
+        p.transition("start")
+        try:
+            c.engine.start()
+        except BaseException as e:
+            p.transition("start-failed")
+            raise errors.to_ttrpc(e) from e
+        if p.state == STARTING:
+            p.transition("started")
+        self.events.publish("/tasks/start", ev.TaskStart(container_id=c.id, pid=p.pid))
+        if p.held_exit:  # it exited while we were starting it: now its exit may follow
+            self._publish_exit(p, *p.held_exit)
+        return api.StartResponse(pid=p.pid)
+
+    async def State(self, req: api.StateRequest) -> api.StateResponse:
+        c = self._container(req.id)
+        p = self._process(req.id, req.exec_id)
+        resp = api.StateResponse(
+            id=p.id, bundle=c.bundle, pid=p.pid, status=_STATUS[p.state], stdin=p.io.stdin,
+            stdout=p.io.stdout, stderr=p.io.stderr, terminal=p.terminal,
+            exit_status=p.exit_status, exec_id=req.exec_id)
+        p.exited_at(resp.exited_at)
+        return resp
+
+    async def Wait(self, req: api.WaitRequest) -> api.WaitResponse:
+        p = self._process(req.id, req.exec_id)
+        await p.exited.wait()
+        resp = api.WaitResponse(exit_status=p.exit_status)
+        p.exited_at(resp.exited_at)
+        return resp
+
+    async def Kill(self, req: api.KillRequest) -> empty_pb2.Empty:
+        c = self._container(req.id)
+        p = self._process(req.id, req.exec_id)
+        if p.state == STOPPED:
+            raise errors.not_found(f"process {p.id} already finished")
+        try:
+            c.engine.kill(req.signal or signal.SIGTERM)
+        except BaseException as e:
+            raise errors.to_ttrpc(e) from e
+        return empty_pb2.Empty()
+
+    async def Delete(self, req: api.DeleteRequest) -> api.DeleteResponse:
+        c = self._container(req.id)
+        p = self._process(req.id, req.exec_id)
+        if p.state not in (CREATED, STOPPED):
+            raise errors.failed_precondition(f"cannot delete {p.state} process {p.id}")
+        if p.state == CREATED:  # never started: kill the waiting init and collect its exit
+            c.engine.kill(signal.SIGKILL)
+            try:
+                await asyncio.wait_for(p.exited.wait(), DELETE_KILL_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise errors.failed_precondition(f"process {p.id} did not exit after SIGKILL") from None
+        try:
+            c.engine.delete(force=True)
+        except BaseException as e:
+            raise errors.to_ttrpc(e) from e
+        p.transition("delete")
+        p.io.close()
+        if c.rootfs_mounted:
+            rootfs.unmount(os.path.join(c.bundle, "rootfs"))
+        del self.containers[c.id]
+        resp = api.DeleteResponse(pid=p.pid, exit_status=p.exit_status)
+        p.exited_at(resp.exited_at)
+        event = ev.TaskDelete(container_id=c.id, pid=p.pid, exit_status=p.exit_status, id=p.id)
+        p.exited_at(event.exited_at)
+        self.events.publish("/tasks/delete", event)
+        return resp
+
+    async def Connect(self, req: api.ConnectRequest) -> api.ConnectResponse:
+        c = self.containers.get(req.id)
+        return api.ConnectResponse(shim_pid=os.getpid(), task_pid=c.init.pid if c else 0)
+
+    async def Shutdown(self, req: api.ShutdownRequest) -> empty_pb2.Empty:
+        if not self.containers:
+            self.shutdown_requested.set()
+        return empty_pb2.Empty()
+
+    async def CloseIO(self, req: api.CloseIORequest) -> empty_pb2.Empty:
+        p = self._process(req.id, req.exec_id)
+        if req.stdin:
+            p.io.close_stdin()
+        return empty_pb2.Empty()
+
+    async def ResizePty(self, req: api.ResizePtyRequest) -> empty_pb2.Empty:
+        self._process(req.id, req.exec_id)
+        return empty_pb2.Empty()  # without a terminal there is nothing to resize (as runc)
+
+    # ---- exits ---------------------------------------------------------------------------
+
+    def _watch(self, p: Process) -> None:
+        self._by_pid[p.pid] = p
+        early = self.reaper.take_unclaimed(p.pid)
+        if early:
+            self.on_exit(p.pid, *early)
+
+    def on_exit(self, pid: int, status: int, when_ns: int) -> bool:
+        """Reaper callback; True if the pid was ours."""
+        p = self._by_pid.pop(pid, None)
+        if p is None:
+            return False
+        held = p.state == STARTING
+        p.transition("exit")
+        if held:
+            p.held_exit = (status, when_ns)  # Start publishes it right after TaskStart
+            return True
+        self._publish_exit(p, status, when_ns)
+        return True
+
+    def _publish_exit(self, p: Process, status: int, when_ns: int) -> None:
+        p.held_exit = None
+        p.exit_status, p.exited_at_ns = status, when_ns
+        event = ev.TaskExit(container_id=p.container_id, id=p.id, pid=p.pid, exit_status=status)
+        event.exited_at.FromNanoseconds(when_ns)
+        self.events.publish("/tasks/exit", event)
+        p.exited.set()
+
+
+RPC_NAMES = ("State", "Create", "Start", "Delete", "Pids", "Pause", "Resume", "Checkpoint", "Kill",
+             "Exec", "ResizePty", "CloseIO", "Update", "Wait", "Stats", "Connect", "Shutdown")

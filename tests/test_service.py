@@ -1,0 +1,241 @@
+"""The Task service's state table and event ordering, against a stub engine (no root)."""
+
+import asyncio
+import signal
+
+import pytest
+
+from proto.containerd.task.v2 import shim_pb2 as api
+from proto.containerd.types.task import task_pb2 as types
+from runtime import errors as engine_errors
+from shim.service import GO_ZERO_TIME_SECONDS, TaskService
+from shim.ttrpc import Code, TTRPCError
+
+
+class StubHandle:
+    def __init__(self, pid):
+        self.pid = pid
+        self.calls = []
+
+    def start(self):
+        self.calls.append("start")
+
+    def kill(self, sig):
+        self.calls.append(("kill", sig))
+
+    def delete(self, force=False):
+        self.calls.append(("delete", force))
+
+
+class StubEngine:
+    def __init__(self):
+        self.next_pid = 100
+        self.handles = {}
+        self.fail_with = None
+
+    def create(self, cid, bundle, stdio):
+        if self.fail_with:
+            raise self.fail_with
+        self.next_pid += 1
+        self.handles[cid] = StubHandle(self.next_pid)
+        return self.handles[cid]
+
+
+class RecordingEvents:
+    def __init__(self):
+        self.published = []
+
+    def publish(self, topic, event):
+        self.published.append((topic, event))
+
+    @property
+    def topics(self):
+        return [t for t, _ in self.published]
+
+
+def make_service():
+    return TaskService("default", StubEngine(), RecordingEvents())
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def create(svc, cid="c1", bundle="/nonexistent/bundle"):
+    return await svc.Create(api.CreateTaskRequest(id=cid, bundle=bundle))
+
+
+def test_lifecycle_publishes_create_start_exit_delete_in_order():
+    async def scenario():
+        svc = make_service()
+        pid = (await create(svc)).pid
+        assert (await svc.Start(api.StartRequest(id="c1"))).pid == pid
+        assert svc.on_exit(pid, 3, 1_000_000_123) is True
+        deleted = await svc.Delete(api.DeleteRequest(id="c1"))
+        return svc, pid, deleted
+
+    svc, pid, deleted = run(scenario())
+    assert svc.events.topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
+    exit_event = svc.events.published[2][1]
+    assert (exit_event.container_id, exit_event.id, exit_event.pid, exit_event.exit_status) == (
+        "c1", "c1", pid, 3)
+    assert exit_event.exited_at.ToNanoseconds() == 1_000_000_123
+    assert (deleted.pid, deleted.exit_status) == (pid, 3)
+    assert "c1" not in svc.containers
+
+
+def test_state_reports_status_and_go_zero_time_while_running():
+    async def scenario():
+        svc = make_service()
+        await create(svc)
+        created = await svc.State(api.StateRequest(id="c1"))
+        await svc.Start(api.StartRequest(id="c1"))
+        running = await svc.State(api.StateRequest(id="c1"))
+        return created, running
+
+    created, running = run(scenario())
+    assert created.status == types.CREATED
+    assert running.status == types.RUNNING
+    assert running.exited_at.seconds == GO_ZERO_TIME_SECONDS
+
+
+def test_exit_reaped_while_starting_is_held_until_start_event():
+    async def scenario():
+        svc = make_service()
+        pid = (await create(svc)).pid
+        handle = svc.engine.handles["c1"]
+        handle.start = lambda: svc.on_exit(pid, 0, 5)  # the process dies inside start
+        await svc.Start(api.StartRequest(id="c1"))
+        return svc
+
+    svc = run(scenario())
+    assert svc.events.topics == ["/tasks/create", "/tasks/start", "/tasks/exit"]
+
+
+def test_exit_reaped_before_pid_registration_is_not_lost():
+    async def scenario():
+        svc = make_service()
+        assert svc.on_exit(101, 7, 9) is False  # unknown pid: kept as unclaimed by the reaper
+        svc.reaper._unclaimed[101] = (7, 9)
+        await create(svc)  # gets pid 101
+        return svc
+
+    svc = run(scenario())
+    assert svc.events.topics == ["/tasks/create", "/tasks/exit"]
+    assert svc.containers["c1"].init.exit_status == 7
+
+
+def test_wait_blocks_until_exit_and_many_waiters_are_woken():
+    async def scenario():
+        svc = make_service()
+        pid = (await create(svc)).pid
+        await svc.Start(api.StartRequest(id="c1"))
+        waiters = [asyncio.create_task(svc.Wait(api.WaitRequest(id="c1"))) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        assert not any(w.done() for w in waiters)
+        svc.on_exit(pid, 137, 42)
+        return await asyncio.gather(*waiters)
+
+    results = run(scenario())
+    assert [r.exit_status for r in results] == [137] * 5
+
+
+@pytest.mark.parametrize("rpc,req", [
+    ("State", api.StateRequest(id="nope")),
+    ("Start", api.StartRequest(id="nope")),
+    ("Kill", api.KillRequest(id="nope", signal=9)),
+    ("Delete", api.DeleteRequest(id="nope")),
+    ("Wait", api.WaitRequest(id="nope")),
+])
+def test_unknown_container_is_not_found(rpc, req):
+    with pytest.raises(TTRPCError) as e:
+        run(getattr(make_service(), rpc)(req))
+    assert e.value.code == Code.NOT_FOUND
+
+
+def test_duplicate_create_is_already_exists():
+    async def scenario():
+        svc = make_service()
+        await create(svc)
+        await create(svc)
+
+    with pytest.raises(TTRPCError) as e:
+        run(scenario())
+    assert e.value.code == Code.ALREADY_EXISTS
+
+
+def test_delete_after_delete_is_not_found_and_delete_running_is_precondition():
+    async def scenario():
+        svc = make_service()
+        pid = (await create(svc)).pid
+        await svc.Start(api.StartRequest(id="c1"))
+        with pytest.raises(TTRPCError) as running:
+            await svc.Delete(api.DeleteRequest(id="c1"))
+        svc.on_exit(pid, 0, 1)
+        await svc.Delete(api.DeleteRequest(id="c1"))
+        with pytest.raises(TTRPCError) as again:
+            await svc.Delete(api.DeleteRequest(id="c1"))
+        return running.value.code, again.value.code
+
+    assert run(scenario()) == (Code.FAILED_PRECONDITION, Code.NOT_FOUND)
+
+
+def test_kill_exited_process_is_not_found_and_start_twice_is_precondition():
+    async def scenario():
+        svc = make_service()
+        pid = (await create(svc)).pid
+        await svc.Start(api.StartRequest(id="c1"))
+        with pytest.raises(TTRPCError) as twice:
+            await svc.Start(api.StartRequest(id="c1"))
+        await svc.Kill(api.KillRequest(id="c1", signal=15))
+        svc.on_exit(pid, 143, 1)
+        with pytest.raises(TTRPCError) as dead:
+            await svc.Kill(api.KillRequest(id="c1", signal=9))
+        return svc, twice.value.code, dead.value.code
+
+    svc, twice, dead = run(scenario())
+    assert (twice, dead) == (Code.FAILED_PRECONDITION, Code.NOT_FOUND)
+    assert ("kill", 15) in svc.engine.handles["c1"].calls
+
+
+def test_delete_of_created_task_kills_and_collects_the_init():
+    async def scenario():
+        svc = make_service()
+        pid = (await create(svc)).pid
+        handle = svc.engine.handles["c1"]
+        handle.kill = lambda sig: asyncio.get_running_loop().call_soon(svc.on_exit, pid, 128 + sig, 1)
+        resp = await svc.Delete(api.DeleteRequest(id="c1"))
+        return svc, resp
+
+    svc, resp = run(scenario())
+    assert resp.exit_status == 128 + signal.SIGKILL
+    assert svc.events.topics == ["/tasks/create", "/tasks/exit", "/tasks/delete"]
+
+
+@pytest.mark.parametrize("exc,code", [
+    (engine_errors.InvalidSpec("process.args", "must not be empty"), Code.INVALID_ARGUMENT),
+    (engine_errors.ContainerSetupError("exec lookup",
+                                       "exec: \"nope\": executable file not found in $PATH"),
+     Code.FAILED_PRECONDITION),
+])
+def test_engine_errors_map_to_typed_codes_and_leave_nothing(exc, code):
+    svc = make_service()
+    svc.engine.fail_with = exc
+    with pytest.raises(TTRPCError) as e:
+        run(create(svc))
+    assert e.value.code == code
+    assert svc.containers == {} and svc.events.published == []
+
+
+def test_connect_never_fails_and_shutdown_waits_for_containers():
+    async def scenario():
+        svc = make_service()
+        unknown = await svc.Connect(api.ConnectRequest(id="nope"))
+        await create(svc)
+        await svc.Shutdown(api.ShutdownRequest(id="c1"))
+        early = svc.shutdown_requested.is_set()
+        return unknown, early
+
+    unknown, early = run(scenario())
+    assert unknown.task_pid == 0 and unknown.shim_pid > 0
+    assert early is False

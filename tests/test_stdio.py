@@ -1,0 +1,113 @@
+"""Stdio wiring over real FIFOs (no root): direct stdout, stdin copy, CloseIO drain, EOF."""
+
+import asyncio
+import os
+
+import pytest
+
+from shim.stdio import ProcessIO, StdioError
+
+
+@pytest.fixture
+def fifos(tmp_path):
+    paths = {}
+    for name in ("stdin", "stdout", "stderr"):
+        paths[name] = str(tmp_path / name)
+        os.mkfifo(paths[name])
+    return paths
+
+
+def test_stdout_goes_straight_to_the_fifo_and_reader_sees_eof_after_process_closes(fifos):
+    reader = os.open(fifos["stdout"], os.O_RDONLY | os.O_NONBLOCK)  # like ctr, before Create
+    pio = ProcessIO.open("", fifos["stdout"], "")
+    child_out = os.dup(pio.child.stdout)  # what the container process holds
+    pio.started()  # the shim drops its write end
+    os.write(child_out, b"hello\n")
+    os.close(child_out)  # the process exits
+    assert os.read(reader, 100) == b"hello\n"
+    assert os.read(reader, 100) == b""  # EOF: the shim holds no write end
+    pio.close()
+    os.close(reader)
+
+
+def test_output_survives_the_reader_going_away(fifos):
+    reader = os.open(fifos["stdout"], os.O_RDONLY | os.O_NONBLOCK)
+    pio = ProcessIO.open("", fifos["stdout"], "")
+    child_out = os.dup(pio.child.stdout)
+    pio.started()
+    os.close(reader)  # containerd restarts
+    os.write(child_out, b"kept\n")  # no EPIPE: the shim still holds a read end
+    reader = os.open(fifos["stdout"], os.O_RDONLY | os.O_NONBLOCK)
+    assert os.read(reader, 100) == b"kept\n"
+    os.close(child_out)
+    pio.close()
+    os.close(reader)
+
+
+def test_missing_fifo_is_an_error_naming_the_path(tmp_path):
+    with pytest.raises(StdioError) as e:
+        ProcessIO.open("", str(tmp_path / "absent"), "")
+    assert str(tmp_path / "absent") in str(e.value)
+
+
+def _read_all(fd, timeout=2.0):
+    async def go():
+        loop = asyncio.get_running_loop()
+        data = b""
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+                continue
+            if not chunk:
+                return data, True
+            data += chunk
+        return data, False
+    return go()
+
+
+def test_stdin_is_copied_and_writer_close_gives_eof(fifos):
+    async def scenario():
+        pio = ProcessIO.open(fifos["stdin"], "", "")
+        child_in = os.dup(pio.child.stdin)
+        os.set_blocking(child_in, False)
+        pio.started()
+        writer = os.open(fifos["stdin"], os.O_WRONLY)  # ctr opens its end after Create
+        os.write(writer, b"hi\n" * 1000)
+        os.close(writer)
+        data, eof = await _read_all(child_in)
+        os.close(child_in)
+        pio.close()
+        return data, eof
+
+    data, eof = asyncio.run(scenario())
+    assert data == b"hi\n" * 1000 and eof
+
+
+def test_close_io_copies_what_is_already_written_then_closes(fifos):
+    async def scenario():
+        pio = ProcessIO.open(fifos["stdin"], "", "")
+        child_in = os.dup(pio.child.stdin)
+        os.set_blocking(child_in, False)
+        pio.started()
+        writer = os.open(fifos["stdin"], os.O_WRONLY)
+        os.write(writer, b"last words\n")
+        pio.close_stdin()  # CloseIO arrives before the pump saw the bytes; writer still open
+        data, eof = await _read_all(child_in)
+        os.close(writer)
+        os.close(child_in)
+        pio.close()
+        return data, eof
+
+    data, eof = asyncio.run(scenario())
+    assert (data, eof) == (b"last words\n", True)
+
+
+def test_no_stdin_path_means_no_pump():
+    pio = ProcessIO.open("", "", "")
+    assert (pio.child.stdin, pio.child.stdout, pio.child.stderr) == (None, None, None)
+    pio.started()
+    pio.close_stdin()
+    pio.close()
