@@ -48,10 +48,12 @@ def _setup_logging(debug: bool) -> None:
     root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def run(sock: socket.socket, flags: bootstrap.Flags, options: bytes, bundle: str, path: str) -> int:
+def run(sock, flags: bootstrap.Flags, options: bytes, bundle: str, path: str) -> int:
+    """Serve until shut down. `sock` is start's listening _socket.socket."""
     _setup_logging(flags.debug)
     os.chdir("/")  # hold no bundle directory busy
-    return asyncio.run(_serve(sock, flags, path))
+    listener = socket.socket(fileno=sock.detach())  # asyncio wants the full socket class
+    return asyncio.run(_serve(listener, flags, path))
 
 
 async def _serve(sock: socket.socket, flags: bootstrap.Flags, path: str) -> int:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import errno
 import os
 
-from runtime.mounts import parse_options
-from runtime.sys import linux
-
 
 def mount_all(mounts, target: str) -> bool:
     """Mount each containerd.types.Mount on target in order; True if anything was mounted."""
+    from runtime.mounts import parse_options
+    from runtime.sys import linux
+
     done = 0
     try:
         for m in mounts:
@@ -33,8 +33,15 @@ def mount_all(mounts, target: str) -> bool:
 
 
 def unmount(target: str) -> None:
-    """Unmount everything stacked on target; lazily if it is busy."""
+    """Unmount everything stacked on target; lazily if it is busy.
+
+    Checks /proc/self/mountinfo first, so the common nothing-to-do case imports nothing
+    (`shim delete` runs after every shim exit)."""
     target = os.path.realpath(target)
+    if not is_mountpoint(target):
+        return
+    from runtime.sys import linux
+
     for _ in range(16):  # bounded: a mount that refuses to go is reported, not looped on
         if not is_mountpoint(target):
             return
