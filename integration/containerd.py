@@ -35,6 +35,11 @@ CTR_FIFO_DIR = "/run/containerd/fifo"  # ctr's default --fifo-dir: <dir>/<random
 TASK_DIR = "io.containerd.runtime.v2.task"  # the v2 runtime's bundles under `state`
 
 MNT_DETACH = 2
+FORKSERVER_DIR = "/run/pyshim/forkserver"  # shim/forkserver.py RUN_DIR
+
+
+def _sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -425,14 +430,27 @@ class PrivateContainerd:
                 return True
         return False
 
+    def forkserver_pid(self) -> int | None:
+        """The pyshim fork server of this containerd, if one runs (see shim/forkserver.py).
+        Its command line carries `-address SOCK` like a shim's, and so do the daemons it forks."""
+        try:
+            with open(os.path.join(FORKSERVER_DIR,
+                                   _sha256_hex(os.path.normpath(self.address))[:24] + ".pid")) as f:
+                pid = int(f.read())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) and self._is_ours(_cmdline(pid) or []) else None
+
     def shim_processes(self) -> list[int]:
-        """PIDs of live shim processes started by this containerd (any runtime)."""
+        """PIDs of live shim processes started by this containerd (any runtime); the pyshim
+        fork server is not one (it stays between tests; stop() ends it)."""
         if self.dir is None:
             return []
         me = os.getpid()
+        forkserver = self.forkserver_pid()
         out = []
         for pid in _pids():
-            if pid == me:
+            if pid in (me, forkserver):
                 continue
             argv = _cmdline(pid)
             if argv and self._is_ours(argv) and _alive(pid):
@@ -520,7 +538,12 @@ class PrivateContainerd:
         return notes
 
     def _kill_shims(self, timeout: float) -> list[str]:
-        return self._kill_pids(self.shim_processes(), timeout)
+        notes = self._kill_pids(self.shim_processes(), timeout)
+        forkserver = self.forkserver_pid()
+        if forkserver:  # it would exit by itself once containerd's socket is gone, within 5 s
+            _kill(forkserver, signal.SIGTERM)
+            notes.append(f"stopped the pyshim fork server {forkserver}")
+        return notes
 
     @staticmethod
     def _kill_pids(shims: list[int], timeout: float) -> list[str]:

@@ -176,17 +176,35 @@ def start(flags: Flags) -> int:
         sock = listen(path)
     try:
         write_atomic(os.path.join(bundle, "address"), address.encode())
-        pid = os.fork()
+        pid = _spawn_daemon(sock, flags, options, bundle, path)
     except BaseException:
         sock.close()
         os.unlink(path)
         raise
-    if pid == 0:
-        _become_daemon(sock, flags, options, bundle, path)  # never returns
     sock.close()
     write_atomic(os.path.join(bundle, "shim.pid"), str(pid).encode())
     _print(address)
     return 0
+
+
+def _spawn_daemon(sock, flags: Flags, options: bytes, bundle: str, path: str) -> int:
+    """A daemon serving sock: forked by the fork server when one is up (ready at once), else
+    forked here (it then imports its modules itself), starting a fork server for next time."""
+    use_forkserver = os.environ.get("PYSHIM_FORKSERVER", "1") != "0"
+    if use_forkserver:
+        from shim import forkserver
+
+        request = {"flags": vars(flags), "options": options, "bundle": bundle, "path": path,
+                   "env": dict(os.environ)}
+        pid = forkserver.request_daemon(flags.address, request, sock.fileno())
+        if pid:
+            return pid
+    pid = os.fork()
+    if pid == 0:
+        _become_daemon(sock, flags, options, bundle, path)  # never returns
+    if use_forkserver:
+        forkserver.launch(flags.address, sys.path)
+    return pid
 
 
 def _print(text: str) -> None:
