@@ -5,14 +5,18 @@ Invariants:
   short and bounded; waits are awaited).
 - A process moves only along TRANSITIONS; anything else is FailedPrecondition or NotFound,
   decided here, not by the engine.
-- Events for one process go out create -> start -> exit -> delete: an exit that is reaped while
-  its start is still being handled is held until the start event is queued (see _exited).
+- Events for one process go out create -> start -> exit -> delete (exec: exec-added ->
+  exec-started -> exit): an exit reaped while its start is still being handled is held until
+  the start event is queued.
+- The init's exit is published after the exits of the container's running execs (containerd
+  relies on it); it is held until they are reaped, bounded by INIT_EXIT_HOLD.
 - Every exit reaped is published exactly once, and waiters are woken after it is published.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -47,6 +51,8 @@ _STATUS = {CREATED: types.CREATED, STARTING: types.CREATED, RUNNING: types.RUNNI
            STOPPED: types.STOPPED}
 GO_ZERO_TIME_SECONDS = -62135596800  # time.Time{} as containerd expects for "not exited"
 DELETE_KILL_TIMEOUT = 5.0
+INIT_EXIT_HOLD = 5.0  # at most this long does an init exit wait for its execs' exits
+PROCESS_SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 
 
 @dataclass(eq=False)
@@ -61,6 +67,7 @@ class Process:
     exited_at_ns: int = 0
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     held_exit: tuple[int, int] | None = None
+    spec: dict | None = None  # an exec's OCI process; None for the init
 
     def transition(self, action: str) -> None:
         nxt = TRANSITIONS.get((self.state, action))
@@ -82,6 +89,10 @@ class Container:
     init: Process
     engine: object  # runtime.container.Container
     rootfs_mounted: bool = False
+    execs: dict[str, Process] = field(default_factory=dict)
+
+    def running_execs(self) -> list[Process]:
+        return [p for p in self.execs.values() if p.state in (STARTING, RUNNING)]
 
 
 class TaskService:
@@ -90,6 +101,7 @@ class TaskService:
         self.engine = engine
         self.events = events
         self.reaper = Reaper(self.on_exit)
+        self.signal_pid = _kill_quietly  # tests replace it: they must never signal real pids
         self.containers: dict[str, Container] = {}
         self._by_pid: dict[int, Process] = {}
         self.shutdown_requested = asyncio.Event()
@@ -104,9 +116,12 @@ class TaskService:
 
     def _process(self, cid: str, exec_id: str = "") -> Process:
         c = self._container(cid)
-        if exec_id:
-            raise errors.not_found(f"process {exec_id}")  # exec arrives with the Exec work
-        return c.init
+        if not exec_id:
+            return c.init
+        p = c.execs.get(exec_id)
+        if p is None:
+            raise errors.not_found(f"process {exec_id}")
+        return p
 
     # ---- RPCs ----------------------------------------------------------------------------
 
@@ -144,18 +159,50 @@ class TaskService:
     async def Start(self, req: api.StartRequest) -> api.StartResponse:
         c = self._container(req.id)
         p = self._process(req.id, req.exec_id)
+        if p is not c.init and c.init.state not in (RUNNING,):
+            raise errors.failed_precondition(f"cannot start exec {p.id}: container {c.id} is "
+                                             f"{c.init.state}")
         p.transition("start")
         try:
-            c.engine.start()
+            if p is c.init:
+                c.engine.start()
+            else:
+                p.pid = c.engine.exec(p.spec, p.io.child)
+                p.io.started()
+                self._watch(p)
         except BaseException as e:
             p.transition("start-failed")
+            if p is not c.init:  # the engine left no process: wake waiters, publish nothing
+                p.io.close()
+                self._publish_exit(p, 255, time.time_ns(), quiet=True)
             raise errors.to_ttrpc(e) from e
         if p.state == STARTING:
             p.transition("started")
-        self.events.publish("/tasks/start", ev.TaskStart(container_id=c.id, pid=p.pid))
+        if p is c.init:
+            self.events.publish("/tasks/start", ev.TaskStart(container_id=c.id, pid=p.pid))
+        else:
+            self.events.publish("/tasks/exec-started", ev.TaskExecStarted(
+                container_id=c.id, exec_id=p.id, pid=p.pid))
         if p.held_exit:  # it exited while we were starting it: now its exit may follow
-            self._publish_exit(p, *p.held_exit)
+            self._exited(c, p, *p.held_exit)
         return api.StartResponse(pid=p.pid)
+
+    async def Exec(self, req: api.ExecProcessRequest) -> empty_pb2.Empty:
+        c = self._container(req.id)
+        if not req.exec_id:
+            raise errors.invalid_argument("exec_id is required")
+        if req.exec_id in c.execs:
+            raise errors.already_exists(f"exec {req.exec_id}")
+        if c.init.state != RUNNING:
+            raise errors.failed_precondition(f"cannot exec in a {c.init.state} container {c.id}")
+        if req.terminal:
+            raise errors.failed_precondition("terminal (tty) is not supported by pyshim yet")
+        spec = _process_spec(req.spec)
+        pio = ProcessIO.open(req.stdin, req.stdout, req.stderr)
+        c.execs[req.exec_id] = Process(c.id, req.exec_id, pio, req.terminal, spec=spec)
+        self.events.publish("/tasks/exec-added", ev.TaskExecAdded(container_id=c.id,
+                                                                  exec_id=req.exec_id))
+        return empty_pb2.Empty()
 
     async def State(self, req: api.StateRequest) -> api.StateResponse:
         c = self._container(req.id)
@@ -179,10 +226,16 @@ class TaskService:
         p = self._process(req.id, req.exec_id)
         if p.state == STOPPED:
             raise errors.not_found(f"process {p.id} already finished")
-        try:
-            c.engine.kill(req.signal or signal.SIGTERM)
-        except BaseException as e:
-            raise errors.to_ttrpc(e) from e
+        sig = req.signal or signal.SIGTERM
+        if p is c.init:
+            try:
+                c.engine.kill(sig)
+            except BaseException as e:
+                raise errors.to_ttrpc(e) from e
+        elif p.state == CREATED:
+            raise errors.failed_precondition(f"exec {p.id} is not started")
+        else:
+            self.signal_pid(p.pid, sig)  # not reaped yet, so the pid is still this process's
         return empty_pb2.Empty()
 
     async def Delete(self, req: api.DeleteRequest) -> api.DeleteResponse:
@@ -190,6 +243,12 @@ class TaskService:
         p = self._process(req.id, req.exec_id)
         if p.state not in (CREATED, STOPPED):
             raise errors.failed_precondition(f"cannot delete {p.state} process {p.id}")
+        if p is not c.init:
+            del c.execs[p.id]
+            p.io.close()
+            resp = api.DeleteResponse(pid=p.pid, exit_status=p.exit_status)
+            p.exited_at(resp.exited_at)
+            return resp
         if p.state == CREATED:  # never started: kill the waiting init and collect its exit
             c.engine.kill(signal.SIGKILL)
             try:
@@ -202,6 +261,8 @@ class TaskService:
             raise errors.to_ttrpc(e) from e
         p.transition("delete")
         p.io.close()
+        for e in c.execs.values():
+            e.io.close()
         if c.rootfs_mounted:
             rootfs.unmount(os.path.join(c.bundle, "rootfs"))
         del self.containers[c.id]
@@ -247,18 +308,62 @@ class TaskService:
         held = p.state == STARTING
         p.transition("exit")
         if held:
-            p.held_exit = (status, when_ns)  # Start publishes it right after TaskStart
+            p.held_exit = (status, when_ns)  # Start publishes it right after the start event
             return True
-        self._publish_exit(p, status, when_ns)
+        c = self.containers.get(p.container_id)
+        if c is None:
+            return True
+        self._exited(c, p, status, when_ns)
         return True
 
-    def _publish_exit(self, p: Process, status: int, when_ns: int) -> None:
+    def _exited(self, c: Container, p: Process, status: int, when_ns: int) -> None:
+        """Publish p's exit in the order containerd needs: the init's after its execs'."""
+        if p is c.init and c.running_execs():
+            p.held_exit = (status, when_ns)
+            for e in c.running_execs():  # with a private pid ns the kernel kills them anyway
+                self.signal_pid(e.pid, signal.SIGKILL)
+            asyncio.get_running_loop().call_later(INIT_EXIT_HOLD, self._release_init, c)
+            return
+        self._publish_exit(p, status, when_ns)
+        if p is not c.init and c.init.held_exit and c.init.state == STOPPED:
+            if not c.running_execs():
+                self._release_init(c)
+
+    def _release_init(self, c: Container) -> None:
+        if c.init.held_exit and not c.init.exited.is_set():
+            self._publish_exit(c.init, *c.init.held_exit)
+
+    def _publish_exit(self, p: Process, status: int, when_ns: int, quiet: bool = False) -> None:
         p.held_exit = None
         p.exit_status, p.exited_at_ns = status, when_ns
-        event = ev.TaskExit(container_id=p.container_id, id=p.id, pid=p.pid, exit_status=status)
-        event.exited_at.FromNanoseconds(when_ns)
-        self.events.publish("/tasks/exit", event)
+        if not quiet:
+            event = ev.TaskExit(container_id=p.container_id, id=p.id, pid=p.pid,
+                                exit_status=status)
+            event.exited_at.FromNanoseconds(when_ns)
+            self.events.publish("/tasks/exit", event)
         p.exited.set()
+
+
+def _kill_quietly(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _process_spec(spec) -> dict:
+    """The OCI process of an Exec request (JSON in an Any), or InvalidArgument naming it."""
+    if spec is None or not spec.value:
+        raise errors.invalid_argument("exec spec: missing")
+    if spec.type_url and not spec.type_url.endswith("runtime-spec/1/Process"):
+        raise errors.invalid_argument(f"exec spec: unexpected type {spec.type_url!r}")
+    try:
+        value = json.loads(spec.value)
+    except ValueError as e:
+        raise errors.invalid_argument(f"exec spec: not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise errors.invalid_argument("exec spec: not a JSON object")
+    return value
 
 
 RPC_NAMES = ("State", "Create", "Start", "Delete", "Pids", "Pause", "Resume", "Checkpoint", "Kill",

@@ -16,6 +16,12 @@ class StubHandle:
     def __init__(self, pid):
         self.pid = pid
         self.calls = []
+        self.next_exec_pid = pid * 10
+
+    def exec(self, process, stdio):
+        self.calls.append(("exec", process["args"]))
+        self.next_exec_pid += 1
+        return self.next_exec_pid
 
     def start(self):
         self.calls.append("start")
@@ -53,8 +59,20 @@ class RecordingEvents:
         return [t for t, _ in self.published]
 
 
+def exec_request(cid="c1", exec_id="e1", args=("true",)):
+    import json
+
+    from google.protobuf import any_pb2
+    spec = any_pb2.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/Process",
+                       value=json.dumps({"args": list(args), "cwd": "/"}).encode())
+    return api.ExecProcessRequest(id=cid, exec_id=exec_id, spec=spec)
+
+
 def make_service():
-    return TaskService("default", StubEngine(), RecordingEvents())
+    svc = TaskService("default", StubEngine(), RecordingEvents())
+    svc.signalled = []
+    svc.signal_pid = lambda pid, sig: svc.signalled.append((pid, sig))  # never real pids
+    return svc
 
 
 def run(coro):
@@ -239,3 +257,100 @@ def test_connect_never_fails_and_shutdown_waits_for_containers():
     unknown, early = run(scenario())
     assert unknown.task_pid == 0 and unknown.shim_pid > 0
     assert early is False
+
+
+def test_exec_lifecycle_events_and_state():
+    async def scenario():
+        svc = make_service()
+        await create(svc)
+        await svc.Start(api.StartRequest(id="c1"))
+        await svc.Exec(exec_request(args=["sh", "-c", "exit 4"]))
+        created = await svc.State(api.StateRequest(id="c1", exec_id="e1"))
+        pid = (await svc.Start(api.StartRequest(id="c1", exec_id="e1"))).pid
+        waiter = asyncio.create_task(svc.Wait(api.WaitRequest(id="c1", exec_id="e1")))
+        svc.on_exit(pid, 4, 77)
+        waited = await waiter
+        deleted = await svc.Delete(api.DeleteRequest(id="c1", exec_id="e1"))
+        return svc, pid, created, waited, deleted
+
+    svc, pid, created, waited, deleted = run(scenario())
+    assert svc.events.topics == ["/tasks/create", "/tasks/start", "/tasks/exec-added",
+                                 "/tasks/exec-started", "/tasks/exit"]
+    started = svc.events.published[3][1]
+    assert (started.exec_id, started.pid) == ("e1", pid)
+    exit_event = svc.events.published[4][1]
+    assert (exit_event.id, exit_event.pid, exit_event.exit_status) == ("e1", pid, 4)
+    assert created.status == types.CREATED and created.exec_id == "e1"
+    assert waited.exit_status == 4 and deleted.exit_status == 4
+    assert svc.containers["c1"].execs == {}
+    assert ("exec", ["sh", "-c", "exit 4"]) in svc.engine.handles["c1"].calls
+
+
+def test_init_exit_is_published_after_the_exits_of_running_execs():
+    async def scenario():
+        svc = make_service()
+        init_pid = (await create(svc)).pid
+        await svc.Start(api.StartRequest(id="c1"))
+        await svc.Exec(exec_request(exec_id="a"))
+        await svc.Exec(exec_request(exec_id="b"))
+        a = (await svc.Start(api.StartRequest(id="c1", exec_id="a"))).pid
+        b = (await svc.Start(api.StartRequest(id="c1", exec_id="b"))).pid
+        svc.on_exit(init_pid, 0, 1)  # reaped first: must wait for a and b
+        svc.on_exit(b, 137, 2)
+        svc.on_exit(a, 137, 3)
+        return svc
+
+    svc = run(scenario())
+    exits = [(e.id, e.exit_status) for t, e in svc.events.published if t == "/tasks/exit"]
+    assert exits == [("b", 137), ("a", 137), ("c1", 0)]
+    assert sorted(sig for _, sig in svc.signalled) == [signal.SIGKILL] * 2  # the execs, killed
+
+
+def test_exec_errors_match_the_runc_shim():
+    async def scenario():
+        svc = make_service()
+        init_pid = (await create(svc)).pid
+        codes = {}
+        with pytest.raises(TTRPCError) as e:
+            await svc.Exec(exec_request())
+        codes["exec in created container"] = e.value.code
+        await svc.Start(api.StartRequest(id="c1"))
+        await svc.Exec(exec_request())
+        with pytest.raises(TTRPCError) as e:
+            await svc.Exec(exec_request())
+        codes["duplicate exec id"] = e.value.code
+        with pytest.raises(TTRPCError) as e:
+            await svc.Kill(api.KillRequest(id="c1", exec_id="e1", signal=9))
+        codes["kill exec not started"] = e.value.code
+        with pytest.raises(TTRPCError) as e:
+            await svc.State(api.StateRequest(id="c1", exec_id="nope"))
+        codes["unknown exec"] = e.value.code
+        svc.on_exit(init_pid, 0, 1)
+        with pytest.raises(TTRPCError) as e:
+            await svc.Start(api.StartRequest(id="c1", exec_id="e1"))
+        codes["start exec after init exit"] = e.value.code
+        return codes
+
+    assert run(scenario()) == {
+        "exec in created container": Code.FAILED_PRECONDITION,
+        "duplicate exec id": Code.ALREADY_EXISTS,
+        "kill exec not started": Code.FAILED_PRECONDITION,
+        "unknown exec": Code.NOT_FOUND,
+        "start exec after init exit": Code.FAILED_PRECONDITION,
+    }
+
+
+def test_exec_spec_must_be_a_json_process():
+    from google.protobuf import any_pb2
+
+    async def scenario():
+        svc = make_service()
+        await create(svc)
+        await svc.Start(api.StartRequest(id="c1"))
+        bad = api.ExecProcessRequest(id="c1", exec_id="x", spec=any_pb2.Any(value=b"{nope"))
+        with pytest.raises(TTRPCError) as e:
+            await svc.Exec(bad)
+        return e.value
+
+    err = run(scenario())
+    assert err.code == Code.INVALID_ARGUMENT and "exec spec" in err.message
