@@ -198,3 +198,24 @@ def test_ten_in_a_row(containerd, runtime, container_ids):
         cid = container_ids.new()
         ok(run(containerd, runtime, cid, "echo", str(i)), f"{i}\n")
         gone(containerd, cid)
+
+
+def test_missing_executable_is_a_clear_error_and_leaves_nothing(containerd, runtime, cid):
+    # runc's message, which containerd passes through: both runtimes name the executable.
+    r = run(containerd, runtime, cid, "no-such-command")
+    assert r.returncode != 0
+    assert 'exec: "no-such-command": executable file not found in $PATH' in r.stderr, r.stderr
+    containerd.ctr("container", "rm", cid, timeout=T)  # ctr --rm leaves the container record
+    gone(containerd, cid)
+    # (the autouse leak check then asserts: no shim process, mount or socket left)
+
+
+def test_config_json_error_names_the_field(containerd, runtime, cid):
+    # A relative cwd breaks the spec ("process.cwd must be absolute"); containerd's ctr --cwd
+    # passes it through unchecked.
+    r = run(containerd, runtime, cid, "true", opts=("--cwd", "relative/dir"))
+    assert r.returncode != 0
+    if runtime.endswith("pyshim.v2"):
+        assert "process.cwd" in r.stderr, r.stderr  # pyshim names the field (runc says less)
+    containerd.ctr("container", "rm", cid, timeout=T)
+    gone(containerd, cid)
