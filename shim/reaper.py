@@ -34,6 +34,15 @@ class Reaper:
     def __init__(self, on_exit: ExitHandler):
         self._on_exit = on_exit
         self._unclaimed: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self._watchers: dict[int, Callable[[int], None]] = {}
+
+    def watch(self, pid: int, callback: Callable[[int], None]) -> None:
+        """Call callback(exit_status) when pid exits (helpers such as log drivers)."""
+        early = self._unclaimed.pop(pid, None)
+        if early:
+            callback(early[0])
+        else:
+            self._watchers[pid] = callback
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         linux.set_child_subreaper()
@@ -49,7 +58,10 @@ class Reaper:
             if pid == 0:
                 return
             code, when = exit_status(status), time.time_ns()
-            if not self._on_exit(pid, code, when):
+            watcher = self._watchers.pop(pid, None)
+            if watcher:
+                watcher(code)
+            elif not self._on_exit(pid, code, when):
                 self._unclaimed[pid] = (code, when)
                 while len(self._unclaimed) > _UNCLAIMED_LIMIT:
                     self._unclaimed.popitem(last=False)

@@ -137,7 +137,7 @@ class TaskService:
         mounted = False
         try:
             mounted = rootfs.mount_all(req.rootfs, target)
-            pio = ProcessIO.open(req.stdin, req.stdout, req.stderr)
+            pio = self._open_io(req.id, req.stdin, req.stdout, req.stderr)
             handle = self.engine.create(req.id, req.bundle, pio.child)
         except BaseException as e:
             if pio:
@@ -198,7 +198,10 @@ class TaskService:
         if req.terminal:
             raise errors.failed_precondition("terminal (tty) is not supported by pyshim yet")
         spec = _process_spec(req.spec)
-        pio = ProcessIO.open(req.stdin, req.stdout, req.stderr)
+        try:
+            pio = self._open_io(c.id, req.stdin, req.stdout, req.stderr)
+        except BaseException as e:
+            raise errors.to_ttrpc(e) from e
         c.execs[req.exec_id] = Process(c.id, req.exec_id, pio, req.terminal, spec=spec)
         self.events.publish("/tasks/exec-added", ev.TaskExecAdded(container_id=c.id,
                                                                   exec_id=req.exec_id))
@@ -291,6 +294,10 @@ class TaskService:
     async def ResizePty(self, req: api.ResizePtyRequest) -> empty_pb2.Empty:
         self._process(req.id, req.exec_id)
         return empty_pb2.Empty()  # without a terminal there is nothing to resize (as runc)
+
+    def _open_io(self, cid: str, stdin: str, stdout: str, stderr: str) -> ProcessIO:
+        return ProcessIO.open(stdin, stdout, stderr, container_id=cid, namespace=self.namespace,
+                              watch=self.reaper.watch)
 
     # ---- exits ---------------------------------------------------------------------------
 

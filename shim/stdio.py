@@ -12,14 +12,23 @@ stdin is copied: a reader opened on a FIFO before containerd opens its write end
 once, so the container cannot be given the FIFO itself. The shim reads the FIFO (epoll reports
 nothing until a writer appears) and writes into a pipe whose read end is the process's stdin; EOF
 on the FIFO, or CloseIO, closes the pipe.
+
+Log URIs (as the runc shim): `file:///path` appends stdout and stderr to one file (the process
+gets the file itself); `binary:///path?k=v` starts a logger with fds 3 and 4 reading the
+process's stdout and stderr pipes and fd 5 a readiness pipe (a byte or EOF = ready; waited for
+at most LOGGER_READY_TIMEOUT), env CONTAINER_ID and CONTAINER_NAMESPACE, args k v from the query;
+on close it gets SIGTERM, and SIGKILL LOGGER_KILL_TIMEOUT later if it is still there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import os
+import select
+import signal
 from dataclasses import dataclass, field
 
 from runtime.container import Stdio
@@ -27,6 +36,8 @@ from runtime.container import Stdio
 log = logging.getLogger("pyshim.stdio")
 
 _CHUNK = 65536
+LOGGER_READY_TIMEOUT = 10.0
+LOGGER_KILL_TIMEOUT = 12.0
 
 
 class StdioError(Exception):
@@ -45,18 +56,37 @@ class ProcessIO:
     child: Stdio = field(default_factory=Stdio)   # the fds the process gets, closed after create
     _keep: list[int] = field(default_factory=list)  # read ends held against EPIPE
     _pump: "_StdinPump | None" = None
+    _logger: "_Logger | None" = None
 
     @classmethod
-    def open(cls, stdin: str, stdout: str, stderr: str) -> "ProcessIO":
+    def open(cls, stdin: str, stdout: str, stderr: str, *, container_id: str = "",
+             namespace: str = "", watch=None) -> "ProcessIO":
+        """Open what the paths name. watch(pid, callback) reports a logger's exit."""
         pio = cls(stdin, stdout, stderr)
         try:
-            pio.child.stdout = pio._open_output(stdout)
-            pio.child.stderr = pio._open_output(stderr)
+            scheme, target = _parse_uri(stdout)
+            if scheme == "file":
+                pio._open_file(target.path)
+            elif scheme == "binary":
+                pio._logger = _Logger.spawn(target, container_id, namespace, pio.child, watch)
+            elif scheme in ("", "fifo"):
+                pio.child.stdout = pio._open_output(stdout)
+                pio.child.stderr = pio._open_output(stderr)
+            else:
+                raise StdioError(stdout, f"unknown stdio scheme {scheme!r}")
             pio.child.stdin = pio._open_input(stdin)
         except BaseException:
             pio.close()
             raise
         return pio
+
+    def _open_file(self, path: str) -> None:
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise StdioError(path, e.strerror or str(e)) from None
+        self.child.stdout, self.child.stderr = fd, os.dup(fd)
 
     def _open_output(self, path: str) -> int | None:
         if not path:
@@ -97,6 +127,9 @@ class ProcessIO:
         self._close_child()
         if self._pump:
             self._pump.close()
+        if self._logger:
+            self._logger.stop()
+            self._logger = None
         for fd in self._keep:
             os.close(fd)
         self._keep.clear()
@@ -107,6 +140,116 @@ class ProcessIO:
             if fd is not None:
                 os.close(fd)
                 setattr(self.child, name, None)
+
+
+def _parse_uri(path: str):
+    if "://" not in path:
+        return "", None  # a plain FIFO path: no URL parsing (and no urllib import) needed
+    from urllib.parse import urlsplit
+
+    target = urlsplit(path)
+    return target.scheme, target
+
+
+class _Logger:
+    """A binary:// log driver process, fed by the container's stdout/stderr pipes."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.exited = False
+
+    @classmethod
+    def spawn(cls, uri, container_id: str, namespace: str, child: Stdio, watch) -> "_Logger":
+        from urllib.parse import parse_qsl, unquote
+
+        argv = [unquote(uri.path)]
+        seen = set()
+        for key, value in parse_qsl(uri.query, keep_blank_values=True):
+            if key not in seen:  # Go's url.Values: the first value of each key
+                seen.add(key)
+                argv += [key, value] if value else [key]
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        env = {"CONTAINER_ID": container_id, "CONTAINER_NAMESPACE": namespace}
+        try:
+            pid = _fork_exec(argv, env, [out_r, err_r, ready_w])
+        except BaseException:
+            for fd in (out_r, out_w, err_r, err_w, ready_r, ready_w):
+                os.close(fd)
+            raise
+        for fd in (out_r, err_r, ready_w):
+            os.close(fd)
+        logger = cls(pid)
+        if watch:
+            watch(pid, logger._on_exit)
+        _wait_ready(ready_r, argv[0])
+        child.stdout, child.stderr = out_w, err_w
+        return logger
+
+    def _on_exit(self, status: int) -> None:
+        self.exited = True
+        if status:
+            log.warning("log driver %d exited with status %d", self.pid, status)
+
+    def stop(self) -> None:
+        if self.exited:
+            return
+        _signal(self.pid, signal.SIGTERM)
+        asyncio.get_running_loop().call_later(LOGGER_KILL_TIMEOUT, self._kill)
+
+    def _kill(self) -> None:
+        if not self.exited:
+            log.warning("log driver %d ignored SIGTERM: killing it", self.pid)
+            _signal(self.pid, signal.SIGKILL)
+
+
+def _wait_ready(fd: int, name: str) -> None:
+    try:
+        ready, _, _ = select.select([fd], [], [], LOGGER_READY_TIMEOUT)
+        if not ready:
+            log.warning("log driver %s not ready after %.0fs: starting anyway", name,
+                        LOGGER_READY_TIMEOUT)
+    finally:
+        os.close(fd)
+
+
+def _fork_exec(argv: list[str], env: dict, fds: list[int]) -> int:
+    """fork + exec with fds[i] as fd 3+i and /dev/null as 0-2; ENOENT etc. surface here."""
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            # Moved above 3..3+n first, so no dup2 below overwrites a source not yet used.
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + len(fds)) for fd in fds]
+            null = os.open(os.devnull, os.O_RDWR)
+            for target in (0, 1, 2):
+                os.dup2(null, target)
+            for i, fd in enumerate(high):
+                os.dup2(fd, 3 + i)  # dup2 clears CLOEXEC on the target
+            os.execve(argv[0], argv, env)
+        except BaseException as e:
+            os.write(err_w, str(getattr(e, "strerror", None) or e).encode())
+        finally:
+            os._exit(127)
+    os.close(err_w)
+    try:
+        failure = os.read(err_r, 4096)  # EOF: the exec succeeded (the pipe was CLOEXEC)
+    finally:
+        os.close(err_r)
+    if failure:
+        raise StdioError(argv[0], f"cannot start log driver: {failure.decode(errors='replace')}")
+    return pid
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)  # unreaped (the reaper watches it), so the pid is still the logger's
+    except ProcessLookupError:
+        pass
 
 
 class _StdinPump:

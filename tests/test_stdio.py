@@ -111,3 +111,65 @@ def test_no_stdin_path_means_no_pump():
     pio.started()
     pio.close_stdin()
     pio.close()
+
+
+def test_file_uri_appends_stdout_and_stderr_to_one_file(tmp_path):
+    path = tmp_path / "logs" / "c1.log"
+    path.parent.mkdir()
+    path.write_text("before\n")
+    pio = ProcessIO.open("", f"file://{path}", f"file://{path}")
+    out, err = os.dup(pio.child.stdout), os.dup(pio.child.stderr)
+    pio.started()
+    os.write(out, b"out\n")
+    os.write(err, b"err\n")
+    os.close(out)
+    os.close(err)
+    pio.close()
+    assert path.read_text() == "before\nout\nerr\n"
+
+
+def test_unknown_scheme_is_an_error_naming_it():
+    with pytest.raises(StdioError, match="unknown stdio scheme 'ftp'"):
+        ProcessIO.open("", "ftp://x/y", "")
+
+
+LOGGER = """#!/bin/sh
+# A stand-in for nerdctl's log driver: copies fd 3 and fd 4 to files, says ready on fd 5.
+echo "$CONTAINER_NAMESPACE/$CONTAINER_ID $*" > "$DIR/meta"
+exec 5>&-
+cat <&3 > "$DIR/stdout" &
+cat <&4 > "$DIR/stderr"
+wait
+"""
+
+
+def test_binary_uri_feeds_a_logger_on_fds_3_and_4(tmp_path):
+    logger = tmp_path / "logger.sh"
+    logger.write_text(LOGGER.replace("$DIR", str(tmp_path)))
+    logger.chmod(0o755)
+    watched = {}
+
+    async def scenario():
+        pio = ProcessIO.open("", f"binary://{logger}?mode=json&tag=x", "", container_id="c1",
+                             namespace="ns1", watch=lambda pid, cb: watched.update(pid=pid))
+        out, err = os.dup(pio.child.stdout), os.dup(pio.child.stderr)
+        pio.started()
+        os.write(out, b"to stdout\n")
+        os.write(err, b"to stderr\n")
+        os.close(out)
+        os.close(err)  # the process exits: the logger sees EOF on both
+        _, status = os.waitpid(watched["pid"], 0)  # the test reaps (no reaper here)
+        pio._logger.exited = True
+        pio.close()
+        return status
+
+    assert asyncio.run(scenario()) == 0
+    assert (tmp_path / "meta").read_text() == "ns1/c1 mode json tag x\n"
+    assert (tmp_path / "stdout").read_text() == "to stdout\n"
+    assert (tmp_path / "stderr").read_text() == "to stderr\n"
+
+
+def test_binary_uri_with_missing_logger_is_an_error_naming_it(tmp_path):
+    with pytest.raises(StdioError) as e:
+        ProcessIO.open("", f"binary://{tmp_path}/absent", "")
+    assert f"{tmp_path}/absent" in str(e.value) and "log driver" in str(e.value)
