@@ -219,3 +219,43 @@ def test_config_json_error_names_the_field(containerd, runtime, cid):
         assert "process.cwd" in r.stderr, r.stderr  # pyshim names the field (runc says less)
     containerd.ctr("container", "rm", cid, timeout=T)
     gone(containerd, cid)
+
+
+def test_log_uri_file(containerd, runtime, cid, tmp_path):
+    log = tmp_path / "logs" / f"{cid}.log"
+    r = containerd.ctr("run", "-d", "--runtime", runtime, "--log-uri", f"file://{log}", IMAGE, cid,
+                       "sh", "-c", "echo out; echo err >&2", timeout=T)
+    ok(r)
+    containerd.wait_task_status(cid, "STOPPED")
+    ok(containerd.ctr("task", "delete", cid, timeout=T))
+    ok(containerd.ctr("container", "rm", cid, timeout=T))
+    assert sorted(log.read_text().splitlines()) == ["err", "out"]
+
+
+LOGGER = """#!/bin/sh
+# nerdctl-style log driver stand-in: fd 3 stdout, fd 4 stderr, fd 5 readiness.
+echo "$CONTAINER_NAMESPACE/$CONTAINER_ID $*" > {dir}/meta
+exec 5>&-
+cat <&3 > {dir}/stdout &
+cat <&4 > {dir}/stderr
+wait
+"""
+
+
+def test_log_uri_binary_driver(containerd, runtime, cid, tmp_path):
+    logger = tmp_path / "logger.sh"
+    logger.write_text(LOGGER.format(dir=tmp_path))
+    logger.chmod(0o755)
+    r = containerd.ctr("run", "-d", "--runtime", runtime, "--log-uri",
+                       f"binary://{logger}?tag=t1", IMAGE, cid,
+                       "sh", "-c", "echo out; echo err >&2", timeout=T)
+    ok(r)
+    containerd.wait_task_status(cid, "STOPPED")
+    ok(containerd.ctr("task", "delete", cid, timeout=T))
+    ok(containerd.ctr("container", "rm", cid, timeout=T))
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "stderr").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "meta").read_text() == f"default/{cid} tag t1\n"
+    assert (tmp_path / "stdout").read_text() == "out\n"
+    assert (tmp_path / "stderr").read_text() == "err\n"
