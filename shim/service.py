@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from google.protobuf import empty_pb2
 
 from proto.containerd.events import task_pb2 as ev
+from proto.containerd.runc.options import oci_pb2 as runc_options
 from proto.containerd.task.v2 import shim_pb2 as api
 from proto.containerd.types.task import task_pb2 as types
 from runtime.container import Engine
-from shim import errors, rootfs
+from shim import errors, metrics, rootfs
 from shim.events import EventQueue
 from shim.reaper import Reaper
 from shim.stdio import ProcessIO
@@ -53,6 +54,7 @@ GO_ZERO_TIME_SECONDS = -62135596800  # time.Time{} as containerd expects for "no
 DELETE_KILL_TIMEOUT = 5.0
 INIT_EXIT_HOLD = 5.0  # at most this long does an init exit wait for its execs' exits
 PROCESS_SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+RESOURCES_SPEC_SUFFIX = "runtime-spec/1/LinuxResources"
 
 
 @dataclass(eq=False)
@@ -90,6 +92,7 @@ class Container:
     engine: object  # runtime.container.Container
     rootfs_mounted: bool = False
     execs: dict[str, Process] = field(default_factory=dict)
+    paused: bool = False
 
     def running_execs(self) -> list[Process]:
         return [p for p in self.execs.values() if p.state in (STARTING, RUNNING)]
@@ -210,8 +213,9 @@ class TaskService:
     async def State(self, req: api.StateRequest) -> api.StateResponse:
         c = self._container(req.id)
         p = self._process(req.id, req.exec_id)
+        status = types.PAUSED if c.paused and p.state == RUNNING else _STATUS[p.state]
         resp = api.StateResponse(
-            id=p.id, bundle=c.bundle, pid=p.pid, status=_STATUS[p.state], stdin=p.io.stdin,
+            id=p.id, bundle=c.bundle, pid=p.pid, status=status, stdin=p.io.stdin,
             stdout=p.io.stdout, stderr=p.io.stderr, terminal=p.terminal,
             exit_status=p.exit_status, exec_id=req.exec_id)
         p.exited_at(resp.exited_at)
@@ -232,7 +236,7 @@ class TaskService:
         sig = req.signal or signal.SIGTERM
         if p is c.init:
             try:
-                c.engine.kill(sig)
+                c.engine.kill(sig, all=req.all)
             except BaseException as e:
                 raise errors.to_ttrpc(e) from e
         elif p.state == CREATED:
@@ -275,6 +279,65 @@ class TaskService:
         p.exited_at(event.exited_at)
         self.events.publish("/tasks/delete", event)
         return resp
+
+    async def Pids(self, req: api.PidsRequest) -> api.PidsResponse:
+        c = self._container(req.id)
+        execs = {p.pid: p.id for p in c.execs.values() if p.pid}
+        resp = api.PidsResponse()
+        for pid in self._engine_call(c.engine.pids):
+            info = resp.processes.add(pid=pid)
+            if pid in execs:  # as the runc shim: exec processes say which exec they are
+                details = runc_options.ProcessDetails(exec_id=execs[pid])
+                info.info.type_url = details.DESCRIPTOR.full_name  # bare name, as containerd's
+                info.info.value = details.SerializeToString()
+        return resp
+
+    async def Pause(self, req: api.PauseRequest) -> empty_pb2.Empty:
+        c = self._running(req.id)
+        self._engine_call(c.engine.pause)
+        c.paused = True
+        self.events.publish("/tasks/paused", ev.TaskPaused(container_id=c.id))
+        return empty_pb2.Empty()
+
+    async def Resume(self, req: api.ResumeRequest) -> empty_pb2.Empty:
+        c = self._container(req.id)
+        if not c.paused:
+            raise errors.failed_precondition(f"container {c.id} is not paused")
+        self._engine_call(c.engine.resume)
+        c.paused = False
+        self.events.publish("/tasks/resumed", ev.TaskResumed(container_id=c.id))
+        return empty_pb2.Empty()
+
+    async def Update(self, req: api.UpdateTaskRequest) -> empty_pb2.Empty:
+        c = self._running(req.id)
+        if not req.resources.value or not req.resources.type_url.endswith(RESOURCES_SPEC_SUFFIX):
+            raise errors.invalid_argument(
+                f"resources: want a {RESOURCES_SPEC_SUFFIX} (JSON), got {req.resources.type_url!r}")
+        try:
+            resources = json.loads(req.resources.value)
+        except ValueError as e:
+            raise errors.invalid_argument(f"resources: not JSON: {e}") from None
+        self._engine_call(c.engine.update, resources)
+        return empty_pb2.Empty()
+
+    async def Stats(self, req: api.StatsRequest) -> api.StatsResponse:
+        c = self._container(req.id)
+        return api.StatsResponse(stats=metrics.to_any(self._engine_call(c.engine.stats)))
+
+    def _running(self, cid: str) -> Container:
+        c = self._container(cid)
+        if c.init.state != RUNNING:
+            raise errors.failed_precondition(f"container {cid} is {c.init.state}, not running")
+        return c
+
+    @staticmethod
+    def _engine_call(fn, *args):
+        try:
+            return fn(*args)
+        except AttributeError as e:  # an engine without this operation yet
+            raise errors.TTRPCError(errors.Code.UNIMPLEMENTED, f"not supported by the engine: {e}")
+        except BaseException as e:
+            raise errors.to_ttrpc(e) from e
 
     async def Connect(self, req: api.ConnectRequest) -> api.ConnectResponse:
         c = self.containers.get(req.id)
@@ -325,6 +388,8 @@ class TaskService:
 
     def _exited(self, c: Container, p: Process, status: int, when_ns: int) -> None:
         """Publish p's exit in the order containerd needs: the init's after its execs'."""
+        if p is c.init:
+            self._init_gone(c)
         if p is c.init and c.running_execs():
             p.held_exit = (status, when_ns)
             for e in c.running_execs():  # with a private pid ns the kernel kills them anyway
@@ -335,6 +400,19 @@ class TaskService:
         if p is not c.init and c.init.held_exit and c.init.state == STOPPED:
             if not c.running_execs():
                 self._release_init(c)
+
+    def _init_gone(self, c: Container) -> None:
+        """What the init's death leaves: thaw a paused container so the rest can die; without a
+        private pid namespace nothing kills the rest, so do it (as the runc shim)."""
+        try:
+            if c.paused:
+                c.engine.resume()
+                c.paused = False
+            spec = getattr(c.engine, "spec", None)
+            if spec is not None and not spec.new_namespace("pid"):
+                c.engine.kill(signal.SIGKILL, all=True)
+        except Exception as e:  # cleanup after an exit must never lose the exit itself
+            log.warning("container %s: cleaning up after init exit: %s", c.id, e)
 
     def _release_init(self, c: Container) -> None:
         if c.init.held_exit and not c.init.exited.is_set():

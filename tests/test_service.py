@@ -26,8 +26,23 @@ class StubHandle:
     def start(self):
         self.calls.append("start")
 
-    def kill(self, sig):
-        self.calls.append(("kill", sig))
+    def kill(self, sig, all=False):
+        self.calls.append(("kill", sig, all) if all else ("kill", sig))
+
+    def pids(self):
+        return [self.pid] + [self.pid * 10 + i for i in range(1, self.next_exec_pid - self.pid * 10 + 1)]
+
+    def pause(self):
+        self.calls.append("pause")
+
+    def resume(self):
+        self.calls.append("resume")
+
+    def update(self, resources):
+        self.calls.append(("update", resources))
+
+    def stats(self):
+        return {"version": 1, "pids": {"current": 2, "limit": 10}}
 
     def delete(self, force=False):
         self.calls.append(("delete", force))
@@ -354,3 +369,60 @@ def test_exec_spec_must_be_a_json_process():
 
     err = run(scenario())
     assert err.code == Code.INVALID_ARGUMENT and "exec spec" in err.message
+
+
+def test_pids_pause_resume_update_stats():
+    import json
+
+    from google.protobuf import any_pb2
+
+    from proto.cgroups.v1 import metrics_pb2
+    from proto.containerd.runc.options import oci_pb2
+
+    async def scenario():
+        svc = make_service()
+        await create(svc)
+        await svc.Start(api.StartRequest(id="c1"))
+        await svc.Exec(exec_request(exec_id="e1"))
+        exec_pid = (await svc.Start(api.StartRequest(id="c1", exec_id="e1"))).pid
+        pids = await svc.Pids(api.PidsRequest(id="c1"))
+        await svc.Pause(api.PauseRequest(id="c1"))
+        paused = await svc.State(api.StateRequest(id="c1"))
+        await svc.Resume(api.ResumeRequest(id="c1"))
+        with pytest.raises(TTRPCError) as not_paused:
+            await svc.Resume(api.ResumeRequest(id="c1"))
+        resources = any_pb2.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+                                value=json.dumps({"pids": {"limit": 5}}).encode())
+        await svc.Update(api.UpdateTaskRequest(id="c1", resources=resources))
+        stats = await svc.Stats(api.StatsRequest(id="c1"))
+        await svc.Kill(api.KillRequest(id="c1", signal=9, all=True))
+        return svc, exec_pid, pids, paused, not_paused.value, stats
+
+    svc, exec_pid, pids, paused, not_paused, stats = run(scenario())
+    infos = {p.pid: p.info for p in pids.processes}
+    assert exec_pid in infos and len(infos) == 2
+    assert infos[exec_pid].type_url == "containerd.runc.v1.ProcessDetails"
+    assert oci_pb2.ProcessDetails.FromString(infos[exec_pid].value).exec_id == "e1"
+    assert paused.status == types.PAUSED
+    assert not_paused.code == Code.FAILED_PRECONDITION
+    handle = svc.engine.handles["c1"]
+    assert ["pause", "resume", ("update", {"pids": {"limit": 5}}), ("kill", 9, True)] == [
+        c for c in handle.calls if c in ("pause", "resume") or c[0] in ("update", "kill")]
+    assert stats.stats.type_url == "io.containerd.cgroups.v1.Metrics"
+    assert metrics_pb2.Metrics.FromString(stats.stats.value).pids.current == 2
+    assert [t for t in svc.events.topics if t in ("/tasks/paused", "/tasks/resumed")] == [
+        "/tasks/paused", "/tasks/resumed"]
+
+
+def test_update_rejects_resources_that_are_not_linux_resources_json():
+    from google.protobuf import any_pb2
+
+    async def scenario():
+        svc = make_service()
+        await create(svc)
+        await svc.Start(api.StartRequest(id="c1"))
+        with pytest.raises(TTRPCError) as e:
+            await svc.Update(api.UpdateTaskRequest(id="c1", resources=any_pb2.Any(type_url="x", value=b"{}")))
+        return e.value
+
+    assert run(scenario()).code == Code.INVALID_ARGUMENT
