@@ -11,6 +11,9 @@ Invariants:
 - The init's exit is published after the exits of the container's running execs (containerd
   relies on it); it is held until they are reaped, bounded by INIT_EXIT_HOLD.
 - Every exit reaped is published exactly once, and waiters are woken after it is published.
+- An OOM kill is published (/tasks/oom) BEFORE the exit it caused: every exit first compares the
+  cgroup's oom_kill count with the last one seen; the v1 eventfd covers OOMs that kill no
+  process of ours.
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ class Container:
     rootfs_mounted: bool = False
     execs: dict[str, Process] = field(default_factory=dict)
     paused: bool = False
+    oom_kills: int = 0  # the cgroup's oom_kill count already published
+    oom_fd: int | None = None
 
     def running_execs(self) -> list[Process]:
         return [p for p in self.execs.values() if p.state in (STARTING, RUNNING)]
@@ -156,6 +161,7 @@ class TaskService:
             io=ev.TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
                          terminal=req.terminal),
             checkpoint=req.checkpoint))
+        self._watch_oom(self.containers[req.id])
         self._watch(init)  # after TaskCreate: an exit already reaped must not overtake it
         return api.CreateTaskResponse(pid=init.pid)
 
@@ -270,6 +276,7 @@ class TaskService:
         p.io.close()
         for e in c.execs.values():
             e.io.close()
+        self._unwatch_oom(c)
         if c.rootfs_mounted:
             rootfs.unmount(os.path.join(c.bundle, "rootfs"))
         del self.containers[c.id]
@@ -388,6 +395,7 @@ class TaskService:
 
     def _exited(self, c: Container, p: Process, status: int, when_ns: int) -> None:
         """Publish p's exit in the order containerd needs: the init's after its execs'."""
+        self._check_oom(c)  # an OOM kill behind this exit goes out first
         if p is c.init:
             self._init_gone(c)
         if p is c.init and c.running_execs():
@@ -400,6 +408,50 @@ class TaskService:
         if p is not c.init and c.init.held_exit and c.init.state == STOPPED:
             if not c.running_execs():
                 self._release_init(c)
+
+    def _watch_oom(self, c: Container) -> None:
+        fd_fn = getattr(c.engine, "oom_event_fd", None)
+        try:
+            c.oom_kills = _oom_kill_count(c)
+            c.oom_fd = fd_fn() if fd_fn else None
+        except Exception as e:  # OOM reporting is best effort; the container runs regardless
+            log.warning("container %s: cannot watch for OOM: %s", c.id, e)
+            return
+        if c.oom_fd is not None:
+            asyncio.get_running_loop().add_reader(c.oom_fd, self._on_oom_event, c)
+
+    def _unwatch_oom(self, c: Container) -> None:
+        if c.oom_fd is not None:
+            asyncio.get_running_loop().remove_reader(c.oom_fd)
+            os.close(c.oom_fd)
+            c.oom_fd = None
+
+    def _on_oom_event(self, c: Container) -> None:
+        try:
+            os.read(c.oom_fd, 8)  # the eventfd counter; reading resets it
+        except BlockingIOError:
+            return
+        except OSError:
+            self._unwatch_oom(c)  # the cgroup is gone
+            return
+        if not self._check_oom(c):
+            self._publish_oom(c)  # the event fired but the counter lags: trust the event
+            c.oom_kills += 1
+
+    def _check_oom(self, c: Container) -> bool:
+        """Publish /tasks/oom if the cgroup's OOM-kill count grew; True if it did."""
+        try:
+            count = _oom_kill_count(c)
+        except Exception:
+            return False
+        if count <= c.oom_kills:
+            return False
+        c.oom_kills = count
+        self._publish_oom(c)
+        return True
+
+    def _publish_oom(self, c: Container) -> None:
+        self.events.publish("/tasks/oom", ev.TaskOOM(container_id=c.id))
 
     def _init_gone(self, c: Container) -> None:
         """What the init's death leaves: thaw a paused container so the rest can die; without a
@@ -427,6 +479,11 @@ class TaskService:
             event.exited_at.FromNanoseconds(when_ns)
             self.events.publish("/tasks/exit", event)
         p.exited.set()
+
+
+def _oom_kill_count(c: Container) -> int:
+    count = getattr(c.engine, "oom_kill_count", None)
+    return (count() or 0) if count else 0
 
 
 def _kill_quietly(pid: int, sig: int) -> None:

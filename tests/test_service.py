@@ -426,3 +426,21 @@ def test_update_rejects_resources_that_are_not_linux_resources_json():
         return e.value
 
     assert run(scenario()).code == Code.INVALID_ARGUMENT
+
+
+def test_oom_kill_is_published_before_the_exit_it_caused():
+    async def scenario():
+        svc = make_service()
+        pid = (await create(svc)).pid
+        handle = svc.engine.handles["c1"]
+        kills = [0]
+        handle.oom_kill_count = lambda: kills[0]
+        svc.containers["c1"].oom_kills = 0
+        await svc.Start(api.StartRequest(id="c1"))
+        kills[0] = 1  # the kernel OOM-killed the init...
+        svc.on_exit(pid, 137, 5)  # ...and its exit is reaped before any OOM notification
+        return svc
+
+    svc = run(scenario())
+    assert svc.events.topics[-2:] == ["/tasks/oom", "/tasks/exit"]
+    assert svc.events.topics.count("/tasks/oom") == 1
