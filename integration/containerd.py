@@ -250,15 +250,46 @@ class PrivateContainerd:
                 env["PATH"] = os.pathsep.join(path + [env.get("PATH", os.defpath)])
             for k in ("CONTAINERD_ADDRESS", "CONTAINERD_NAMESPACE"):
                 env.pop(k, None)
-            self._log_file = open(self.log_path, "ab")
-            self.proc = subprocess.Popen(
-                [self.containerd_binary, "--config", self.config_path],
-                stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True)
-            self._wait_ready()
+            self._env = env
+            self._spawn()
         except BaseException:
             self.stop()
             raise
+
+    def _spawn(self) -> None:
+        if getattr(self, "_log_file", None) is None:
+            self._log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [self.containerd_binary, "--config", self.config_path],
+            stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+            env=self._env, start_new_session=True)
+        self._wait_ready()
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Stop containerd alone (its shims and containers keep running) and start it again
+        on the same root, state and sockets: what a containerd upgrade or crash looks like."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+        self._spawn()
+
+    def shim_pid_of(self, container_id: str) -> int | None:
+        """The shim serving container_id: pyshim records it in the bundle's shim.pid (its
+        daemons may carry the fork server's command line); the runc shim has `-id ID`."""
+        try:
+            with open(os.path.join(self.bundle_path(container_id), "shim.pid")) as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            pass
+        for pid in self.shim_processes():
+            argv = _cmdline(pid) or []
+            if any(a == "-id" and i + 1 < len(argv) and argv[i + 1] == container_id
+                   for i, a in enumerate(argv)):
+                return pid
+        return None
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout

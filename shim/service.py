@@ -242,7 +242,10 @@ class TaskService:
         sig = req.signal or signal.SIGTERM
         if p is c.init:
             try:
-                c.engine.kill(sig, all=req.all)
+                if req.all:  # every process in the container's cgroup (runc kill --all)
+                    c.engine.kill(sig, all=True)
+                else:
+                    c.engine.kill(sig)
             except BaseException as e:
                 raise errors.to_ttrpc(e) from e
         elif p.state == CREATED:
