@@ -243,7 +243,7 @@ class TaskService:
         if p is c.init:
             try:
                 if req.all:  # every process in the container's cgroup (runc kill --all)
-                    c.engine.kill(sig, all=True)
+                    self._kill_all(c, sig)
                 else:
                     c.engine.kill(sig)
             except BaseException as e:
@@ -333,6 +333,14 @@ class TaskService:
     async def Stats(self, req: api.StatsRequest) -> api.StatsResponse:
         c = self._container(req.id)
         return api.StatsResponse(stats=metrics.to_any(self._engine_call(c.engine.stats)))
+
+    def _kill_all(self, c: Container, sig: int) -> None:
+        try:
+            c.engine.kill(sig, all=True)
+        except TypeError:  # an engine without cgroup-wide kill: the processes we know of
+            c.engine.kill(sig)
+            for e in c.running_execs():
+                self.signal_pid(e.pid, sig)
 
     def _running(self, cid: str) -> Container:
         c = self._container(cid)
