@@ -188,22 +188,22 @@ def start(flags: Flags) -> int:
 
 
 def _spawn_daemon(sock, flags: Flags, options: bytes, bundle: str, path: str) -> int:
-    """A daemon serving sock: forked by the fork server when one is up (ready at once), else
-    forked here (it then imports its modules itself), starting a fork server for next time."""
-    use_forkserver = os.environ.get("PYSHIM_FORKSERVER", "1") != "0"
-    if use_forkserver:
+    """A daemon serving sock, forked by the fork server (ready at once, pages shared with its
+    siblings). With no server up, one is launched and waited for (bounded): its imports cost
+    what the daemon's own would. Only if that fails is the daemon forked here."""
+    if os.environ.get("PYSHIM_FORKSERVER", "1") != "0":
         from shim import forkserver
 
         request = {"flags": vars(flags), "options": options, "bundle": bundle, "path": path,
                    "env": dict(os.environ)}
         pid = forkserver.request_daemon(flags.address, request, sock.fileno())
+        if not pid and forkserver.launch_and_wait(flags.address, sys.path):
+            pid = forkserver.request_daemon(flags.address, request, sock.fileno())
         if pid:
             return pid
     pid = os.fork()
     if pid == 0:
         _become_daemon(sock, flags, options, bundle, path)  # never returns
-    if use_forkserver:
-        forkserver.launch(flags.address, sys.path)
     return pid
 
 

@@ -35,6 +35,7 @@ PROTOCOL = 1
 IDLE_EXIT = 600.0
 POLL = 5.0  # how often an idle server checks that its containerd still exists
 CLIENT_TIMEOUT = 2.0
+LAUNCH_TIMEOUT = 3.0  # a server's start-up (its imports) is ~0.1 s; this bounds a slow machine
 _MAX_MESSAGE = 1 << 20
 _FD_SIZE = 4
 
@@ -71,8 +72,9 @@ def request_daemon(address: str, request: dict, listener_fd: int) -> int | None:
     return pid if isinstance(pid, int) and pid > 0 else None
 
 
-def launch(address: str, python_path: list[str]) -> None:
-    """Start a fork server for `address` in the background (it exits at once if one runs)."""
+def launch(address: str, python_path: list[str], ready_fd: int = -1) -> None:
+    """Start a fork server for `address` in the background (it exits at once if one runs).
+    ready_fd, if given, is the write end of a pipe: a byte on it means "listening"."""
     pid = os.fork()
     if pid:
         os.waitpid(pid, 0)  # the middle process exits at once: no zombie, no wait on the server
@@ -85,10 +87,31 @@ def launch(address: str, python_path: list[str]) -> None:
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
             os.chdir("/")
+            if ready_fd >= 0:
+                os.set_inheritable(ready_fd, True)
             code = f"import sys; sys.path[:0] = {python_path!r}; from shim.forkserver import main; main()"
-            os.execv(sys.executable, [sys.executable, "-IS", "-c", code, "-address", address])
+            os.execv(sys.executable, [sys.executable, "-IS", "-c", code, "-address", address,
+                                      "-ready-fd", str(ready_fd)])
     finally:
         os._exit(0)
+
+
+def launch_and_wait(address: str, python_path: list[str], timeout: float = LAUNCH_TIMEOUT) -> bool:
+    """Launch a server and wait until it says it listens (or exits: another one runs);
+    False if neither happens within timeout."""
+    import select
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        launch(address, python_path, w)
+        os.close(w)
+        w = -1
+        ready, _, _ = select.select([r], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
 
 
 # ---- server side -----------------------------------------------------------------------------
@@ -96,12 +119,15 @@ def launch(address: str, python_path: list[str]) -> None:
 def main() -> None:
     """Entry point of the background process: `... -c <code> -address ADDR`."""
     address = sys.argv[sys.argv.index("-address") + 1]
+    ready = int(sys.argv[sys.argv.index("-ready-fd") + 1]) if "-ready-fd" in sys.argv else -1
+    if ready >= 0:
+        os.set_inheritable(ready, False)  # the daemons it forks must not hold it
     os.setsid()
     os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
     lock = _exclusive_lock(socket_path(address) + ".lock")
     if lock is None:
         os._exit(0)  # another fork server for this containerd runs, or is starting
-    os._exit(Server(address).run())
+    os._exit(Server(address, ready).run())
 
 
 def _exclusive_lock(path: str) -> int | None:
@@ -117,8 +143,9 @@ def _exclusive_lock(path: str) -> int | None:
 
 
 class Server:
-    def __init__(self, address: str):
+    def __init__(self, address: str, ready_fd: int = -1):
         self.address = address
+        self.ready_fd = ready_fd
         self.path = socket_path(address)
         self.modules: dict[str, int] = {}
 
@@ -133,7 +160,11 @@ class Server:
         listener = self._listen()
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # daemons are reaped by the kernel
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # exit through the cleanup below
+        gc.collect()
         gc.freeze()  # keep the collector's hands off the pages the children share
+        if self.ready_fd >= 0:
+            os.write(self.ready_fd, b"1")
+            os.close(self.ready_fd)
         last = time.monotonic()
         try:
             while True:
@@ -145,8 +176,11 @@ class Server:
                     continue
                 last = time.monotonic()
                 with conn:
-                    if not self._serve(conn, listener):
-                        return 0
+                    try:
+                        if not self._serve(conn, listener):
+                            return 0
+                    except OSError:  # the client went away mid-request: its start falls back
+                        continue
         finally:
             self._remove_files()
 

@@ -107,3 +107,21 @@ def test_protocol_mismatch_is_refused():
     keep, reply = _ask(s, {"protocol": forkserver.PROTOCOL + 1, "python": sys.version}, r)
     os.close(r)
     assert (keep, reply) == (False, {"error": "protocol mismatch"})
+
+
+def test_launch_and_wait_returns_once_the_server_listens(tmp_path, monkeypatch):
+    run_dir = tmp_path / "fs"
+    monkeypatch.setattr(forkserver, "RUN_DIR", str(run_dir))
+    monkeypatch.setenv("PYSHIM_FORKSERVER_DIR", str(run_dir))  # for the launched process
+    address = str(tmp_path / "containerd.sock")
+    open(address, "w").close()
+    try:
+        assert forkserver.launch_and_wait(address, sys.path, timeout=10)
+        assert os.path.exists(forkserver.socket_path(address))  # listening: no polling needed
+        # a second launch finds the lock taken: that process exits at once, and says so
+        assert forkserver.launch_and_wait(address, sys.path, timeout=10)
+    finally:
+        os.unlink(address)  # the server we launched exits within POLL seconds
+        with open(forkserver.pid_path(address)) as f:
+            pid = int(f.read())
+        os.kill(pid, 15)  # ...or now: it is ours, by pid
