@@ -106,8 +106,16 @@ def read_annotations(bundle: str) -> dict:
     return annotations if isinstance(annotations, dict) else {}
 
 
-def group_id(bundle: str, container_id: str) -> str:
-    """The shim a container belongs to: its group annotation's value, else its own id."""
+NAMESPACE_GROUP = "pyshim-namespace"  # the group of every container under grouping = "namespace"
+
+
+def group_id(bundle: str, container_id: str, grouping: str = "pod") -> str:
+    """The shim a container belongs to, by policy: "pod" (as runc) its group annotation's
+    value else its own id; "namespace" one per containerd namespace; "container" its id."""
+    if grouping == "namespace":
+        return NAMESPACE_GROUP  # the namespace is part of the socket address already
+    if grouping == "container":
+        return container_id
     annotations = read_annotations(bundle)
     for label in GROUP_LABELS:
         value = annotations.get(label)
@@ -161,7 +169,16 @@ def start(flags: Flags) -> int:
     """Reuse a live shim of the same group, or listen and fork the daemon; print the address."""
     options = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
     bundle = os.getcwd()
-    address = socket_address(flags.address, flags.namespace, group_id(bundle, flags.id))
+    from shim import config
+
+    try:
+        cfg = config.load(options)
+    except config.ConfigError as e:
+        print(f"pyshim: {e}", file=sys.stderr)
+        return 1
+    flags.debug = flags.debug or cfg.log_level == "debug"
+    address = socket_address(flags.address, flags.namespace,
+                             group_id(bundle, flags.id, cfg.grouping))
     path = socket_path(address)
     try:
         sock = listen(path)
@@ -290,8 +307,12 @@ def engine_root(namespace: str) -> str:
 
 
 def _remove_dead_socket(flags: Flags, bundle: str) -> None:
-    path = socket_path(socket_address(flags.address, flags.namespace, group_id(bundle, flags.id)))
-    if os.path.exists(path) and not can_connect(path):
+    try:  # the address start wrote: whatever the grouping policy was, this is the socket
+        with open(os.path.join(bundle, "address")) as f:
+            path = socket_path(f.read().strip())
+    except OSError:
+        return
+    if path.startswith(SOCKET_DIR + "/") and os.path.exists(path) and not can_connect(path):
         try:
             os.unlink(path)
         except FileNotFoundError:

@@ -1,0 +1,128 @@
+"""pyshim's configuration: grouping policy and log level.
+
+Where it comes from, first match wins:
+1. the runtime options containerd passes on `start`'s stdin when they are
+   `runtimeoptions.v1.Options` (what CRI sends for non-runc runtimes, from
+   `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.pyshim.options]`): its
+   `config_body` (TOML text) or `config_path` (a TOML file);
+2. the file /etc/pyshim/config.toml (or $PYSHIM_CONFIG), when it exists;
+3. the defaults.
+
+```toml
+grouping = "pod"        # "pod": one shim per io.kubernetes.cri.sandbox-id (as runc; else per container)
+                        # "namespace": one shim serves every container of a containerd namespace
+                        # "container": one shim per container, always
+log_level = "info"      # or "debug" (containerd's -debug flag also turns debug on)
+```
+
+Invariant: this module runs inside `start` and imports only the standard library's builtins;
+tomllib is imported only when there is TOML to read. A config that cannot be read or parsed is
+an error naming its source: a shim must not silently run with a policy nobody asked for.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_PATH = "/etc/pyshim/config.toml"
+GROUPINGS = ("pod", "namespace", "container")
+LOG_LEVELS = ("info", "debug")
+RUNTIMEOPTIONS_TYPE = "runtimeoptions.v1.Options"
+
+
+class ConfigError(Exception):
+    """The configuration is unreadable or wrong; the message names the source and the key."""
+
+
+class Config:
+    def __init__(self, grouping: str = "pod", log_level: str = "info", source: str = "defaults"):
+        self.grouping, self.log_level, self.source = grouping, log_level, source
+
+
+def load(options: bytes) -> Config:
+    """The configuration for this start, from the options Any (raw bytes) or the config file."""
+    body, path = _from_options(options)
+    if body:
+        return parse(body, "runtime options config_body")
+    path = path or os.environ.get("PYSHIM_CONFIG") or DEFAULT_PATH
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode()
+    except FileNotFoundError:
+        if path == DEFAULT_PATH:
+            return Config()
+        raise ConfigError(f"config file {path}: does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+    return parse(text, path)
+
+
+def parse(text: str, source: str) -> Config:
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    unknown = sorted(set(data) - {"grouping", "log_level"})
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s): {', '.join(unknown)}")
+    cfg = Config(source=source)
+    for key, allowed in (("grouping", GROUPINGS), ("log_level", LOG_LEVELS)):
+        if key in data:
+            if data[key] not in allowed:
+                raise ConfigError(f"{source}: {key} = {data[key]!r}: must be one of "
+                                  f"{', '.join(allowed)}")
+            setattr(cfg, key, data[key])
+    return cfg
+
+
+def _from_options(options: bytes) -> tuple[str, str]:
+    """(config_body, config_path) of a runtimeoptions.v1.Options inside a protobuf Any;
+    empty strings for anything else (e.g. the runc shim's containerd.runc.v1.Options)."""
+    if not options:
+        return "", ""
+    try:
+        any_fields = _fields(options)
+        type_url = any_fields.get(1, b"").decode()
+        if not type_url.endswith(RUNTIMEOPTIONS_TYPE):
+            return "", ""
+        inner = _fields(any_fields.get(2, b""))
+        return inner.get(3, b"").decode(), inner.get(2, b"").decode()
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"runtime options: undecodable: {e}") from None
+
+
+def _fields(data: bytes) -> dict[int, bytes]:
+    """The length-delimited fields of a protobuf message (varints are skipped), last wins.
+    By hand: `start` must not pay for importing protobuf."""
+    out, i = {}, 0
+    while i < len(data):
+        key, i = _varint(data, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = _varint(data, i)
+        elif wire == 2:
+            n, i = _varint(data, i)
+            if i + n > len(data):
+                raise ValueError("truncated field")
+            out[number] = data[i:i + n]
+            i += n
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+    return out
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(data):
+            raise ValueError("truncated varint")
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, i
+        shift += 7
