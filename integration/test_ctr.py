@@ -229,6 +229,10 @@ def test_log_uri_file(containerd, runtime, cid, tmp_path):
     containerd.wait_task_status(cid, "STOPPED")
     ok(containerd.ctr("task", "delete", cid, timeout=T))
     ok(containerd.ctr("container", "rm", cid, timeout=T))
+    # the runc shim copies into the file asynchronously (pyshim's process writes it itself)
+    deadline = time.monotonic() + 10
+    while len(log.read_text().splitlines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert sorted(log.read_text().splitlines()) == ["err", "out"]
 
 
