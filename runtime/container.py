@@ -19,7 +19,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from . import launch, mounts, proc, state
+from . import execproc, launch, mounts, proc, state
 from . import spec as spec_mod
 from .errors import (ContainerExists, ContainerNotFound, ContainerSetupError, EngineError,
                      InvalidSpec, InvalidState, ProcessFinished)
@@ -73,7 +73,8 @@ class Engine:
         except BaseException:
             shutil.rmtree(state_dir, ignore_errors=True)
             raise
-        c = Container(state_dir, _state_data(container_id, bundle, cfg, pid, start))
+        c = Container(state_dir, _state_data(container_id, bundle, cfg, pid, start), self._sys,
+                      self._timeout)
         try:
             state.write(state_dir, c._data)
         except BaseException:
@@ -88,7 +89,7 @@ class Engine:
         data = state.read(state_dir)
         if data is None:
             raise ContainerNotFound(container_id)
-        return Container(state_dir, data)
+        return Container(state_dir, data, self._sys, self._timeout)
 
     def list(self) -> list[str]:
         try:
@@ -123,9 +124,11 @@ def _reap(pid: int) -> None:
 
 
 class Container:
-    def __init__(self, state_dir: str, data: dict):
+    def __init__(self, state_dir: str, data: dict, sys=LINUX, timeout: float = 10.0):
         self._dir = state_dir
         self._data = data
+        self._sys = sys
+        self._timeout = timeout  # for each exec, like create's
         self.id: str = data["id"]
         self.bundle: str = data["bundle"]
         self.pid: int = data["pid"]
@@ -181,6 +184,23 @@ class Container:
                 return b""
         raise EngineError(f"container {self.id!r}: init did not take the start within "
                           f"{START_TIMEOUT:g}s")
+
+    def exec(self, process: dict, stdio: Stdio) -> int:
+        """Run an OCI process object inside the container's namespaces (and cgroup); return its
+        host pid once it has exec'd. The caller reaps it. See runtime.execproc."""
+        p = spec_mod.parse_process(process)
+        spec_mod.check_process_supported(p)
+        status = self.status()
+        if status not in ("created", "running"):
+            raise InvalidState(f"cannot exec in a {status} container", self.id, status)
+        namespaces = execproc.open_namespaces(self.pid, self.start_time)
+        if namespaces is None:
+            raise InvalidState("cannot exec in a stopped container", self.id, "stopped")
+        try:
+            job = execproc.ExecJob(p, (stdio.stdin, stdio.stdout, stdio.stderr), namespaces)
+            return execproc.run(job, self._sys, self._timeout)
+        finally:
+            execproc.close_namespaces(namespaces)
 
     def kill(self, sig: int) -> None:
         fd = proc.open_pidfd(self.pid, self.start_time)

@@ -2,11 +2,15 @@
 
 Invariants:
 - prepare() runs during create, before the init reports "ready": namespaced kernel settings,
-  the whole filesystem plan, the executable lookup and the checks that would otherwise only fail
-  after start (capabilities, rlimits). Any failure is a ContainerSetupError or InvalidSpec.
-- finish() runs after the start byte: credentials, capabilities, umask, cwd, then exec. Nothing
-  from the runtime survives the exec: every fd >= 3 is marked close-on-exec and every signal
-  disposition and the mask are reset (Python ignores SIGPIPE/SIGXFSZ and exec keeps SIG_IGN).
+  the whole filesystem plan, then prepare_process(): the executable lookup and the checks that
+  would otherwise only fail after start (capabilities, rlimits). Any failure is a
+  ContainerSetupError or InvalidSpec.
+- finish() runs after the start byte: become() sets credentials, capabilities, umask, cwd, then
+  execs. Nothing from the runtime survives the exec: every fd >= 3 is marked close-on-exec and
+  every signal disposition and the mask are reset (Python ignores SIGPIPE/SIGXFSZ and exec
+  keeps SIG_IGN).
+- prepare_process() and become() take a spec Process, not the whole config: an exec'd process
+  (runtime.execproc) goes through exactly the same two steps once it is inside the container.
 - Nothing here forks, and nothing here touches the host mount namespace.
 """
 
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from . import caps as _caps
 from . import executor
 from .errors import ContainerSetupError
-from .spec import Spec, sysctl_path
+from .spec import Process, Spec, sysctl_path
 from .sys.consts import CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_MAX
 
 DEFAULT_UMASK = 0o022
@@ -64,14 +68,21 @@ def prepare(cfg: InitConfig, sys) -> Prepared:
         path = sysctl_path(key)
         _step("sysctl", sys.write_file, path, value, path=path)
     if proc.oom_score_adj is not None:
-        _set_oom_score_adj(proc.oom_score_adj, sys)
+        set_oom_score_adj(proc.oom_score_adj, sys)
     executor.apply(cfg.ops, cfg.rootfs, sys)
+    return prepare_process(proc, sys)
+
+
+def prepare_process(proc: Process, sys) -> Prepared:
+    """Inside the container's root: resolve the executable and the environment, check the
+    capabilities, set the rlimits (for the init at create, so a bad limit fails create rather
+    than the start)."""
     env = proc.env_dict()
     exe = lookup_executable(proc.args[0], env.get("PATH"), proc.cwd, sys)
     if "HOME" not in env:  # as runc: the user's home from the container's /etc/passwd, else /
         env["HOME"] = home_directory(proc.user.uid, sys)
-    _check_capabilities(spec, sys)
-    for r in proc.rlimits:  # at create, so a bad limit fails create rather than the start
+    _check_capabilities(proc, sys)
+    for r in proc.rlimits:
         _step("rlimits", sys.setrlimit, r.type, _rlim(r.soft), _rlim(r.hard))
     return Prepared(exe, env)
 
@@ -89,7 +100,7 @@ def home_directory(uid: int, sys) -> str:
     return "/"
 
 
-def _set_oom_score_adj(value: int, sys) -> None:
+def set_oom_score_adj(value: int, sys) -> None:
     path = "/proc/self/oom_score_adj"
     # Lowering the score needs CAP_SYS_RESOURCE; writing the value we already have must not fail.
     if _step("oom_score_adj", sys.read_file, path, path=path).strip() != str(value):
@@ -100,8 +111,8 @@ def _rlim(v: int) -> int:
     return -1 if v >= 2**63 else v  # RLIM_INFINITY as Python's resource module spells it
 
 
-def _check_capabilities(spec: Spec, sys) -> None:
-    caps = spec.process.capabilities
+def _check_capabilities(proc: Process, sys) -> None:
+    caps = proc.capabilities
     if caps is None:
         return
     if caps.effective & ~caps.permitted:
@@ -145,7 +156,11 @@ def lookup_executable(name: str, path_env: str | None, cwd: str, sys) -> str:
 
 def finish(cfg: InitConfig, sys, prepared: Prepared) -> None:
     """Become the user process. Returns only with the fake syscall object."""
-    proc = cfg.spec.process
+    become(cfg.spec.process, sys, prepared)
+
+
+def become(proc: Process, sys, prepared: Prepared) -> None:
+    """Credentials, capabilities, no_new_privs, umask, cwd; then exec (see module docstring)."""
     caps = proc.capabilities
     if caps is not None:
         for n in range(_caps.last_cap() + 1):

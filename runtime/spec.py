@@ -232,8 +232,11 @@ def _parse_rlimits(obj: dict, path: str) -> list[Rlimit]:
     return out
 
 
-def _parse_process(obj: dict) -> Process:
+def parse_process(obj) -> Process:
+    """Validate an OCI process object: config.json's "process", or the one an exec sends.
+    Errors name the field as "process.<path>" in both cases."""
     P = "process"
+    _check(obj, dict, P)
     args = _list(obj, "args", str, P)
     if not args:
         raise InvalidSpec(f"{P}.args", "must be a non-empty array")
@@ -346,7 +349,7 @@ def parse(config: dict) -> Spec:
         oci_version=_get(config, "ociVersion", str, "", required=True),
         root=Root(_get(root, "path", str, "root", required=True),
                   _get(root, "readonly", bool, "root", default=False)),
-        process=None if process is None else _parse_process(process),
+        process=None if process is None else parse_process(process),
         hostname=_get(config, "hostname", str, ""),
         domainname=_get(config, "domainname", str, ""),
         mounts=_parse_mounts(config),
@@ -420,10 +423,15 @@ def check_supported(spec: Spec) -> None:
         raise InvalidSpec("process", "is required to create a container")
     if spec.namespace("user") is not None:
         raise InvalidSpec("linux.namespaces", "user namespaces are not supported yet")
-    if spec.process.terminal:
-        raise InvalidSpec("process.terminal", "terminals are not supported yet")
+    check_process_supported(spec.process)
     if not spec.namespace("mount"):
         raise InvalidSpec("linux.namespaces", "a mount namespace is required")
+
+
+def check_process_supported(process: Process) -> None:
+    """What this engine cannot run yet in a process (the init's or an exec'd one)."""
+    if process.terminal:
+        raise InvalidSpec("process.terminal", "terminals are not supported yet")
 
 
 def root_path(spec: Spec, bundle: str) -> str:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from runtime import launch, proc, state
+from runtime import child, proc, state
 from runtime.container import Container, Engine
 from runtime.errors import (ContainerExists, ContainerNotFound, ContainerSetupError, EngineError,
                             InvalidSpec, InvalidState, ProcessFinished)
@@ -248,7 +248,7 @@ def test_errors_cross_the_socket_with_their_type():
     for err in (ContainerSetupError("mount", "mount proc on /x: No such device", "/proc"),
                 InvalidSpec("hostname", "needs uts"),
                 OSError(1, "unshare 0x20000: Operation not permitted")):
-        back = launch._decode_error(json.loads(json.dumps(launch._encode_error(err, "namespaces"))))
+        back = child.decode_error(json.loads(json.dumps(child.encode_error(err, "namespaces"))))
         assert isinstance(back, EngineError)
         if isinstance(err, InvalidSpec):
             assert (type(back), back.field, str(back)) == (InvalidSpec, "hostname",

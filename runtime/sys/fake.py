@@ -66,6 +66,9 @@ class FakeSys:
     def setns(self, path, nstype) -> None:
         self._record("setns", path, nstype)
 
+    def setns_fd(self, fd, nstype) -> None:
+        self._record("setns_fd", fd, nstype)
+
     def sethostname(self, name) -> None:
         self._record("sethostname", name)
 

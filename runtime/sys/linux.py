@@ -84,6 +84,11 @@ class Linux:
         finally:
             os.close(fd)
 
+    def setns_fd(self, fd: int, nstype: int) -> None:
+        """setns(2) on an fd the caller opened (an nsfs file or a pidfd)."""
+        if _libc.setns(fd, nstype) != 0:
+            raise _fail("setns", f"fd {fd} ({nstype:#x})")
+
     def sethostname(self, name: str) -> None:
         b = name.encode()
         if _libc.sethostname(b, len(b)) != 0:
@@ -240,6 +245,7 @@ umount2 = LINUX.umount2
 pivot_root = LINUX.pivot_root
 unshare = LINUX.unshare
 setns = LINUX.setns
+setns_fd = LINUX.setns_fd
 sethostname = LINUX.sethostname
 setdomainname = LINUX.setdomainname
 loopback_up = LINUX.loopback_up

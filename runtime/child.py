@@ -1,0 +1,206 @@
+"""What every forked child of the engine (create's init, exec's process) shares with its caller.
+
+Invariants:
+- The caller and its children talk over a SOCK_SEQPACKET socketpair, one JSON message per
+  packet; EOF means every child end is closed (exited, or exec'd: the ends are CLOEXEC). The
+  caller always reads with a deadline, so a stuck child is an error, never a hang.
+- Errors cross the socket with their type (InvalidSpec keeps its field, ContainerSetupError its
+  step and path) and come out as the same EngineError subclass on the caller's side.
+- Children never return into the caller's Python stack (see fork_child), never touch the
+  caller's asyncio wakeup fd, and give up the caller's signal handlers first thing.
+- Children.abort() leaves nothing behind: it kills and reaps what the caller forked, the
+  caller being the subreaper that inherits the grandchildren; it waits by pid, never waitpid(-1).
+"""
+
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import time
+
+from . import proc
+from .errors import ContainerSetupError, EngineError, InvalidSpec
+
+Stdio3 = tuple  # (stdin, stdout, stderr): fds or None for /dev/null
+
+
+# --- messages --------------------------------------------------------------------------------
+def send(sock: socket.socket, msg: dict) -> None:
+    sock.send(json.dumps(msg).encode())
+
+
+def recv(sock: socket.socket, deadline: float, timeout: float,
+         who: str = "the container's init") -> dict | None:
+    """The next message, None at EOF (every child end closed)."""
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    if not p.poll(max(0.0, deadline - time.monotonic()) * 1000):
+        raise ContainerSetupError("timeout", f"{who} did not answer within {timeout:g}s")
+    data = sock.recv(65536)
+    return json.loads(data) if data else None
+
+
+def encode_error(e: BaseException, step: str) -> dict:
+    if isinstance(e, InvalidSpec):
+        return {"type": "error", "kind": "InvalidSpec", "field": e.field, "message": e.reason}
+    if isinstance(e, ContainerSetupError):
+        return {"type": "error", "kind": "setup", "step": e.step, "path": e.path, "message": str(e)}
+    if isinstance(e, OSError):
+        return {"type": "error", "kind": "setup", "step": step, "path": e.filename,
+                "message": e.strerror or str(e)}
+    return {"type": "error", "kind": "setup", "step": step, "message": f"{type(e).__name__}: {e}"}
+
+
+def decode_error(msg: dict) -> EngineError:
+    if msg.get("kind") == "InvalidSpec":
+        return InvalidSpec(msg["field"], msg["message"])
+    return ContainerSetupError(msg.get("step") or "init", msg["message"], msg.get("path"))
+
+
+# --- in the child ----------------------------------------------------------------------------
+def fork_child(body) -> int:
+    """fork(); the child runs body() -> exit code and never returns. Returns the child's pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = body()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def reset_caller_signals() -> None:
+    # The caller's asyncio loop owns the wakeup fd and its handlers: none of that is ours.
+    # SIGPIPE/SIGXFSZ stay ignored until exec so a dead reader gives EPIPE, not a silent death.
+    signal.set_wakeup_fd(-1)
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGPIPE, signal.SIGXFSZ):
+            continue
+        try:
+            # getsignal is cheap and a signal() call is not: only touch what is not default
+            # (None = a handler installed outside Python, which is not ours either).
+            if signal.getsignal(sig) is not signal.SIG_DFL:
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+
+
+def dup_stdio(stdio: Stdio3) -> None:
+    """Make the fds (None: /dev/null) our 0, 1, 2, inheritable across exec."""
+    try:
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if None in stdio else None
+        # Copy every source above 2 first, so a source that is itself 0-2 is not clobbered.
+        tmp = [fcntl.fcntl(null if fd is None else fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in stdio]
+    except OSError as e:
+        raise ContainerSetupError("stdio", f"stdio {stdio}: {e.strerror}") from None
+    for target, fd in enumerate(tmp):
+        os.dup2(fd, target)  # inheritable: these survive the exec
+        os.close(fd)
+    if null is not None:
+        os.close(null)
+
+
+def reopen_devnull(stdio: Stdio3) -> None:
+    """Point the /dev/null stdio at the container's own /dev/null, like runc: the host's one is
+    unreachable from inside (it shows as "/null") and pins the old root."""
+    if None not in stdio:
+        return
+    try:
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return  # no /dev/null in the container: keep the host's
+    for target, fd in enumerate(stdio):
+        if fd is None:
+            os.dup2(null, target)
+    os.close(null)
+
+
+# --- in the caller ---------------------------------------------------------------------------
+def spawn(intermediate, wait):
+    """Fork intermediate(sock) -> exit code with a fresh socketpair, then return
+    wait(sock, kids); on any failure kill and reap what was forked before raising."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    kids = Children()
+
+    def body() -> int:
+        reset_caller_signals()
+        parent.close()
+        return intermediate(child)
+    try:
+        kids.mid = fork_child(body)
+        child.close()
+        return wait(parent, kids)
+    except BaseException:
+        kids.abort()
+        raise
+    finally:
+        kids.close()
+        parent.close()
+        child.close()
+
+
+class Children:
+    """What the caller forked: the intermediate (until reaped) and the process it reported."""
+
+    def __init__(self):
+        self.mid: int | None = None  # the intermediate, until reaped
+        self.pid: int | None = None  # the init / the exec'd process
+        self.pidfd: int | None = None
+
+    def reap_mid(self) -> None:
+        if self.mid is not None:
+            os.waitpid(self.mid, 0)
+            self.mid = None
+
+    def got_pid(self, pid: int, is_mid: bool = False) -> int | None:
+        """Record the reported pid (pidfd first, so it cannot be recycled under us), reap the
+        intermediate unless it is that process. Returns its start time."""
+        self.pid = pid
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except OSError:
+            pass
+        start = proc.start_time(pid)
+        if is_mid:
+            self.mid = None  # the intermediate is the init: the caller reaps it, not us
+        else:
+            self.reap_mid()
+        return start
+
+    def await_pid(self, sock: socket.socket, deadline: float, timeout: float) -> None:
+        """After a child reported an error: read on until the intermediate reported the pid
+        (the grandchild may be faster), so abort() can reap it."""
+        while self.pid is None and self.mid is not None:
+            more = recv(sock, deadline, timeout)
+            if more is None:
+                break
+            if more["type"] == "pid":
+                self.got_pid(more["pid"], more.get("self", False))
+
+    def abort(self) -> None:
+        if self.pidfd is not None:
+            _quiet(signal.pidfd_send_signal, self.pidfd, signal.SIGKILL)
+        if self.mid is not None:
+            _quiet(os.kill, self.mid, signal.SIGKILL)
+            self.reap_mid()
+        if self.pid is not None:
+            try:
+                os.waitpid(self.pid, 0)  # ours: the caller is a subreaper and never saw it
+            except ChildProcessError:
+                if self.pidfd is not None:  # not our child: at least wait until it is gone
+                    proc.wait_exit(self.pidfd, 2.0)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def _quiet(fn, *args) -> None:
+    try:
+        fn(*args)
+    except OSError:
+        pass

@@ -1,0 +1,145 @@
+"""runtime.execproc without a container: the namespace plan and its order (pure and on the fake
+syscall layer), the checks Container.exec makes before forking, and the exec protocol itself
+against a stand-in init that shares our namespaces (so nothing is entered)."""
+
+import errno
+import os
+import signal
+import time
+
+import pytest
+from test_runtime_root import children, read_all
+
+from runtime import execproc, proc, state
+from runtime.container import Container, Stdio
+from runtime.errors import ContainerSetupError, InvalidSpec, InvalidState
+from runtime.specgen import default_config
+from runtime.sys.consts import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS,
+                                CLONE_NEWPID, CLONE_NEWUTS)
+from runtime.sys.fake import FakeSys
+
+HOST = {t: f"{t}:[1]" for t in execproc.ORDER}
+
+
+def test_plan_enters_every_differing_namespace_in_runcs_order():
+    init = {t: f"{t}:[2]" for t in execproc.ORDER}
+    assert execproc.namespace_plan(init, HOST) == ["ipc", "uts", "network", "pid", "mount",
+                                                   "cgroup", "time"]
+
+
+def test_plan_skips_the_namespaces_the_container_shares_with_us():
+    # e.g. a container joined to the host network, without a cgroup or time namespace
+    init = dict(HOST, pid="pid:[9]", mount="mnt:[9]", ipc="ipc:[9]", uts="uts:[9]")
+    assert execproc.namespace_plan(init, HOST) == ["ipc", "uts", "pid", "mount"]
+    assert execproc.namespace_plan(HOST, HOST) == []
+
+
+def test_plan_skips_a_type_this_kernel_lacks_and_never_plans_user():
+    own = {t: v for t, v in HOST.items() if t != "time"}
+    init = {t: "other" for t in execproc.ORDER}
+    assert "time" not in execproc.namespace_plan(init, own)
+    assert "user" not in execproc.ORDER
+
+
+def test_enter_setns_on_the_fds_in_plan_order():
+    f = FakeSys()
+    execproc.enter([("ipc", 5), ("uts", 6), ("network", 7), ("pid", 8), ("mount", 9),
+                    ("cgroup", 10)], f)
+    assert f.calls == [("setns_fd", 5, CLONE_NEWIPC), ("setns_fd", 6, CLONE_NEWUTS),
+                       ("setns_fd", 7, CLONE_NEWNET), ("setns_fd", 8, CLONE_NEWPID),
+                       ("setns_fd", 9, CLONE_NEWNS), ("setns_fd", 10, CLONE_NEWCGROUP)]
+
+
+def test_enter_failure_is_typed():
+    f = FakeSys()
+    f.fail[("setns_fd", "")] = errno.EPERM
+    with pytest.raises(ContainerSetupError) as e:
+        execproc.enter([("mount", 9)], f)
+    assert (e.value.step, e.value.path) == ("namespaces", "ns/mnt")
+    assert "Operation not permitted" in str(e.value)
+
+
+# --- Container.exec against a stand-in init --------------------------------------------------
+@pytest.fixture
+def init(tmp_path):
+    """A running 'container' whose init is a child of ours in our own namespaces."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            time.sleep(30)
+        finally:
+            os._exit(0)
+    d = tmp_path / "c1"
+    d.mkdir()
+    data = {"ociVersion": "1.1.0", "id": "c1", "bundle": "/b", "pid": pid,
+            "pidStartTime": proc.start_time(pid), "created": "now", "annotations": {},
+            "config": default_config()}
+    state.write(str(d), data)
+    yield Container(str(d), data, timeout=5)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def process(args, **kw):
+    return {"args": args, "cwd": "/", "env": ["PATH=/usr/bin:/bin"], **kw}
+
+
+def wait(pid: int) -> int:
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.fixture
+def subreaper():
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)  # the exec'd process is re-parented to us, as to the shim
+    yield
+    libc.prctl(36, 0, 0, 0, 0)
+
+
+def test_nothing_to_enter_when_the_init_shares_our_namespaces(init):
+    fds = execproc.open_namespaces(init.pid, init.start_time)
+    assert fds == []
+    assert execproc.open_namespaces(init.pid, init.start_time + 1) is None  # recycled pid
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"args": [], "cwd": "/"}, "process.args"),
+    ({"args": ["sh"], "cwd": "rel"}, "process.cwd"),
+    ({"args": ["sh"], "cwd": "/", "user": {"uid": -1, "gid": 0}}, "process.user.uid"),
+    ({"args": ["sh"], "cwd": "/", "terminal": True}, "process.terminal"),
+    ("nope", "process"),
+])
+def test_a_bad_process_is_an_invalid_spec_naming_the_field(init, bad, field):
+    with pytest.raises(InvalidSpec) as e:
+        init.exec(bad, Stdio())
+    assert e.value.field == field
+
+
+def test_exec_runs_the_process_and_returns_its_pid(init, subreaper):
+    r, w = os.pipe()
+    try:
+        pid = init.exec(process(["sh", "-c", "echo $$; echo err >&2; exit 3"]),
+                        Stdio(stdout=w, stderr=w))
+    finally:
+        os.close(w)
+    out = read_all(r).split()
+    assert out == [str(pid), "err"]
+    assert wait(pid) == 3
+
+
+def test_a_missing_executable_fails_like_runc_and_leaves_no_process(init, subreaper):
+    before = children()
+    with pytest.raises(ContainerSetupError) as e:
+        init.exec(process(["nope"]), Stdio())
+    assert (e.value.step, str(e.value)) == ("exec lookup",
+                                            'exec: "nope": executable file not found in $PATH')
+    assert children() == before == {init.pid}
+
+
+def test_exec_into_a_stopped_container_is_an_invalid_state(init):
+    os.kill(init.pid, signal.SIGKILL)
+    time.sleep(0.05)  # a zombie until the fixture reaps it: stopped all the same
+    with pytest.raises(InvalidState) as e:
+        init.exec(process(["true"]), Stdio())
+    assert e.value.status == "stopped"
