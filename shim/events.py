@@ -3,7 +3,8 @@
 Invariants:
 - Events leave in exactly the order they were published; the timestamp is taken at publish time.
 - An event that fails to send is retried (with backoff) before any later one: nothing is dropped
-  or reordered while containerd is briefly unreachable.
+  or reordered while containerd is briefly unreachable. Only an event containerd rejects as
+  invalid (a permanent error code) is dropped, with an error logged, so it cannot block the rest.
 - flush() waits, bounded, for the queue to empty (used at shutdown).
 """
 
@@ -17,13 +18,17 @@ import time
 from google.protobuf import any_pb2
 
 from proto.containerd.services.events.ttrpc.v1 import events_pb2
-from shim.ttrpc import Client, TTRPCError
+from shim.ttrpc import Client, Code, TTRPCError
 
 log = logging.getLogger("pyshim.events")
 
 FORWARD_SERVICE = "containerd.services.events.ttrpc.v1.Events"
 _SEND_TIMEOUT = 5.0
 _MAX_BACKOFF = 2.0
+# containerd's answers that no retry can change; anything else (Unavailable, a timeout, a
+# closed connection while it restarts) is retried, in order.
+_PERMANENT = {Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.ALREADY_EXISTS,
+              Code.FAILED_PRECONDITION, Code.UNIMPLEMENTED, Code.PERMISSION_DENIED}
 
 
 def pack_any(message) -> any_pb2.Any:
@@ -78,7 +83,17 @@ class EventQueue:
                 continue
             try:
                 await self._send(self._queue[0])
-            except (OSError, ConnectionError, TTRPCError, asyncio.TimeoutError) as e:
+            except TTRPCError as e:
+                if e.code in _PERMANENT:  # retrying cannot help, and would block every later event
+                    log.error("containerd refused an event (dropped): %s", e)
+                    self._queue.popleft()
+                    continue
+                log.warning("forwarding event failed (retrying in %.2fs): %s", backoff, e)
+                self._drop_client()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            except (OSError, ConnectionError, asyncio.TimeoutError) as e:
                 log.warning("forwarding event failed (retrying in %.2fs): %s", backoff, e)
                 self._drop_client()
                 await asyncio.sleep(backoff)
