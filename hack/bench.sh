@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# Median wall time of `ctr run --rm IMAGE ID true`: pyshim vs the runc shim (and the runc
-# shim driving crun), interleaved on one private containerd. See hack/bench.py.
-# Usage: hack/bench.sh [--rounds 30] [--variants runc,crun,pyshim] [--json FILE]   (as root)
+# Benchmarks, pyshim vs the runc shim side by side on one private containerd each, ratios printed:
+#   1. hack/bench.py         median wall time of `ctr run --rm IMAGE ID true` (interleaved)
+#   2. hack/bench_memory.py  summed PSS of the shims with 20 running containers, ungrouped and
+#                            with one sandbox-id (one shim)
+#   3. hack/bench_io.py      1 GiB through a container's stdout to ctr, checksum verified
+# Usage: hack/bench.sh [args for bench.py, e.g. --rounds 30 --variants runc,pyshim]   (as root)
+#        BENCH=latency|memory|io hack/bench.sh ...   runs one of them
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ./hack/install.sh
-# exec: signals reach the Python side directly, which stops what it started.
-exec "$root/.venv/bin/python" "$root/hack/bench.py" "$@"
+py="$root/.venv/bin/python"
+which=${BENCH:-all}
+if [[ $which == all || $which == latency ]]; then "$py" hack/bench.py "$@"; fi
+if [[ $which == all || $which == memory ]]; then
+    "$py" hack/bench_memory.py --containers 20
+    "$py" hack/bench_memory.py --containers 20 --grouped
+fi
+if [[ $which == all || $which == io ]]; then "$py" hack/bench_io.py --rounds 3; fi
