@@ -1,13 +1,18 @@
-"""The engine's public API: Engine(root).create/load, Container.status/state/start/kill/delete.
+"""The engine's public API: Engine(root).create/load/list; Container.status/state/start/exec/
+kill/pause/resume/update/stats/pids/delete.
 
 Invariants:
-- create() leaves nothing behind on failure (no process, no state dir) and raises a typed
-  EngineError; on success the init is "created": set up and blocked on <state>/exec.fifo.
-- Status is derived, never stored: "created" = init alive (same pid AND start time) with the
-  fifo present, "running" = alive without it, "stopped" = otherwise. A zombie is stopped.
-- The engine never waits for the init (the caller reaps it) except to reap an init that failed
-  during create, which the caller never saw. It never signals a pid without checking its start
-  time through a pidfd.
+- create() leaves nothing behind on failure (no process, no cgroup, no state dir) and raises a
+  typed EngineError; on success the init is "created": set up, in its cgroup, and blocked on
+  <state>/exec.fifo.
+- Status is derived, never stored: "stopped" = the init is not alive (same pid AND start time;
+  a zombie is stopped), "paused" = alive and its cgroup frozen, "created" = alive with the fifo
+  present, "running" = alive without it.
+- The engine never waits for the init or exec'd processes (the caller reaps them) except to
+  reap an init that failed during create, which the caller never saw. It never signals the init
+  without checking its start time through a pidfd; kill(all=True) signals the cgroup's members.
+- delete() removes the cgroup only once no process is left in it, and the state dir last, so a
+  failed delete can be retried.
 """
 
 import datetime
@@ -19,7 +24,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from . import execproc, launch, mounts, proc, state
+from . import ctrcgroup, execproc, launch, mounts, proc, state
 from . import spec as spec_mod
 from .errors import (ContainerExists, ContainerNotFound, ContainerSetupError, EngineError,
                      InvalidSpec, InvalidState, ProcessFinished)
@@ -57,20 +62,24 @@ class Engine:
         if os.path.lexists(state_dir):  # checked again, race-free, by mkdir below
             raise ContainerExists(container_id)
         bundle = os.path.abspath(bundle)
-        cfg = _plan(bundle, state_dir)  # everything that can fail before anything exists
+        cfg = _plan(container_id, bundle, state_dir)  # all that can fail before anything exists
         os.makedirs(self.root, 0o711, exist_ok=True)
         try:
             os.mkdir(state_dir, 0o711)
         except FileExistsError:
             raise ContainerExists(container_id) from None
+        cgroup = None
         try:
             fifo = os.path.join(state_dir, state.FIFO)
             os.mkfifo(fifo)
             os.chmod(fifo, 0o622)  # not via umask: the caller's umask is not ours to change
+            ctrcgroup.setup(cfg.cgroup, cfg.spec)
+            cgroup = cfg.cgroup
             stdio = stdio or Stdio()
             pid, start = launch.launch(cfg, (stdio.stdin, stdio.stdout, stdio.stderr),
                                        self._sys, self._timeout)
         except BaseException:
+            ctrcgroup.destroy_quietly(cgroup)  # launch() killed and reaped its children
             shutil.rmtree(state_dir, ignore_errors=True)
             raise
         c = Container(state_dir, _state_data(container_id, bundle, cfg, pid, start), self._sys,
@@ -80,6 +89,7 @@ class Engine:
         except BaseException:
             c._kill_and_wait()
             _reap(pid)  # the caller never saw this init
+            ctrcgroup.destroy_quietly(cgroup)
             shutil.rmtree(state_dir, ignore_errors=True)
             raise
         return c
@@ -100,20 +110,26 @@ class Engine:
                       if os.path.exists(os.path.join(self.root, n, state.STATE_FILE)))
 
 
-def _plan(bundle: str, state_dir: str) -> InitConfig:
+def _plan(container_id: str, bundle: str, state_dir: str) -> InitConfig:
     spec = spec_mod.load(os.path.join(bundle, "config.json"))
     spec_mod.check_supported(spec)
     rootfs = spec_mod.root_path(spec, bundle)
     if not os.path.isdir(rootfs):
         raise ContainerSetupError("rootfs", f"rootfs {rootfs} is not a directory", rootfs)
-    return InitConfig(spec, rootfs, mounts.plan_rootfs(spec, rootfs, bundle), state_dir)
+    cgroup = ctrcgroup.for_spec(spec, container_id)
+    # A cgroup mount inside shows the container's own cgroup, not the caller's.
+    host = mounts.HostInfo.probe(cgroups=any(m.type == "cgroup" for m in spec.mounts),
+                                 cgroup_dirs=cgroup.dirs())
+    return InitConfig(spec, rootfs, mounts.plan_rootfs(spec, rootfs, bundle, host), state_dir,
+                      cgroup)
 
 
 def _state_data(container_id: str, bundle: str, cfg: InitConfig, pid: int, start: int) -> dict:
     now = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
     return {"ociVersion": cfg.spec.oci_version, "id": container_id, "bundle": bundle,
             "rootfs": cfg.rootfs, "pid": pid, "pidStartTime": start, "created": now,
-            "annotations": cfg.spec.annotations, "config": cfg.spec.raw}
+            "annotations": cfg.spec.annotations, "cgroup": ctrcgroup.to_state(cfg.cgroup),
+            "config": cfg.spec.raw}
 
 
 def _reap(pid: int) -> None:
@@ -136,6 +152,7 @@ class Container:
         self.created: str = data["created"]
         self.annotations: dict = data.get("annotations", {})
         self._spec = None
+        self._cgroup = ctrcgroup.from_state(data.get("cgroup"))  # None: made before cgroups
 
     @property
     def spec(self) -> spec_mod.Spec:
@@ -151,7 +168,15 @@ class Container:
     def status(self) -> str:
         if not proc.is_alive(self.pid, self.start_time):
             return "stopped"
+        if self._frozen():
+            return "paused"
         return "created" if os.path.exists(self._fifo) else "running"
+
+    def _frozen(self) -> bool:
+        try:
+            return self._cgroup is not None and self._cgroup.freezer_state() == "FROZEN"
+        except (OSError, EngineError):
+            return False
 
     def state(self) -> dict:
         status = self.status()
@@ -186,7 +211,7 @@ class Container:
                           f"{START_TIMEOUT:g}s")
 
     def exec(self, process: dict, stdio: Stdio) -> int:
-        """Run an OCI process object inside the container's namespaces (and cgroup); return its
+        """Run an OCI process object inside the container's namespaces and cgroup; return its
         host pid once it has exec'd. The caller reaps it. See runtime.execproc."""
         p = spec_mod.parse_process(process)
         spec_mod.check_process_supported(p)
@@ -197,12 +222,19 @@ class Container:
         if namespaces is None:
             raise InvalidState("cannot exec in a stopped container", self.id, "stopped")
         try:
-            job = execproc.ExecJob(p, (stdio.stdin, stdio.stdout, stdio.stderr), namespaces)
+            job = execproc.ExecJob(p, (stdio.stdin, stdio.stdout, stdio.stderr), namespaces,
+                                   self._cgroup)
             return execproc.run(job, self._sys, self._timeout)
         finally:
             execproc.close_namespaces(namespaces)
 
-    def kill(self, sig: int) -> None:
+    def kill(self, sig: int, all: bool = False) -> None:
+        """Signal the init; all=True: every process in the cgroup (runc kill --all), which is
+        allowed on a stopped container too (processes may outlive an init that had no pid
+        namespace)."""
+        if all and self._cgroup is not None:
+            self._cgroup.kill_all(sig)
+            return
         fd = proc.open_pidfd(self.pid, self.start_time)
         if fd is None:
             raise ProcessFinished(self.id)
@@ -213,25 +245,102 @@ class Container:
         finally:
             os.close(fd)
 
+    # --- the cgroup ----------------------------------------------------------------------------
+    def _manager(self):
+        if self._cgroup is None:
+            raise EngineError(f"container {self.id!r} has no cgroup recorded in its state")
+        return self._cgroup
+
+    def pids(self) -> list[int]:
+        """Host pids of every process in the container's cgroup."""
+        return self._cgroup.pids() if self._cgroup is not None else []
+
+    def pause(self) -> None:
+        status = self.status()
+        if status not in ("created", "running"):
+            raise InvalidState(f"cannot pause a {status} container", self.id, status)
+        self._manager().freeze()
+
+    def resume(self) -> None:
+        status = self.status()
+        if status != "paused":
+            raise InvalidState(f"cannot resume a {status} container", self.id, status)
+        self._manager().thaw()
+
+    def update(self, resources: dict) -> None:
+        """Set OCI linux.resources on the live cgroup. Like runc update, the device rules stay
+        those of create: a "devices" entry is ignored."""
+        status = self.status()
+        if status == "stopped":
+            raise InvalidState("cannot update a stopped container", self.id, status)
+        if not isinstance(resources, dict):
+            raise InvalidSpec("linux.resources", "must be an object")
+        self._manager().set({k: v for k, v in resources.items() if k != "devices"})
+
+    def stats(self) -> dict:
+        """The cgroup manager's stats (see runtime.cgroups V1Manager/V2Manager.stats)."""
+        return self._manager().stats()
+
+    def oom_event_fd(self) -> int:
+        """cgroup v1: an eventfd counting OOM events (the caller owns it)."""
+        m = self._manager()
+        if not hasattr(m, "oom_event_fd"):
+            raise EngineError(f"container {self.id!r}: cgroup v{m.version} has no OOM eventfd; "
+                              "watch the memory.events file instead")
+        return m.oom_event_fd()
+
+    def oom_kill_count(self) -> int:
+        return self._manager().oom_kill_count()
+
+    # --- delete --------------------------------------------------------------------------------
     def delete(self, force: bool = False) -> None:
         if not os.path.isdir(self._dir):
             return  # already deleted
         status = self.status()
-        if status == "running" and not force:
-            raise InvalidState("cannot delete a running container without force", self.id, status)
+        if status in ("running", "paused") and not force:
+            raise InvalidState(f"cannot delete a {status} container without force", self.id,
+                               status)
         if status != "stopped":  # a created one is killed like runc does, force or not
             self._kill_and_wait()
+        self._remove_cgroup()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def _kill_and_wait(self) -> None:
+        """SIGKILL the init and, with a cgroup, every other process in it (a frozen cgroup is
+        thawed to let them die); wait until they are gone from the cgroup. Not until the init
+        is a zombie: with a pid namespace the kernel holds the init until the caller reaps the
+        exec'd processes it killed, which it cannot do while we wait."""
+        m = self._cgroup
         fd = proc.open_pidfd(self.pid, self.start_time)
-        if fd is None:
-            return
         try:
-            signal.pidfd_send_signal(fd, signal.SIGKILL)
-            if not proc.wait_exit(fd, START_TIMEOUT):
+            if m is not None:
+                m.kill_all(signal.SIGKILL)
+            if fd is not None:
+                try:
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if m is not None:
+                self._wait_cgroup_empty()
+            elif fd is not None and not proc.wait_exit(fd, START_TIMEOUT):
                 raise EngineError(f"container {self.id!r}: init did not die after SIGKILL")
-        except ProcessLookupError:
-            pass
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
+
+    def _wait_cgroup_empty(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while self._cgroup.pids():
+            if time.monotonic() > deadline:
+                raise EngineError(f"container {self.id!r}: processes left in "
+                                  f"{self._cgroup.dirs()[0]} after SIGKILL")
+            time.sleep(0.005)
+
+    def _remove_cgroup(self) -> None:
+        m = self._cgroup
+        if m is None:
+            return
+        if m.pids():  # an init without a pid namespace leaves its children behind (runc kills)
+            m.kill_all(signal.SIGKILL)
+            self._wait_cgroup_empty()
+        m.destroy()

@@ -56,3 +56,14 @@ class ContainerSetupError(EngineError):
         super().__init__(message)
         self.step = step
         self.path = path
+
+
+class CgroupError(EngineError):
+    """A cgroupfs operation failed (runtime.cgroups). `path` is the file or directory and the
+    message names it, `field` the spec field whose write failed (when there is one), `errno`
+    the kernel's errno."""
+
+    def __init__(self, message: str, path: str | None = None, field: str | None = None,
+                 errno: int | None = None):
+        super().__init__(message)
+        self.path, self.field, self.errno = path, field, errno

@@ -22,11 +22,12 @@ import socket
 import time
 from dataclasses import dataclass
 
+from . import ctrcgroup
 from . import init as _init
 from . import proc
 from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child, recv,
                     reopen_devnull, send, spawn)
-from .errors import ContainerSetupError, EngineError
+from .errors import ContainerSetupError
 from .spec import Process
 from .sys.consts import NAMESPACE_FLAGS
 
@@ -98,11 +99,7 @@ class ExecJob:
 # --- children --------------------------------------------------------------------------------
 def _intermediate(job: ExecJob, sock: socket.socket, sys) -> int:
     try:
-        if job.cgroup is not None:
-            try:
-                job.cgroup.apply(os.getpid())
-            except EngineError as e:
-                raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
+        ctrcgroup.join(job.cgroup)
         if job.process.oom_score_adj is not None:  # inherited by the process; host /proc here
             _init.set_oom_score_adj(job.process.oom_score_adj, sys)
         dup_stdio(job.stdio)  # before setns(mnt): a /dev/null stand-in still opens here

@@ -36,6 +36,7 @@ class InitConfig:
     rootfs: str
     ops: list  # runtime.mounts plan
     state_dir: str
+    cgroup: object | None = None  # runtime.cgroups.Manager the intermediate joins (ctrcgroup)
 
 
 def _step(step: str, fn, *args, path: str | None = None):

@@ -4,7 +4,7 @@ Invariants:
 - The caller never changes namespace, root, cwd or signal state; only the children do. Control
   never returns from a child to the caller's Python stack: every child body runs inside
   try/finally os._exit().
-- The intermediate enters/creates the namespaces (a new pid namespace only applies to its
+- The intermediate joins the container's cgroup, then enters/creates the namespaces (a new pid namespace only applies to its
   children, hence the second fork), reports the init's host pid and exits; the caller reaps it.
   Without a pid/time namespace there is no second fork: the intermediate becomes the init.
   Nobody but the caller's reaper waits for the init once launch() has returned.
@@ -20,6 +20,7 @@ import signal
 import socket
 import time
 
+from . import ctrcgroup
 from . import init as _init
 from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child, recv,
                     reopen_devnull, send, spawn)
@@ -56,6 +57,7 @@ def _needs_second_fork(spec) -> bool:
 
 def _intermediate(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
     try:
+        ctrcgroup.join(cfg.cgroup)  # first: the init is born in it, and a new cgroup ns roots there
         _enter_namespaces(cfg.spec, sys)
         if not _needs_second_fork(cfg.spec):
             # We can be the init ourselves: one fork fewer.

@@ -11,7 +11,7 @@ Invariants:
 """
 
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import paths
 from .errors import InvalidSpec
@@ -154,14 +154,14 @@ class HostInfo:
     cgroups: tuple[CgroupHierarchy, ...] = ()
 
     @classmethod
-    def probe(cls, cgroups: bool = True) -> "HostInfo":
+    def probe(cls, cgroups: bool = True, cgroup_dirs=()) -> "HostInfo":
         """Read the host facts the plan depends on (the cgroup ones only if asked: they cost a
-        mountinfo parse). The container's cgroup is, until the cgroup slice lands, the caller's
-        own one (the init inherits it)."""
+        mountinfo parse). `cgroup_dirs` are the container's own cgroup directories (the
+        Manager's); a hierarchy without one shows the caller's cgroup (the init inherits it)."""
         hierarchies = ()
         if cgroups:
-            hierarchies = tuple(cgroup_hierarchies(_read("/proc/self/mountinfo"),
-                                                   _read("/proc/self/cgroup")))
+            hierarchies = tuple(with_sources(cgroup_hierarchies(
+                _read("/proc/self/mountinfo"), _read("/proc/self/cgroup")), cgroup_dirs))
         return cls(kcore=posixpath.exists("/proc/kcore"), cgroups=hierarchies)
 
 
@@ -200,6 +200,20 @@ def cgroup_hierarchies(mountinfo: str, proc_cgroup: str):
         rel = posixpath.relpath(own[key], root) if own[key].startswith(root) else "."
         yield CgroupHierarchy(mountpoint, fstype, ",".join(sorted(key)) or None,
                               posixpath.normpath(posixpath.join(mountpoint, rel)))
+
+
+def with_sources(hierarchies, cgroup_dirs) -> list:
+    """The hierarchies, each with its bind source set to the one of `cgroup_dirs` that lies
+    in it: below its mount point and not below a longer one (a cgroup2 on /sys/fs/cgroup does
+    not claim /sys/fs/cgroup/memory/x; /sys/fs/cgroup/cpu does not claim .../cpuacct/x)."""
+    hierarchies = list(hierarchies)
+    owner: dict[str, str] = {}
+    for d in cgroup_dirs:
+        points = [h.mountpoint for h in hierarchies if d.startswith(h.mountpoint.rstrip("/") + "/")]
+        if points:
+            owner.setdefault(max(points, key=len), d)
+    return [replace(h, source=owner[h.mountpoint]) if h.mountpoint in owner else h
+            for h in hierarchies]
 
 
 # --- planning --------------------------------------------------------------------------------

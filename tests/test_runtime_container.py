@@ -26,10 +26,13 @@ def _child(body) -> int:
     return pid
 
 
-def fake_init(state_dir: str, handshake: bool = True) -> int:
-    """A process behaving like our init after create: blocks on exec.fifo, then 'runs'."""
+def fake_init(state_dir: str, handshake: bool | None = True) -> int:
+    """A process behaving like our init after create: blocks on exec.fifo, then 'runs'.
+    handshake=False: exits at once; None: only sleeps (alive whatever happens to the fifo)."""
     def body():
-        if handshake:
+        if handshake is None:
+            time.sleep(30)
+        elif handshake:
             fd = os.open(os.path.join(state_dir, state.FIFO), os.O_WRONLY)
             os.write(fd, b"0")
             os.close(fd)
@@ -115,7 +118,8 @@ def test_start_notices_an_init_dying_while_it_waits(made, monkeypatch):
 
 
 def test_pid_reuse_is_detected(made):
-    c, pid = made(start_offset=1)  # same pid, another start time: another process
+    # same pid, another start time: another process (one that must outlive the state dir)
+    c, pid = made(handshake=None, start_offset=1)
     assert c.status() == "stopped"
     with pytest.raises(ProcessFinished):
         c.kill(signal.SIGKILL)

@@ -76,8 +76,11 @@ def init(tmp_path):
             "config": default_config()}
     state.write(str(d), data)
     yield Container(str(d), data, timeout=5)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    try:  # a test may have killed and reaped it already
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
 
 def process(args, **kw):

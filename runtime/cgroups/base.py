@@ -12,22 +12,12 @@ import posixpath
 import signal
 import time
 
-from runtime.errors import EngineError
+from runtime.errors import CgroupError
 
 from .fs import CgroupFS
 from .plan import Write
 
 RMDIR_DELAYS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # ~1.3s for processes to drain
-
-
-class CgroupError(EngineError):
-    """A cgroupfs operation failed. `path` is the file or directory, `field` the spec field
-    whose write failed (when there is one), `errno` the kernel's errno."""
-
-    def __init__(self, message: str, path: str | None = None, field: str | None = None,
-                 errno: int | None = None):
-        super().__init__(message)
-        self.path, self.field, self.errno = path, field, errno
 
 
 def _fail(op: str, path: str, e: OSError, field: str | None = None) -> CgroupError:

@@ -94,7 +94,8 @@ class V1Manager(Manager):
     def _freezer_rw(self, value: str | None) -> str:
         path = self._file("freezer", "freezer.state")
         if not path:
-            raise CgroupError("the freezer cgroup controller is not mounted")
+            raise CgroupError(f"{self.dirs()[0]}: the freezer cgroup controller is not mounted",
+                              self.dirs()[0])
         try:
             if value:
                 self.fs.write(path, value)
@@ -113,17 +114,19 @@ class V1Manager(Manager):
             if state == "FROZEN":
                 return
             if state != "FREEZING":
-                raise CgroupError(f"unexpected freezer state {state!r} while freezing")
+                d = self.paths["freezer"]
+                raise CgroupError(f"{d}: unexpected freezer state {state!r} while freezing", d)
             time.sleep(0.001)
         self._freezer_rw("THAWED")  # never leave it half-frozen
-        raise CgroupError(f"could not freeze {self.paths['freezer']}: stuck in FREEZING")
+        raise CgroupError(f"could not freeze {self.paths['freezer']}: stuck in FREEZING",
+                          self.paths["freezer"])
 
     def thaw(self) -> None:
         for _ in range(100):
             if self._freezer_rw("THAWED") == "THAWED":
                 return
             time.sleep(0.001)
-        raise CgroupError(f"could not thaw {self.paths['freezer']}")
+        raise CgroupError(f"could not thaw {self.paths['freezer']}", self.paths["freezer"])
 
     def _procs_dir(self) -> str:
         for c in ("freezer", "devices", "pids", "memory"):
@@ -138,7 +141,8 @@ class V1Manager(Manager):
         exists() after each wake-up. The caller owns and closes the fd."""
         d = self.paths.get("memory")
         if not d:
-            raise CgroupError("the memory cgroup controller is not mounted")
+            raise CgroupError(f"{self.dirs()[0]}: the memory cgroup controller is not mounted",
+                              self.dirs()[0])
         efd = os.eventfd(0, os.EFD_CLOEXEC)
         try:
             cfd = os.open(posixpath.join(d, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)

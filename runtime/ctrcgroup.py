@@ -1,0 +1,66 @@
+"""The container's cgroup as the engine uses it: made from the spec at create, recorded in
+state.json, rebuilt from there by any later process (the shim's `delete`, a CLI).
+
+Invariants:
+- for_spec() only resolves paths (reading mountinfo and, for a relative cgroupsPath, the
+  caller's /proc/self/cgroup): a bad cgroupsPath is an InvalidSpec before anything exists.
+- setup() creates the directories and sets the resources with runc's device allowlist
+  (cgroups.with_default_devices); if anything fails it removes what it made and re-raises.
+- to_state()/from_state() carry the RESOLVED directories, so every later call acts on exactly
+  what create made, whatever the caller's own cgroup or the host's mounts are by then.
+- join() runs in a forked child before it enters or unshares any namespace (the host's
+  cgroupfs paths mean what they say only there) and before it forks the container's process,
+  which is therefore born inside the cgroup.
+"""
+
+import os
+
+from . import cgroups
+from .errors import ContainerSetupError, EngineError
+
+
+def for_spec(spec, container_id: str) -> cgroups.Manager:
+    return cgroups.manager(spec.linux.cgroups_path, container_id)
+
+
+def setup(m: cgroups.Manager, spec) -> None:
+    m.create()
+    try:
+        m.set(cgroups.with_default_devices(spec.linux.resources, spec.linux.devices))
+    except BaseException:
+        destroy_quietly(m)
+        raise
+
+
+def destroy_quietly(m: cgroups.Manager | None) -> None:
+    """For cleanup paths that are already raising another error."""
+    if m is None:
+        return
+    try:
+        m.destroy()
+    except EngineError:
+        pass
+
+
+def join(m: cgroups.Manager | None) -> None:
+    if m is None:
+        return
+    try:
+        m.apply(os.getpid())
+    except EngineError as e:
+        raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
+
+
+def to_state(m: cgroups.Manager) -> dict:
+    if m.version == 2:
+        return {"version": 2, "path": m.path, "mountpoint": m.mountpoint}
+    return {"version": 1, "paths": dict(m.paths), "mounts": dict(m.mounts)}
+
+
+def from_state(data: dict | None) -> cgroups.Manager | None:
+    if not data:
+        return None  # a container created before cgroups were wired in
+    if data["version"] == 2:
+        return cgroups.V2Manager(data["path"], data["mountpoint"])
+    mounts = {c: cgroups.Mount(point) for c, point in data["mounts"].items()}
+    return cgroups.V1Manager(data["paths"], cgroups.Hierarchy("v1", mounts))
