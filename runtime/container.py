@@ -24,11 +24,11 @@ import signal
 import time
 from dataclasses import dataclass
 
-from . import ctrcgroup, execproc, launch, mounts, proc, state
+from . import ctrcgroup, execproc, launch, mounts, proc, seccomp, state
 from . import spec as spec_mod
 from .errors import (ContainerExists, ContainerNotFound, ContainerSetupError, EngineError,
                      InvalidSpec, InvalidState, ProcessFinished)
-from .init import InitConfig
+from .init import InitConfig, SeccompFilter
 from .sys.linux import LINUX
 
 _ID = re.compile(r"^[\w+.-]+$")  # runc's rule: no slashes, nothing that walks the state root
@@ -121,7 +121,19 @@ def _plan(container_id: str, bundle: str, state_dir: str) -> InitConfig:
     host = mounts.HostInfo.probe(cgroups=any(m.type == "cgroup" for m in spec.mounts),
                                  cgroup_dirs=cgroup.dirs())
     return InitConfig(spec, rootfs, mounts.plan_rootfs(spec, rootfs, bundle, host), state_dir,
-                      cgroup)
+                      cgroup, seccomp_filter(spec))
+
+
+def seccomp_filter(spec: spec_mod.Spec) -> SeccompFilter | None:
+    """linux.seccomp compiled here, in the caller, before any fork (None: no seccomp)."""
+    profile = seccomp.parse(spec.linux.seccomp)
+    if profile is None:
+        return None
+    for i, call in enumerate(profile.syscalls):
+        if call.action == "SCMP_ACT_NOTIFY":
+            raise InvalidSpec(f"linux.seccomp.syscalls[{i}].action",
+                              "SCMP_ACT_NOTIFY (a seccomp agent) is not supported yet")
+    return SeccompFilter(seccomp.compile(profile), seccomp.filter_flags(profile))
 
 
 def _state_data(container_id: str, bundle: str, cfg: InitConfig, pid: int, start: int) -> dict:
@@ -223,7 +235,7 @@ class Container:
             raise InvalidState("cannot exec in a stopped container", self.id, "stopped")
         try:
             job = execproc.ExecJob(p, (stdio.stdin, stdio.stdout, stdio.stderr), namespaces,
-                                   self._cgroup)
+                                   self._cgroup, seccomp_filter(self.spec))
             return execproc.run(job, self._sys, self._timeout)
         finally:
             execproc.close_namespaces(namespaces)

@@ -12,6 +12,8 @@ Invariants:
 - The process is the intermediate's child, so it is inside a pid/time namespace the
   intermediate entered. The intermediate reports its pid and exits; the caller reaps only the
   intermediate (the process is the caller's reaper's to wait for, via the subreaper).
+- The process gets the container's seccomp filter (compiled by the caller), installed where
+  the init installs it, with the exec'd process's own noNewPrivileges.
 - Success is EOF on the socket (the process's end is CLOEXEC, so exec closes it); failure is
   one typed error message, after which the caller kills and reaps what it forked: nothing is
   left behind. The caller reads with a deadline: never a hang.
@@ -94,6 +96,7 @@ class ExecJob:
     stdio: Stdio3
     namespaces: list[tuple[str, int]]
     cgroup: object | None = None  # a runtime.cgroups.Manager
+    seccomp: "_init.SeccompFilter | None" = None  # the container's, compiled by the caller
 
 
 # --- children --------------------------------------------------------------------------------
@@ -117,7 +120,8 @@ def _process_main(job: ExecJob, sock: socket.socket, sys) -> int:
         os.setsid()  # its own session, like runc's exec'd processes
         reopen_devnull(job.stdio)  # the container's /dev/null, now that we are in its root
         prepared = _init.prepare_process(job.process, sys)
-        _init.become(job.process, sys, prepared)  # returns only on failure (or with the fake)
+        # returns only on failure (or with the fake)
+        _init.become(job.process, sys, prepared, job.seccomp)
     except BaseException as e:  # noqa: BLE001
         send(sock, encode_error(e, "exec"))
     return 1

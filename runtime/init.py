@@ -11,6 +11,9 @@ Invariants:
   keeps SIG_IGN).
 - prepare_process() and become() take a spec Process, not the whole config: an exec'd process
   (runtime.execproc) goes through exactly the same two steps once it is inside the container.
+- A seccomp filter (compiled by the caller) is installed by become(): before anything drops
+  privileges when noNewPrivileges is false (loading it then needs CAP_SYS_ADMIN), else as the
+  very last step before execve, so that as few of our own syscalls as possible run under it.
 - Nothing here forks, and nothing here touches the host mount namespace.
 """
 
@@ -37,6 +40,14 @@ class InitConfig:
     ops: list  # runtime.mounts plan
     state_dir: str
     cgroup: object | None = None  # runtime.cgroups.Manager the intermediate joins (ctrcgroup)
+    seccomp: "SeccompFilter | None" = None
+
+
+@dataclass(frozen=True)
+class SeccompFilter:
+    """linux.seccomp compiled by the caller (runtime.seccomp.compile and filter_flags)."""
+    program: bytes
+    flags: int
 
 
 def _step(step: str, fn, *args, path: str | None = None):
@@ -157,12 +168,15 @@ def lookup_executable(name: str, path_env: str | None, cwd: str, sys) -> str:
 
 def finish(cfg: InitConfig, sys, prepared: Prepared) -> None:
     """Become the user process. Returns only with the fake syscall object."""
-    become(cfg.spec.process, sys, prepared)
+    become(cfg.spec.process, sys, prepared, cfg.seccomp)
 
 
-def become(proc: Process, sys, prepared: Prepared) -> None:
-    """Credentials, capabilities, no_new_privs, umask, cwd; then exec (see module docstring)."""
+def become(proc: Process, sys, prepared: Prepared, seccomp: SeccompFilter | None = None) -> None:
+    """Credentials, capabilities, no_new_privs, umask, cwd, seccomp; then exec (see the module
+    docstring for where the filter goes)."""
     caps = proc.capabilities
+    if seccomp is not None and not proc.no_new_privileges:
+        sys.seccomp_install(seccomp.program, seccomp.flags)
     if caps is not None:
         for n in range(_caps.last_cap() + 1):
             if not caps.bounding >> n & 1:
@@ -185,4 +199,6 @@ def become(proc: Process, sys, prepared: Prepared) -> None:
     sys.chdir(proc.cwd)
     sys.close_range(3, CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC)
     sys.reset_signals()
+    if seccomp is not None and proc.no_new_privileges:
+        sys.seccomp_install(seccomp.program, seccomp.flags)
     sys.execve(prepared.exe, proc.args, prepared.env)

@@ -261,3 +261,22 @@ def test_errors_cross_the_socket_with_their_type():
             assert (back.step, back.path, str(back)) == ("mount", "/proc", str(err))
         else:
             assert (back.step, str(back)) == ("namespaces", err.strerror)
+
+
+def test_seccomp_is_compiled_before_any_fork_and_notify_is_refused(tmp_path):
+    from runtime.container import seccomp_filter
+    from runtime.spec import parse
+    c = default_config()
+    c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                             "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}
+    f = seccomp_filter(parse(c))
+    assert len(f.program) % 8 == 0 and f.program
+    assert seccomp_filter(parse(default_config())) is None
+    c["linux"]["seccomp"]["listenerPath"] = "/run/agent.sock"
+    c["linux"]["seccomp"]["syscalls"].append({"names": ["mount"], "action": "SCMP_ACT_NOTIFY"})
+    root = tmp_path / "state"
+    with pytest.raises(InvalidSpec) as e:
+        Engine(str(root)).create("c1", bundle(tmp_path, lambda cfg: cfg["linux"].update(
+            seccomp=c["linux"]["seccomp"])))
+    assert e.value.field == "linux.seccomp.syscalls[1].action"
+    assert not (root / "c1").exists()

@@ -25,6 +25,13 @@ def running(engine, bundle, cid="c1", **kw):
     return c
 
 
+def stop(c) -> None:
+    """SIGKILL a running container, reap its init, delete it."""
+    c.kill(signal.SIGKILL)
+    _reap(c.pid)
+    c.delete()
+
+
 def exec_output(c, proc_obj) -> tuple[list[str], int, int]:
     """(output lines, exit code, pid) of an exec whose stdout+stderr go through a pipe."""
     r, w = os.pipe()
@@ -48,9 +55,7 @@ def test_exec_sees_the_containers_namespaces_and_root(env, tmp_path):
     assert out[1:4] == ["pyshim-test", "inside", "uid=1000 gid=1000 groups=10"]
     assert out[4].endswith("-> " + os.readlink(f"/proc/{c.pid}/ns/pid")), out
     assert os.readlink(f"/proc/{c.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
-    c.kill(signal.SIGKILL)
-    _reap(c.pid)
-    c.delete()
+    stop(c)
 
 
 def test_exec_env_home_cwd_and_caps_follow_the_process_object(env):
@@ -66,9 +71,7 @@ def test_exec_env_home_cwd_and_caps_follow_the_process_object(env):
         noNewPrivileges=True))
     assert code == 0
     assert out == ["/home/app b", "/tmp", "CapEff:\t0000000000000000", "0027"]
-    c.kill(signal.SIGKILL)
-    _reap(c.pid)
-    c.delete()
+    stop(c)
 
 
 def test_exec_of_a_missing_executable_fails_like_runc_and_leaves_nothing(env):
@@ -80,9 +83,7 @@ def test_exec_of_a_missing_executable_fails_like_runc_and_leaves_nothing(env):
     assert e.value.step == "exec lookup"
     assert str(e.value) == 'exec: "foo": executable file not found in $PATH'
     assert children() == before == {c.pid}
-    c.kill(signal.SIGKILL)
-    _reap(c.pid)
-    c.delete()
+    stop(c)
 
 
 def test_exec_into_a_created_container_works(env):

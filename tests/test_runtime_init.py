@@ -209,3 +209,26 @@ def test_home_comes_from_the_containers_passwd_when_env_lacks_it(tmp_path):
     empty = FakeSys()
     empty.root = str(tmp_path)  # a rootfs with no /etc/passwd
     assert I.home_directory(0, empty) == "/"
+
+
+@pytest.mark.parametrize("nnp", [True, False])
+def test_seccomp_goes_last_with_no_new_privs_else_before_privileges_drop(rootfs, nnp):
+    c = config(noNewPrivileges=nnp, user={"uid": 1000, "gid": 1000})
+    f = FakeSys()
+    cfg = make(rootfs, c, ops=[])
+    cfg.seccomp = I.SeccompFilter(b"\0" * 8, 4)
+    I.finish(cfg, f, I.Prepared("/bin/sh", {}))
+    names = [call[0] for call in f.calls]
+    assert names.count("seccomp_install") == 1
+    assert ("seccomp_install", b"\0" * 8, 4) in f.calls
+    if nnp:  # as late as possible: only execve runs under it
+        assert names[-2:] == ["seccomp_install", "execve"]
+        assert names.index("set_no_new_privs") < names.index("seccomp_install")
+    else:  # needs CAP_SYS_ADMIN: before the bounding set, ids and capabilities change
+        assert names[0] == "seccomp_install"
+
+
+def test_no_seccomp_no_install(rootfs):
+    f = FakeSys()
+    I.finish(make(rootfs, config(), ops=[]), f, I.Prepared("/bin/sh", {}))
+    assert not f.ops("seccomp_install")

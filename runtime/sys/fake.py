@@ -123,6 +123,9 @@ class FakeSys:
     def reset_signals(self) -> None:
         self._record("reset_signals")
 
+    def seccomp_install(self, program, flags) -> None:
+        self._record("seccomp_install", program, flags)
+
     def execve(self, path, args, env) -> None:
         self._record("execve", path, list(args), dict(env))
 

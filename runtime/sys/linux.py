@@ -14,6 +14,7 @@ import signal
 import socket
 import struct
 
+from ..seccomp import kernel as _seccomp  # ctypes only: loading a filter needs no libseccomp
 from . import consts as C
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -181,6 +182,10 @@ class Linux:
                     pass  # the glibc-reserved real-time signals
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
+    def seccomp_install(self, program: bytes, flags: int) -> None:
+        """Load a compiled filter (runtime.seccomp.install; a ContainerSetupError on failure)."""
+        _seccomp.install(program, flags)
+
     def execve(self, path: str, args: list[str], env: dict[str, str]) -> None:
         _wrap("exec", path, os.execve, path, args, env)
 
@@ -264,6 +269,7 @@ umask = LINUX.umask
 close_range = LINUX.close_range
 reset_signals = LINUX.reset_signals
 execve = LINUX.execve
+seccomp_install = LINUX.seccomp_install
 chdir = LINUX.chdir
 makedirs = LINUX.makedirs
 touch = LINUX.touch
