@@ -267,15 +267,18 @@ class _StdinPump:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
+        if self._fifo < 0:
+            return
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._fifo, self._on_readable)
+        if self._draining:  # CloseIO came before Start (ctr with no stdin does that)
+            self._on_readable()
+        else:
+            self._loop.add_reader(self._fifo, self._on_readable)
 
     def close_when_drained(self) -> None:
         self._draining = True
-        if self._loop is None:
-            self.close()
-        elif not self._pending and self._fifo >= 0:
-            self._on_readable()
+        if self._loop is not None and not self._pending and self._fifo >= 0:
+            self._on_readable()  # before start(), the copy happens when it starts
 
     def _on_readable(self) -> None:
         try:

@@ -173,3 +173,22 @@ def test_binary_uri_with_missing_logger_is_an_error_naming_it(tmp_path):
     with pytest.raises(StdioError) as e:
         ProcessIO.open("", f"binary://{tmp_path}/absent", "")
     assert f"{tmp_path}/absent" in str(e.value) and "log driver" in str(e.value)
+
+
+def test_close_io_before_start_still_delivers_what_was_written(fifos):
+    # ctr sends CloseIO as soon as its own stdin ends, which can be before Start.
+    async def scenario():
+        pio = ProcessIO.open(fifos["stdin"], "", "")
+        child_in = os.dup(pio.child.stdin)
+        os.set_blocking(child_in, False)
+        writer = os.open(fifos["stdin"], os.O_WRONLY)
+        os.write(writer, b"early\n")
+        pio.close_stdin()  # CloseIO
+        pio.started()  # Start
+        data, eof = await _read_all(child_in)
+        os.close(writer)
+        os.close(child_in)
+        pio.close()
+        return data, eof
+
+    assert asyncio.run(scenario()) == (b"early\n", True)
