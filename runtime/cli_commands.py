@@ -1,0 +1,571 @@
+"""The commands of pyshim-runc (runtime.cli parses; this module acts through the engine API).
+
+Invariants:
+- Each command is one short function over Engine/Container; output formats are runc 1.1's
+  byte for byte where a program may parse them (state, list, ps --format json, spec, features).
+- The container's stdio are the CLI's own fds 0-2, as with runc without a console socket. In the
+  real process, create/run/exec first close every other inherited fd: the engine forks (it does
+  not exec like runc), so a pipe the caller leaked to us would stay open in the waiting init.
+- `create` and `run --detach` leave the init to the caller's subreaper (or pid 1): the CLI sets
+  no PDEATHSIG and exits. `run` and `exec` in the foreground make the CLI a child subreaper
+  before forking, so the container process (a grandchild) is re-parented to it and waited for;
+  signals the CLI receives are forwarded to it, and the exit code is its status (128+signal).
+- An engine method that does not exist yet (exec, pids, pause, resume, update, stats, kill with
+  all=) is a "not supported by this engine yet" error, found by name, never by catching
+  AttributeError around a call.
+"""
+
+import os
+import sys
+
+from .cli import PROG, CliError, UsageError, unsupported
+from .errors import ContainerNotFound, ProcessFinished
+
+
+def run(name: str, ctx, opts, args: list[str]) -> int:
+    return _COMMANDS[name](ctx, opts, args)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def _method(obj, name: str, what: str):
+    fn = getattr(obj, name, None)
+    if fn is None:
+        raise unsupported(what)
+    return fn
+
+
+def _accepts(fn, kwarg: str) -> bool:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return False
+    return kwarg in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+
+
+def _stdio():
+    """The CLI's fds 0-2 (None for a closed one: the engine gives it /dev/null)."""
+    from .container import Stdio
+
+    def live(fd):
+        try:
+            os.fstat(fd)
+            return fd
+        except OSError:
+            return None
+    return Stdio(live(0), live(1), live(2))
+
+
+def _close_inherited_fds(ctx) -> None:
+    if ctx.real_process:
+        os.closerange(3, 1 << 20)
+
+
+def _refuse_terminal_and_fds(opts, what: str) -> None:
+    if opts.console_socket or opts.tty:
+        raise unsupported(f"{what}: terminals (--console-socket, --tty)")
+    if opts.preserve_fds:
+        raise unsupported(f"{what}: --preserve-fds {opts.preserve_fds}")
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """runc's createPidFile: the pid, no newline, written to a dot-file beside and renamed."""
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        os.write(fd, str(pid).encode())
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def go_json(obj, indent=None) -> str:
+    """encoding/json's text: compact or indented, <>& escaped, non-ASCII kept."""
+    import json
+    sep = (",", ":") if indent is None else (",", ": ")
+    text = json.dumps(obj, indent=indent, separators=sep, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def container_state(c, owner: str = "") -> dict:
+    """runc's containerState, in its field order; annotations only when there are some."""
+    st = c.state()
+    rootfs = st.get("rootfs") or getattr(c, "_data", {}).get("rootfs", "")
+    doc = {"ociVersion": st["ociVersion"], "id": st["id"], "pid": st["pid"],
+           "status": st["status"], "bundle": st["bundle"], "rootfs": rootfs,
+           "created": st.get("created") or c.created}
+    annotations = st.get("annotations")
+    if annotations:
+        doc["annotations"] = dict(sorted(annotations.items()))
+    doc["owner"] = owner
+    return doc
+
+
+def _owner(ctx, cid: str) -> str:
+    import pwd
+    try:
+        uid = os.stat(os.path.join(ctx.root, cid)).st_uid
+    except OSError:
+        return ""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"#{uid}"
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+# --- waiting for a foreground process --------------------------------------------------------
+def become_subreaper() -> None:
+    import ctypes
+    if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+        raise CliError(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+
+
+class Forwarder:
+    """Forwards the signals the CLI gets to the container's process once it is known (runc's
+    signal handler: everything but SIGCHLD, SIGWINCH, SIGURG; SIGPIPE stays ignored)."""
+
+    SKIP = ("SIGCHLD", "SIGWINCH", "SIGURG", "SIGPIPE", "SIGKILL", "SIGSTOP")
+
+    def __init__(self, ctx):
+        import signal
+        self.target = None  # callable(sig)
+        self.pending: list[int] = []
+        self.active = ctx.real_process
+        if not self.active:
+            return
+        for sig in signal.valid_signals():
+            if isinstance(sig, signal.Signals) and sig.name not in self.SKIP:
+                try:
+                    signal.signal(sig, self._on_signal)
+                except (OSError, ValueError):
+                    pass
+
+    def _on_signal(self, sig, frame) -> None:
+        if self.target is None:
+            self.pending.append(sig)
+        else:
+            self.target(sig)
+
+    def attach(self, target) -> None:
+        self.target = target
+        while self.pending:
+            target(self.pending.pop(0))
+
+
+def wait_status(pid: int) -> int:
+    """Wait for our child `pid`, reaping other orphans on the way; its exit code or 128+sig."""
+    while True:
+        try:
+            wpid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return _wait_not_child(pid)
+        if wpid == pid:
+            code = os.waitstatus_to_exitcode(status)
+            return 128 - code if code < 0 else code
+
+
+def _wait_not_child(pid: int) -> int:
+    # Not re-parented to us (no subreaper?): all we can do is wait until it is gone.
+    import select
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return 0
+    try:
+        select.select([fd], [], [])
+    finally:
+        os.close(fd)
+    return 0
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+def create(ctx, o, args) -> int:
+    _refuse_terminal_and_fds(o, "create")
+    _close_inherited_fds(ctx)
+    c = ctx.engine().create(args[0], o.bundle or os.getcwd(), _stdio())
+    _pid_file_or_destroy(c, o.pid_file)
+    ctx.log.debug(f"created container {c.id} with init pid {c.pid}")
+    return 0
+
+
+def _pid_file_or_destroy(c, path: str | None) -> None:
+    if not path:
+        return
+    try:
+        write_pid_file(path, c.pid)
+    except BaseException:
+        c.delete(force=True)
+        raise
+
+
+def start(ctx, o, args) -> int:
+    ctx.engine().load(args[0]).start()
+    return 0
+
+
+def state(ctx, o, args) -> int:
+    _out(go_json(container_state(ctx.engine().load(args[0])), indent=2))
+    return 0
+
+
+def kill(ctx, o, args) -> int:
+    sig = parse_signal(args[1] if len(args) > 1 else "SIGTERM")
+    c = ctx.engine().load(args[0])
+    if o.all:
+        if not _accepts(c.kill, "all"):
+            raise unsupported("kill --all")
+        c.kill(sig, all=True)
+    else:
+        c.kill(sig)
+    return 0
+
+
+def parse_signal(raw: str) -> int:
+    """runc's parseSignal: a number, or a name with or without SIG, in any case."""
+    import signal
+    try:
+        n = int(raw)
+    except ValueError:
+        pass
+    else:
+        if not 0 <= n <= signal.SIGRTMAX:
+            raise CliError(f"unknown signal {raw!r}")
+        return n
+    name = raw.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    sig = getattr(signal.Signals, name, None) if name.isidentifier() else None
+    if not isinstance(sig, signal.Signals) or name.startswith("SIG_"):
+        raise CliError(f'unknown signal "{raw}"')
+    return int(sig)
+
+
+def delete(ctx, o, args) -> int:
+    cid = args[0]
+    try:
+        c = ctx.engine().load(cid)
+    except ContainerNotFound:
+        if o.force:
+            # runc: an aborted create can leave a state dir without a state file
+            import shutil
+            shutil.rmtree(os.path.join(ctx.root, cid), ignore_errors=True)
+            return 0
+        raise
+    c.delete(force=bool(o.force))
+    return 0
+
+
+def run_(ctx, o, args) -> int:
+    _refuse_terminal_and_fds(o, "run")
+    _close_inherited_fds(ctx)
+    fwd = None
+    if not o.detach:
+        become_subreaper()
+        fwd = Forwarder(ctx)  # before the fork: a ^C during create is not lost
+    c = ctx.engine().create(args[0], o.bundle or os.getcwd(), _stdio())
+    try:
+        _pid_file_or_destroy(c, o.pid_file)
+        c.start()
+    except BaseException:
+        _destroy(c)
+        raise
+    if o.detach:
+        return 0
+    fwd.attach(lambda sig: _signal_container(c, sig))
+    status = wait_status(c.pid)
+    if not o.keep:
+        c.delete(force=True)
+    return status
+
+
+def _destroy(c) -> None:
+    c.delete(force=True)
+    try:
+        os.waitpid(c.pid, os.WNOHANG)  # ours if we are its subreaper; harmless otherwise
+    except ChildProcessError:
+        pass
+
+
+def _signal_container(c, sig: int) -> None:
+    try:
+        c.kill(sig)
+    except ProcessFinished:
+        pass
+
+
+# --- exec ------------------------------------------------------------------------------------
+def exec_(ctx, o, args) -> int:
+    _refuse_terminal_and_fds(o, "exec")
+    if o.cgroup:
+        raise unsupported("exec --cgroup")
+    if not o.process and len(args) < 2:
+        raise UsageError(f'{PROG}: "exec" requires a minimum of 2 argument(s)', "exec")
+    _close_inherited_fds(ctx)
+    c = ctx.engine().load(args[0])
+    do_exec = _method(c, "exec", "exec")
+    status = c.status()
+    if status == "stopped":
+        raise CliError("cannot exec in a stopped container")
+    if status == "paused" and not o.ignore_paused:
+        raise CliError("cannot exec in a paused container (use --ignore-paused to override)")
+    process = _load_json(o.process, "--process") if o.process else exec_process(c, args[1:], o)
+    fwd = None
+    if not o.detach:
+        become_subreaper()
+        fwd = Forwarder(ctx)
+    pid = do_exec(process, _stdio())
+    if o.pid_file:
+        write_pid_file(o.pid_file, pid)
+    if o.detach:
+        return 0
+    fwd.attach(lambda sig: _quiet_kill(pid, sig))
+    return wait_status(pid)
+
+
+def _quiet_kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)  # our child until we reap it: the pid cannot be recycled
+    except ProcessLookupError:
+        pass
+
+
+def exec_process(c, argv: list[str], o) -> dict:
+    """runc's getProcess: the container's own process object with the exec flags applied."""
+    import copy
+    p = copy.deepcopy(c.spec.raw.get("process") or {"cwd": "/", "user": {"uid": 0, "gid": 0}})
+    p["args"] = list(argv)
+    p["terminal"] = bool(o.tty)
+    p.pop("consoleSize", None)
+    if o.cwd:
+        p["cwd"] = o.cwd
+    p["env"] = list(p.get("env") or []) + list(o.env)
+    if o.no_new_privs:
+        p["noNewPrivileges"] = True
+    if o.apparmor:
+        p["apparmorProfile"] = o.apparmor
+    if o.process_label:
+        p["selinuxLabel"] = o.process_label
+    if o.cap:
+        caps = p.setdefault("capabilities", {})
+        for s in ("bounding", "effective", "permitted", "ambient"):
+            caps[s] = list(caps.get(s) or []) + list(o.cap)
+    user = p.setdefault("user", {"uid": 0, "gid": 0})
+    if o.user:
+        uid, _, gid = o.user.partition(":")
+        try:
+            user["uid"] = int(uid)
+            if gid:
+                user["gid"] = int(gid)
+        except ValueError:
+            raise CliError(f"invalid --user {o.user!r}: expected <uid>[:<gid>] (numbers)") from None
+    if o.additional_gids:
+        try:
+            user["additionalGids"] = [int(g) for g in o.additional_gids]
+        except ValueError:
+            raise CliError(f"invalid --additional-gids {o.additional_gids}: expected numbers") \
+                from None
+    return p
+
+
+def _load_json(path: str, what: str):
+    import json
+    try:
+        if path == "-":
+            return json.load(sys.stdin)
+        with open(path, "rb") as f:
+            return json.load(f)
+    except OSError as e:
+        raise CliError(f"{what}: cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise CliError(f"{what}: {path} is not valid JSON: {e}") from None
+
+
+# --- inspection and cgroup commands ----------------------------------------------------------
+def list_(ctx, o, args) -> int:
+    fmt = o.format or "table"
+    if fmt not in ("table", "json"):
+        raise CliError("invalid format option")
+    engine = ctx.engine()
+    states = []
+    for cid in engine.list():
+        try:
+            states.append(container_state(engine.load(cid), _owner(ctx, cid)))
+        except ContainerNotFound:
+            continue  # deleted while we listed
+    if o.quiet:
+        _out("".join(s["id"] + "\n" for s in states))
+    elif fmt == "json":
+        _out(go_json(states or None) + "\n")
+    else:
+        rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
+        rows += [[s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"]]
+                 for s in states]
+        _out(tabwriter(rows))
+    return 0
+
+
+def tabwriter(rows: list[list[str]], minwidth: int = 12, padding: int = 3) -> str:
+    """Go's tabwriter.NewWriter(w, 12, 1, 3, ' ', 0) over tab-separated cells: every column but
+    the last padded to max(minwidth, widest cell + padding)."""
+    widths = [max(minwidth, max(len(r[i]) for r in rows) + padding)
+              for i in range(len(rows[0]) - 1)]
+    return "".join("".join(cell.ljust(w) for cell, w in zip(r, widths)) + r[-1] + "\n"
+                   for r in rows)
+
+
+def ps(ctx, o, args) -> int:
+    fmt = o.format or "table"
+    if fmt not in ("table", "json"):
+        raise CliError("invalid format option")
+    c = ctx.engine().load(args[0])
+    pids = list(_method(c, "pids", "ps")())
+    if fmt == "json":
+        _out(go_json(pids) + "\n")
+        return 0
+    import subprocess
+    r = subprocess.run(["ps", *(args[1:] or ["-ef"])], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise CliError(f"ps: {r.stderr.strip() or f'exit status {r.returncode}'}")
+    lines = r.stdout.splitlines()
+    if not lines:
+        return 0
+    header = lines[0].split()
+    if "PID" not in header:
+        raise CliError("couldn't find PID field in ps output")
+    col = header.index("PID")
+    wanted = set(pids)
+    out = [lines[0]] + [ln for ln in lines[1:]
+                        if len(ln.split()) > col and ln.split()[col].isdigit()
+                        and int(ln.split()[col]) in wanted]
+    _out("".join(ln + "\n" for ln in out))
+    return 0
+
+
+def pause(ctx, o, args) -> int:
+    c = ctx.engine().load(args[0])
+    _method(c, "pause", "pause")()
+    return 0
+
+
+def resume(ctx, o, args) -> int:
+    c = ctx.engine().load(args[0])
+    _method(c, "resume", "resume")()
+    return 0
+
+
+def update(ctx, o, args) -> int:
+    if o.l3_cache_schema or o.mem_bw_schema:
+        raise unsupported("update: Intel RDT (--l3-cache-schema, --mem-bw-schema)")
+    resources = _load_json(o.resources, "--resources") if o.resources else update_resources(o)
+    if not isinstance(resources, dict):
+        raise CliError("--resources: expected a JSON object (OCI linux.resources)")
+    c = ctx.engine().load(args[0])
+    _method(c, "update", "update")(resources)
+    return 0
+
+
+def update_resources(o) -> dict:
+    """runc update's flags -> an OCI linux.resources object holding only what was given."""
+    r: dict = {}
+
+    def put(section: str, key: str, value) -> None:
+        r.setdefault(section, {})[key] = value
+    for flag, section, key in (("cpu_period", "cpu", "period"), ("cpu_quota", "cpu", "quota"),
+                               ("cpu_share", "cpu", "shares"),
+                               ("cpu_rt_period", "cpu", "realtimePeriod"),
+                               ("cpu_rt_runtime", "cpu", "realtimeRuntime"),
+                               ("blkio_weight", "blockIO", "weight"),
+                               ("pids_limit", "pids", "limit")):
+        if o.get(flag) is not None:
+            put(section, key, _int_flag(flag, o[flag]))
+    for flag, key in (("cpuset_cpus", "cpus"), ("cpuset_mems", "mems")):
+        if o.get(flag) is not None:
+            put("cpu", key, o[flag])
+    for flag, key in (("memory", "limit"), ("memory_reservation", "reservation"),
+                      ("memory_swap", "swap")):
+        if o.get(flag) is not None:
+            put("memory", key, -1 if o[flag] == "-1" else ram_in_bytes(o[flag], flag))
+    return r
+
+
+def _int_flag(flag: str, value: str) -> int:
+    try:
+        return int(value, 10)
+    except ValueError:
+        raise CliError(f"invalid value for --{flag.replace('_', '-')}: {value!r}") from None
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def ram_in_bytes(value: str, flag: str = "memory") -> int:
+    """docker/go-units RAMInBytes: "512", "100m", "1.5g", "64KiB" (binary units)."""
+    import re
+    m = re.fullmatch(r"(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[iI]?[bB]?", value.strip())
+    if not m:
+        raise CliError(f"invalid value for --{flag.replace('_', '-')}: invalid size: {value!r}")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+
+
+def events(ctx, o, args) -> int:
+    c = ctx.engine().load(args[0])
+    stats = _method(c, "stats", "events")
+    if o.stats:
+        _out(go_json({"type": "stats", "id": c.id, "data": stats()}) + "\n")
+        return 0
+    import time
+    interval = _duration(o.interval or "5s")
+    while c.status() != "stopped":
+        _out(go_json({"type": "stats", "id": c.id, "data": stats()}) + "\n")
+        time.sleep(interval)
+    return 0
+
+
+def _duration(value: str) -> float:
+    import re
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", value)
+    if not m or float(m.group(1)) <= 0:
+        raise CliError(f"invalid --interval {value!r}: expected a duration such as 5s or 500ms")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+# --- documents -------------------------------------------------------------------------------
+def features(ctx, o, args) -> int:
+    from .cli_docs import features as doc
+    _out(go_json(doc(), indent=4) + "\n")
+    return 0
+
+
+def spec(ctx, o, args) -> int:
+    from .cli_docs import default_spec
+    path = os.path.join(o.bundle or "", "config.json")
+    if o.bundle and not os.path.isdir(o.bundle):
+        raise CliError(f"stat {o.bundle}: no such file or directory")
+    if os.path.lexists(path):
+        raise CliError("File config.json exists. Remove it first")
+    data = go_json(default_spec(rootless=bool(o.rootless)), indent="\t")
+    with open(path, "w") as f:
+        f.write(data)
+    return 0
+
+
+def _refused(what: str):
+    def command(ctx, o, args) -> int:
+        raise CliError(f"{what}: not supported by pyshim-runc")
+    return command
+
+
+_COMMANDS = {
+    "create": create, "start": start, "state": state, "kill": kill, "delete": delete,
+    "run": run_, "exec": exec_, "ps": ps, "list": list_, "pause": pause, "resume": resume,
+    "update": update, "events": events, "features": features, "spec": spec,
+    "checkpoint": _refused("checkpoint"), "restore": _refused("restore"),
+}

@@ -1,0 +1,454 @@
+"""pyshim-runc without root: argument parsing, signals, output formats, error reporting and exit
+codes, against a fake engine (the real one is exercised by integration/test_cli.py)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from runtime import cli, cli_commands, cli_docs
+from runtime.cli import BOOL, INT, LIST, STR, UsageError, main, parse_flags
+from runtime.errors import ContainerExists, ContainerNotFound, InvalidSpec, ProcessFinished
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --- a fake engine ---------------------------------------------------------------------------
+class FakeContainer:
+    def __init__(self, cid, bundle="/b", status="created", pid=4242, annotations=None):
+        self.id, self.bundle, self.pid = cid, bundle, pid
+        self.created = "2024-01-02T03:04:05.123456Z"
+        self.annotations = annotations or {}
+        self._status = status
+        self._data = {"rootfs": bundle + "/rootfs"}
+        self.calls = []
+        self.spec = type("S", (), {"raw": {"process": {
+            "args": ["sh"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0},
+            "terminal": True, "consoleSize": {"height": 1, "width": 1},
+            "capabilities": {"bounding": ["CAP_KILL"]}}}})()
+
+    def status(self):
+        return self._status
+
+    def state(self):
+        return {"ociVersion": "1.1.0", "id": self.id, "status": self._status,
+                "pid": 0 if self._status == "stopped" else self.pid, "bundle": self.bundle,
+                "annotations": dict(self.annotations)}
+
+    def start(self):
+        self.calls.append(("start",))
+        self._status = "running"
+
+    def kill(self, sig):
+        if self._status == "stopped":
+            raise ProcessFinished(self.id)
+        self.calls.append(("kill", sig))
+
+    def delete(self, force=False):
+        self.calls.append(("delete", force))
+
+
+class FakeEngine:
+    def __init__(self, root, containers=()):
+        self.root = root
+        self.containers = {c.id: c for c in containers}
+        self.created = []
+
+    def create(self, cid, bundle, stdio=None):
+        if cid in self.containers:
+            raise ContainerExists(cid)
+        if cid == "bad":
+            raise InvalidSpec("process.args", "must be a non-empty array")
+        c = FakeContainer(cid, bundle)
+        self.containers[cid] = c
+        self.created.append((cid, bundle, stdio))
+        return c
+
+    def load(self, cid):
+        if cid not in self.containers:
+            raise ContainerNotFound(cid)
+        return self.containers[cid]
+
+    def list(self):
+        return sorted(self.containers)
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return FakeEngine(str(tmp_path / "root"))
+
+
+def run(engine, *argv):
+    return main(["--root", engine.root, *argv], engine_factory=lambda root: engine)
+
+
+# --- parsing ---------------------------------------------------------------------------------
+FLAGS = [(("bundle", "b"), STR, ""), (("detach", "d"), BOOL, ""), (("n",), INT, ""),
+         (("env", "e"), LIST, "")]
+
+
+@pytest.mark.parametrize("argv", [
+    ["--bundle", "/x", "id"], ["-b", "/x", "id"], ["--bundle=/x", "id"], ["-bundle=/x", "id"],
+    ["id", "--bundle", "/x"], ["--b", "/x", "id"]])
+def test_flags_in_go_syntax_and_after_positionals(argv):
+    opts, pos = parse_flags(argv, FLAGS)
+    assert opts.bundle == "/x" and pos == ["id"]
+
+
+def test_bool_int_list_flags_and_unset_defaults():
+    opts, pos = parse_flags(["-d", "--n", "0x10", "-e", "A=1", "--env=B=2", "x"], FLAGS)
+    assert (opts.detach, opts.n, opts.env, pos) == (True, 16, ["A=1", "B=2"], ["x"])
+    opts, _ = parse_flags(["--detach=false"], FLAGS)
+    assert opts.detach is False
+    opts, _ = parse_flags([], FLAGS)
+    assert opts.bundle is None and opts.detach is None and opts.env == []
+
+
+def test_stop_keeps_everything_after_the_id_positional():
+    opts, pos = parse_flags(["-d", "cid", "ls", "-l", "--bundle", "x"], FLAGS, stop=1)
+    assert opts.detach and opts.bundle is None and pos == ["cid", "ls", "-l", "--bundle", "x"]
+
+
+def test_double_dash_and_lone_dash_are_positional():
+    assert parse_flags(["--", "-d"], FLAGS)[1] == ["-d"]
+    assert parse_flags(["-"], FLAGS)[1] == ["-"]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--nope"], "flag provided but not defined: -nope"),
+    (["--bundle"], "flag needs an argument: -bundle"),
+    (["--n", "x"], "invalid value 'x' for flag -n"),
+    (["--detach=maybe"], "invalid boolean value"),
+])
+def test_bad_flags_are_usage_errors(argv, msg):
+    with pytest.raises(UsageError, match=msg):
+        parse_flags(argv, FLAGS)
+
+
+@pytest.mark.parametrize("raw,sig", [("TERM", 15), ("SIGTERM", 15), ("15", 15), ("kill", 9),
+                                     ("SigKill", 9), ("usr1", 10), ("0", 0), ("SIGRTMIN", 34)])
+def test_parse_signal_like_runc(raw, sig):
+    assert cli_commands.parse_signal(raw) == sig
+
+
+@pytest.mark.parametrize("raw", ["FOO", "SIG_DFL", "_DFL", "999", "-1", "", "S I G"])
+def test_unknown_signals_are_errors(raw):
+    with pytest.raises(cli.CliError, match="unknown signal"):
+        cli_commands.parse_signal(raw)
+
+
+# --- lifecycle against the fake engine -------------------------------------------------------
+def test_create_passes_bundle_and_our_stdio_and_writes_the_pid_file(engine, tmp_path):
+    pidfile = tmp_path / "pid"
+    assert run(engine, "create", "--bundle", "/bun", "--pid-file", str(pidfile), "c1") == 0
+    cid, bundle, stdio = engine.created[0]
+    assert (cid, bundle) == ("c1", "/bun")
+    assert (stdio.stdin, stdio.stdout, stdio.stderr) == (0, 1, 2)
+    assert pidfile.read_text() == "4242"  # no newline, like runc
+    assert sorted(os.listdir(tmp_path)) == ["pid"]  # the temp file was renamed
+
+
+def test_create_defaults_the_bundle_to_the_cwd(engine, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run(engine, "create", "c1") == 0
+    assert engine.created[0][1] == str(tmp_path)
+
+
+def test_a_failing_pid_file_destroys_the_new_container(engine, tmp_path):
+    assert run(engine, "create", "--pid-file", str(tmp_path / "no/such/dir/pid"), "c1") == 1
+    assert engine.containers["c1"].calls == [("delete", True)]
+
+
+@pytest.mark.parametrize("flags,what", [
+    (["--console-socket", "/s"], "terminals"), (["--preserve-fds", "2"], "--preserve-fds 2")])
+def test_terminals_and_preserved_fds_are_clear_errors(engine, capsys, flags, what):
+    assert run(engine, "create", *flags, "c1") == 1
+    err = capsys.readouterr().err
+    assert what in err and "not supported by this engine yet" in err
+    assert not engine.created
+
+
+def test_engine_errors_are_one_logrus_line_and_exit_1(engine, capsys):
+    assert run(engine, "create", "bad") == 1
+    err = capsys.readouterr().err
+    assert err.startswith('time="') and err.count("\n") == 1
+    assert 'level=error msg="process.args: must be a non-empty array"' in err
+
+
+def test_with_a_json_log_the_error_goes_there_and_bare_to_stderr(engine, tmp_path, capsys):
+    log = tmp_path / "log.json"
+    assert run(engine, "--log", str(log), "--log-format", "json", "state", "nope") == 1
+    assert capsys.readouterr().err == "container 'nope' does not exist\n"
+    line = json.loads(log.read_text())
+    assert list(line) == ["level", "msg", "time"]
+    assert line["level"] == "error" and line["msg"] == "container 'nope' does not exist"
+    assert line["time"].endswith("Z") or line["time"][-6] in "+-"
+    assert log.read_text().startswith('{"level":"error","msg":')  # Go's compact encoding
+
+
+def test_text_log_file_gets_a_logrus_line(engine, tmp_path, capsys):
+    log = tmp_path / "log"
+    assert run(engine, "--log", str(log), "start", "nope") == 1
+    assert "level=error msg=\"container 'nope' does not exist\"" in log.read_text()
+
+
+def test_start_state_kill_delete(engine, capsys):
+    run(engine, "create", "c1")
+    c = engine.containers["c1"]
+    assert run(engine, "start", "c1") == 0
+    assert run(engine, "kill", "c1") == 0
+    assert run(engine, "kill", "c1", "KILL") == 0
+    assert run(engine, "delete", "c1") == 0
+    assert run(engine, "delete", "-f", "c1") == 0
+    assert c.calls == [("start",), ("kill", 15), ("kill", 9), ("delete", False), ("delete", True)]
+
+
+def test_kill_of_a_stopped_container_fails(engine, capsys):
+    engine.containers["s"] = FakeContainer("s", status="stopped")
+    assert run(engine, "kill", "s", "9") == 1
+    assert "not running" in capsys.readouterr().err
+
+
+def test_kill_all_needs_engine_support(engine, capsys):
+    engine.containers["c"] = c = FakeContainer("c")
+    assert run(engine, "kill", "--all", "c", "KILL") == 1
+    assert "kill --all: not supported by this engine yet" in capsys.readouterr().err
+
+    def kill(sig, all=False):
+        c.calls.append(("kill", sig, all))
+    c.kill = kill
+    assert run(engine, "kill", "-a", "c", "KILL") == 0
+    assert c.calls == [("kill", 9, True)]
+
+
+def test_delete_of_a_missing_container(engine, tmp_path, capsys):
+    leftover = tmp_path / "root" / "gone"
+    leftover.mkdir(parents=True)  # an aborted create: a dir without state.json
+    assert run(engine, "delete", "gone") == 1
+    assert leftover.exists()
+    assert run(engine, "delete", "--force", "gone") == 0
+    assert not leftover.exists()
+
+
+# --- output formats --------------------------------------------------------------------------
+def test_state_is_runcs_json_field_for_field(engine, capsys):
+    engine.containers["c"] = FakeContainer("c", annotations={"z": "1", "a": "<b>&"})
+    assert run(engine, "state", "c") == 0
+    out = capsys.readouterr().out
+    assert not out.endswith("\n")  # runc writes the bytes, no newline
+    doc = json.loads(out)
+    assert list(doc) == ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created",
+                         "annotations", "owner"]
+    assert list(doc["annotations"]) == ["a", "z"]  # Go sorts map keys
+    assert '"a": "\\u003cb\\u003e\\u0026"' in out  # and escapes <>&
+    assert out.startswith('{\n  "ociVersion": "1.1.0",\n  "id": "c",\n  "pid": 4242,')
+    assert doc["rootfs"] == "/b/rootfs" and doc["owner"] == ""
+
+
+def test_state_without_annotations_omits_them_and_stopped_has_pid_0(engine, capsys):
+    engine.containers["c"] = FakeContainer("c", status="stopped")
+    run(engine, "state", "c")
+    doc = json.loads(capsys.readouterr().out)
+    assert "annotations" not in doc and doc["pid"] == 0 and doc["status"] == "stopped"
+
+
+def test_list_formats(engine, capsys):
+    assert run(engine, "list", "--format", "json") == 0
+    assert capsys.readouterr().out == "null\n"
+    engine.containers["c1"] = FakeContainer("c1", bundle="/some/bundle")
+    engine.containers["c2"] = FakeContainer("c2", status="stopped")
+    run(engine, "list", "-q")
+    assert capsys.readouterr().out == "c1\nc2\n"
+    run(engine, "list", "--format=json")
+    out = capsys.readouterr().out
+    assert out.startswith('[{"ociVersion":"1.1.0","id":"c1","pid":4242,"status":"created"')
+    assert [s["id"] for s in json.loads(out)] == ["c1", "c2"]
+    run(engine, "list")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "ID          PID         STATUS      BUNDLE         CREATED" \
+                       "                       OWNER"
+    assert lines[1].startswith("c1          4242        created     /some/bundle   2024-")
+    assert run(engine, "list", "--format", "yaml") == 1
+
+
+def test_tabwriter_pads_all_but_the_last_column():
+    assert cli_commands.tabwriter([["a", "b", "c"], ["abcdefghijkl", "x", "y"]]) == \
+        "a" + " " * 14 + "b" + " " * 11 + "c\n" + "abcdefghijkl   x           y\n"
+
+
+# --- engine features not there yet -----------------------------------------------------------
+@pytest.mark.parametrize("argv,what", [
+    (["pause", "c"], "pause"), (["resume", "c"], "resume"), (["ps", "c"], "ps"),
+    (["update", "--memory", "1m", "c"], "update"), (["events", "--stats", "c"], "events"),
+    (["exec", "c", "true"], "exec")])
+def test_missing_engine_methods_are_clear_errors(engine, capsys, argv, what):
+    engine.containers["c"] = FakeContainer("c", status="running")
+    assert run(engine, *argv) == 1
+    assert f"{what}: not supported by this engine yet" in capsys.readouterr().err
+
+
+def test_engine_methods_are_called_when_present(engine, capsys):
+    engine.containers["c"] = c = FakeContainer("c", status="running")
+    c.pause = lambda: c.calls.append("pause")
+    c.resume = lambda: c.calls.append("resume")
+    c.update = lambda r: c.calls.append(("update", r))
+    c.pids = lambda: [7, 8]
+    c.stats = lambda: {"memory": {"usage": 1}}
+    assert run(engine, "pause", "c") == run(engine, "resume", "c") == 0
+    assert run(engine, "update", "--memory", "1m", "--cpu-shares", "512", "--pids-limit", "9",
+               "c") == 0
+    assert c.calls == ["pause", "resume", ("update", {"memory": {"limit": 1 << 20},
+                                                      "cpu": {"shares": 512},
+                                                      "pids": {"limit": 9}})]
+    capsys.readouterr()
+    assert run(engine, "ps", "--format", "json", "c") == 0
+    assert capsys.readouterr().out == "[7,8]\n"
+    assert run(engine, "events", "--stats", "c") == 0
+    assert json.loads(capsys.readouterr().out) == {"type": "stats", "id": "c",
+                                                   "data": {"memory": {"usage": 1}}}
+
+
+def test_update_reads_resources_from_a_file(engine, tmp_path):
+    engine.containers["c"] = c = FakeContainer("c", status="running")
+    c.update = lambda r: c.calls.append(r)
+    f = tmp_path / "r.json"
+    f.write_text('{"memory": {"limit": 5}}')
+    assert run(engine, "update", "-r", str(f), "--memory", "1g", "c") == 0  # the file wins
+    assert c.calls == [{"memory": {"limit": 5}}]
+    f.write_text("[1]")
+    assert run(engine, "update", "--resources", str(f), "c") == 1
+
+
+@pytest.mark.parametrize("value,n", [("512", 512), ("1k", 1024), ("100m", 100 << 20),
+                                     ("1.5g", 3 << 29), ("64KiB", 64 << 10), ("2 GB", 2 << 30)])
+def test_ram_in_bytes(value, n):
+    assert cli_commands.ram_in_bytes(value) == n
+
+
+def test_memory_swap_minus_one_and_bad_sizes():
+    opts, _ = parse_flags(["--memory-swap", "-1"], cli.COMMANDS["update"][2])
+    assert cli_commands.update_resources(opts) == {"memory": {"swap": -1}}
+    with pytest.raises(cli.CliError, match="invalid size"):
+        cli_commands.ram_in_bytes("lots")
+
+
+def test_exec_process_is_the_containers_process_with_the_flags_applied():
+    c = FakeContainer("c")
+    opts, pos = parse_flags(["--cwd", "/tmp", "-e", "A=1", "-u", "1000:100", "-g", "5",
+                             "--cap", "CAP_CHOWN", "--no-new-privs", "c", "ls", "-l"],
+                            cli.COMMANDS["exec"][2], stop=1)
+    p = cli_commands.exec_process(c, pos[1:], opts)
+    assert p["args"] == ["ls", "-l"] and p["cwd"] == "/tmp" and p["terminal"] is False
+    assert p["env"] == ["PATH=/bin", "A=1"] and "consoleSize" not in p
+    assert p["user"] == {"uid": 1000, "gid": 100, "additionalGids": [5]}
+    assert p["noNewPrivileges"] is True
+    assert p["capabilities"]["bounding"] == ["CAP_KILL", "CAP_CHOWN"]
+    assert p["capabilities"]["ambient"] == ["CAP_CHOWN"]
+    assert c.spec.raw["process"]["args"] == ["sh"]  # the container's own object is untouched
+
+
+def test_exec_without_a_command_is_a_usage_error(engine, capsys):
+    engine.containers["c"] = c = FakeContainer("c", status="running")
+    c.exec = lambda p, stdio: 1
+    assert run(engine, "exec", "c") == 1
+    assert "Incorrect Usage" in capsys.readouterr().out
+
+
+def test_exec_detached_writes_the_pid_file(engine, tmp_path):
+    engine.containers["c"] = c = FakeContainer("c", status="running")
+    seen = []
+    c.exec = lambda p, stdio: seen.append(p) or 777
+    pf = tmp_path / "p"
+    assert run(engine, "exec", "-d", "--pid-file", str(pf), "c", "sleep", "1") == 0
+    assert pf.read_text() == "777" and seen[0]["args"] == ["sleep", "1"]
+
+
+def test_exec_in_a_stopped_container_fails(engine, capsys):
+    engine.containers["c"] = c = FakeContainer("c", status="stopped")
+    c.exec = lambda p, stdio: 1
+    assert run(engine, "exec", "-d", "c", "true") == 1
+    assert "stopped" in capsys.readouterr().err
+
+
+# --- global behaviour ------------------------------------------------------------------------
+def test_usage_errors_and_unknown_commands(engine, capsys):
+    assert run(engine, "state") == 1
+    captured = capsys.readouterr()
+    assert "Incorrect Usage" in captured.out and "requires exactly 1 argument" in captured.err
+    assert run(engine, "state", "a", "b") == 1
+    assert run(engine, "kill", "a", "b", "c") == 1
+    assert run(engine, "frobnicate") == 3
+    assert run(engine, "create", "--bogus", "x") == 1
+    assert "flag provided but not defined: -bogus" in capsys.readouterr().err
+
+
+def test_global_flags(engine, capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("pyshim-runc version ")
+    assert main(["--help"]) == 0 and "COMMANDS:" in capsys.readouterr().out
+    assert main(["create", "--help"]) == 0 and "--pid-file" in capsys.readouterr().out
+    assert main(["help", "kill"]) == 0 and "--all" in capsys.readouterr().out
+    assert run(engine, "--log-format", "xml", "list") == 1
+    assert "invalid log-format: xml" in capsys.readouterr().err
+    assert run(engine, "--systemd-cgroup", "list") == 1
+    assert "systemd" in capsys.readouterr().err
+    assert run(engine, "--criu", "/usr/sbin/criu", "--debug", "list", "-q") == 0
+
+
+def test_importing_the_cli_costs_nothing_but_the_module():
+    # The binary's start-up: the module must not pull in json, signal, the engine...
+    code = (f"import os, sys; sys.path.insert(0, {REPO!r}); before = set(sys.modules); "
+            "import runtime.cli; print(sorted(set(sys.modules) - before))")
+    out = subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "['runtime', 'runtime.cli']"
+
+
+# --- spec and features -----------------------------------------------------------------------
+def test_spec_writes_runcs_example(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["spec"]) == 0
+    text = (tmp_path / "config.json").read_text()
+    assert text.startswith('{\n\t"ociVersion": "1.1.0",\n\t"process": {\n\t\t"terminal": true,')
+    assert not text.endswith("\n")
+    doc = json.loads(text)
+    assert doc == cli_docs.default_spec()
+    assert doc["hostname"] == "runc" and doc["root"] == {"path": "rootfs", "readonly": True}
+    assert [m["destination"] for m in doc["mounts"]][-1] == "/sys/fs/cgroup"
+    assert main(["spec"]) == 1
+    assert "File config.json exists. Remove it first" in capsys.readouterr().err
+
+
+def test_spec_rootless_into_a_bundle(tmp_path):
+    assert main(["spec", "--rootless", "--bundle", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "config.json").read_text())
+    linux = doc["linux"]
+    assert list(linux) == ["uidMappings", "gidMappings", "namespaces", "maskedPaths",
+                           "readonlyPaths"]
+    assert linux["uidMappings"] == [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
+    assert [n["type"] for n in linux["namespaces"]] == ["pid", "ipc", "uts", "mount", "user"]
+    sys_mount = next(m for m in doc["mounts"] if m["destination"] == "/sys")
+    assert sys_mount == {"destination": "/sys", "type": "none", "source": "/sys",
+                         "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
+    assert not any(o.startswith("gid=") for m in doc["mounts"] for o in m.get("options", []))
+    assert main(["spec", "--bundle", str(tmp_path / "missing")]) == 1
+
+
+def test_features_reports_what_the_engine_accepts(capsys):
+    assert main(["features"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc) == ["ociVersionMin", "ociVersionMax", "hooks", "mountOptions", "linux",
+                         "annotations"]
+    assert {"ro", "rbind", "nosuid", "rprivate"} <= set(doc["mountOptions"])
+    linux = doc["linux"]
+    assert {"mount", "pid", "network", "ipc", "uts"} <= set(linux["namespaces"])
+    for ns in ("user", "cgroup", "time"):
+        assert (ns in linux["namespaces"]) == cli_docs._namespace_supported(ns)
+    assert linux["capabilities"][0] == "CAP_CHOWN"
+    assert linux["apparmor"] == {"enabled": False} and linux["selinux"] == {"enabled": False}
+    assert linux["cgroup"]["systemd"] is False
+    # hooks/seccomp/cgroups: listed only once create loads what applies them
+    assert (doc["hooks"] != []) == ("runtime.hooks" in sys.modules)
+    assert linux["seccomp"]["enabled"] == ("runtime.seccomp" in sys.modules)
