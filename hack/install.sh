@@ -4,7 +4,8 @@
 #   - a virtualenv at <repo>/.venv made with Debian's /usr/bin/python3, holding
 #     `pip install -e <repo>[dev]`
 #   - /usr/local/bin/containerd-shim-pyshim-v2 -> <repo>/.venv/bin/containerd-shim-pyshim-v2
-#     so that containerd finds the shim on PATH.
+#     so that containerd finds the shim on PATH, and likewise /usr/local/bin/pyshim-runc (the
+#     runc-compatible command line over the same engine).
 # Idempotent and quiet: prints nothing when all is in place, skips apt when the packages are
 # there and pip when pyproject.toml (and the set of top-level packages) did not change.
 # On failure it says which step failed and shows the end of that step's output.
@@ -19,6 +20,7 @@ PACKAGES=(containerd runc crun busybox-static python3 python3-venv criu iproute2
           util-linux mount ca-certificates)
 VENV=$root/.venv
 SHIM=containerd-shim-pyshim-v2
+CLI=pyshim-runc
 STAMP=$VENV/.pyshim-install-stamp
 
 log=$(mktemp /tmp/pyshim-install.XXXXXX.log)
@@ -80,23 +82,31 @@ if [[ ! -f $STAMP || $(cat "$STAMP") != "$want" || ! -e $VENV/bin/$SHIM ]]; then
     echo "$want" >"$STAMP"
 fi
 
-# --- a fast launcher ------------------------------------------------------------------------
-# containerd runs the shim for every container start and delete: start-up time is latency.
-# pip's console script pays for site.py and the editable-install finder (~10 ms here); this
-# launcher runs the interpreter with -I -S (isolated, no site) and puts exactly the repo and
-# the venv's site-packages on sys.path. It replaces pip's script of the same name.
-step="writing the fast launcher"
+# --- fast launchers -------------------------------------------------------------------------
+# containerd runs the shim for every container start and delete, and its runc shim runs the
+# runtime CLI three times per container: start-up time is latency. pip's console script pays for
+# site.py and the editable-install finder (~10 ms here); these launchers run the interpreter
+# with -I -S (isolated, no site) and put exactly the repo and the venv's site-packages on
+# sys.path. Each replaces pip's script of the same name.
+step="writing the fast launchers"
 purelib=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-launcher=$(printf '#!%s -IS\n# Written by hack/install.sh: see the comment there.\nimport sys\nsys.path[:0] = [%s, %s]\nfrom shim.main import main\nsys.exit(main())\n' \
-    "$VENV/bin/python" "'$root'" "'$purelib'")
-if [[ "$(cat "$VENV/bin/$SHIM" 2>/dev/null)" != "$launcher" ]]; then
-    printf '%s\n' "$launcher" >"$VENV/bin/$SHIM.tmp"
-    chmod 755 "$VENV/bin/$SHIM.tmp"
-    mv "$VENV/bin/$SHIM.tmp" "$VENV/bin/$SHIM"
-fi
+write_launcher() {  # NAME MODULE
+    local launcher
+    launcher=$(printf '#!%s -IS\n# Written by hack/install.sh: see the comment there.\nimport sys\nsys.path[:0] = [%s, %s]\nfrom %s import main\nsys.exit(main())\n' \
+        "$VENV/bin/python" "'$root'" "'$purelib'" "$2")
+    if [[ "$(cat "$VENV/bin/$1" 2>/dev/null)" != "$launcher" ]]; then
+        printf '%s\n' "$launcher" >"$VENV/bin/$1.tmp"
+        chmod 755 "$VENV/bin/$1.tmp"
+        mv "$VENV/bin/$1.tmp" "$VENV/bin/$1"
+    fi
+}
+write_launcher "$SHIM" shim.main
+write_launcher "$CLI" runtime.cli
 
-# --- the shim on containerd's PATH ----------------------------------------------------------
-if [[ $(readlink /usr/local/bin/$SHIM 2>/dev/null) != "$VENV/bin/$SHIM" ]]; then
-    run ln -sf "$VENV/bin/$SHIM" /usr/local/bin/$SHIM
-fi
+# --- the shim on containerd's PATH, the CLI on everyone's -----------------------------------
+for bin in "$SHIM" "$CLI"; do
+    if [[ $(readlink /usr/local/bin/$bin 2>/dev/null) != "$VENV/bin/$bin" ]]; then
+        run ln -sf "$VENV/bin/$bin" /usr/local/bin/$bin
+    fi
+done
 step=""
