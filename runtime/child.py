@@ -149,6 +149,7 @@ class Children:
         self.mid: int | None = None  # the intermediate, until reaped
         self.pid: int | None = None  # the init / the exec'd process
         self.pidfd: int | None = None
+        self.start: int | None = None  # its start time, read once its pidfd is open
 
     def reap_mid(self) -> None:
         if self.mid is not None:
@@ -163,7 +164,7 @@ class Children:
             self.pidfd = os.pidfd_open(pid)
         except OSError:
             pass
-        start = proc.start_time(pid)
+        start = self.start = proc.start_time(pid)
         if is_mid:
             self.mid = None  # the intermediate is the init: the caller reaps it, not us
         else:

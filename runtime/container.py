@@ -13,6 +13,10 @@ Invariants:
   without checking its start time through a pidfd; kill(all=True) signals the cgroup's members.
 - delete() removes the cgroup only once no process is left in it, and the state dir last, so a
   failed delete can be retried.
+- Hooks (runtime.hooks; where each kind runs is documented there): a failing prestart,
+  createRuntime or createContainer hook fails create, which then leaves nothing behind; a
+  failing startContainer hook fails start (the init exits); poststart and poststop failures
+  are logged warnings. poststop also runs after a failed create, like runc's destroy.
 """
 
 import datetime
@@ -24,7 +28,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from . import ctrcgroup, execproc, launch, mounts, proc, seccomp, state
+from . import ctrcgroup, execproc, hooks, launch, mounts, proc, seccomp, state
 from . import spec as spec_mod
 from .errors import (ContainerExists, ContainerNotFound, ContainerSetupError, EngineError,
                      InvalidSpec, InvalidState, ProcessFinished)
@@ -77,10 +81,12 @@ class Engine:
             cgroup = cfg.cgroup
             stdio = stdio or Stdio()
             pid, start = launch.launch(cfg, (stdio.stdin, stdio.stdout, stdio.stderr),
-                                       self._sys, self._timeout)
+                                       self._sys, self._timeout,
+                                       lambda pid: _runtime_hooks(cfg, pid))
         except BaseException:
             ctrcgroup.destroy_quietly(cgroup)  # launch() killed and reaped its children
             shutil.rmtree(state_dir, ignore_errors=True)
+            _poststop(cfg.spec, cfg.hook_state)  # the lifecycle goes on at delete (runc too)
             raise
         c = Container(state_dir, _state_data(container_id, bundle, cfg, pid, start), self._sys,
                       self._timeout)
@@ -91,6 +97,7 @@ class Engine:
             _reap(pid)  # the caller never saw this init
             ctrcgroup.destroy_quietly(cgroup)
             shutil.rmtree(state_dir, ignore_errors=True)
+            _poststop(cfg.spec, cfg.hook_state)
             raise
         return c
 
@@ -121,7 +128,25 @@ def _plan(container_id: str, bundle: str, state_dir: str) -> InitConfig:
     host = mounts.HostInfo.probe(cgroups=any(m.type == "cgroup" for m in spec.mounts),
                                  cgroup_dirs=cgroup.dirs())
     return InitConfig(spec, rootfs, mounts.plan_rootfs(spec, rootfs, bundle, host), state_dir,
-                      cgroup, seccomp_filter(spec))
+                      cgroup, seccomp_filter(spec),
+                      _state_base(spec.oci_version, container_id, bundle, spec.annotations))
+
+
+def _state_base(oci_version: str, container_id: str, bundle: str, annotations: dict) -> dict:
+    """The OCI state document but for status and pid (what hooks get on stdin)."""
+    return {"ociVersion": oci_version, "id": container_id, "bundle": bundle,
+            "annotations": dict(annotations)}
+
+
+def _runtime_hooks(cfg: InitConfig, pid: int) -> None:
+    """prestart then createRuntime, here in the runtime's namespaces (launch calls it)."""
+    state_doc = {**cfg.hook_state, "status": "creating", "pid": pid}
+    for kind in ("prestart", "createRuntime"):
+        hooks.run(kind, cfg.spec.hooks.get(kind, []), state_doc)
+
+
+def _poststop(spec: spec_mod.Spec, base: dict) -> None:
+    hooks.warn("poststop", spec.hooks.get("poststop", []), {**base, "status": "stopped", "pid": 0})
 
 
 def seccomp_filter(spec: spec_mod.Spec) -> SeccompFilter | None:
@@ -192,35 +217,45 @@ class Container:
 
     def state(self) -> dict:
         status = self.status()
-        return {"ociVersion": self._data["ociVersion"], "id": self.id, "status": status,
-                "pid": 0 if status == "stopped" else self.pid, "bundle": self.bundle,
-                "annotations": dict(self.annotations)}
+        return {**self._state_base(), "status": status,
+                "pid": 0 if status == "stopped" else self.pid}
+
+    def _state_base(self) -> dict:
+        return _state_base(self._data["ociVersion"], self.id, self.bundle, self.annotations)
 
     def start(self) -> None:
+        """Let the init go: it runs the startContainer hooks, then execs; then the poststart
+        hooks run here (their failures are only logged)."""
         status = self.status()
         if status != "created":
             raise InvalidState(f"cannot start a container that is {status}", self.id, status)
         # Non-blocking open + poll: a blocking open would hang forever if the init died.
         fd = os.open(self._fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            byte = self._read_start_byte(fd)
+            answer = self._read_start_answer(fd)
         finally:
             os.close(fd)
-        if byte != b"0":
+        if answer[:1] == b"1":
+            raise ContainerSetupError("startContainer hook", answer[1:].decode(errors="replace"))
+        if answer != b"0":
             raise InvalidState("container init exited before it could start", self.id, "stopped")
         os.unlink(self._fifo)
+        hooks.warn("poststart", self.spec.hooks.get("poststart", []),
+                   {**self._state_base(), "status": "running", "pid": self.pid})
 
-    def _read_start_byte(self, fd: int) -> bytes:
+    def _read_start_answer(self, fd: int) -> bytes:
+        """b"0" (started), b"1<error>" (a startContainer hook failed), b"" (the init died)."""
         p = select.poll()
         p.register(fd, select.POLLIN)
-        deadline = time.monotonic() + START_TIMEOUT
+        allowed = START_TIMEOUT + hooks.budget(self.spec.hooks.get("startContainer", []))
+        deadline = time.monotonic() + allowed
         while time.monotonic() < deadline:
             if p.poll(100):
-                return os.read(fd, 1)
+                return os.read(fd, 4096)
             if not proc.is_alive(self.pid, self.start_time):
                 return b""
         raise EngineError(f"container {self.id!r}: init did not take the start within "
-                          f"{START_TIMEOUT:g}s")
+                          f"{allowed:g}s")
 
     def exec(self, process: dict, stdio: Stdio) -> int:
         """Run an OCI process object inside the container's namespaces and cgroup; return its
@@ -316,6 +351,7 @@ class Container:
             self._kill_and_wait()
         self._remove_cgroup()
         shutil.rmtree(self._dir, ignore_errors=True)
+        _poststop(self.spec, self._state_base())
 
     def _kill_and_wait(self) -> None:
         """SIGKILL the init and, with a cgroup, every other process in it (a frozen cgroup is

@@ -121,10 +121,14 @@ def _op_path(op) -> str | None:
     return None
 
 
-def apply(ops: list, rootfs: str, sys) -> None:
-    """Run the plan. Raises ContainerSetupError(step, message, path) on the first failure."""
+def apply(ops: list, rootfs: str, sys, before_pivot=None) -> None:
+    """Run the plan. Raises ContainerSetupError(step, message, path) on the first failure.
+    before_pivot() (the create-time hooks) runs right before the PivotRoot op: mounts and
+    devices are in place, the cwd is the rootfs, and the old root is still reachable."""
     ex = _Executor(rootfs, sys)
     for op in ops:
+        if before_pivot is not None and isinstance(op, M.PivotRoot):
+            before_pivot()
         try:
             getattr(ex, type(op).__name__)(op)
         except OSError as e:

@@ -41,6 +41,7 @@ class InitConfig:
     state_dir: str
     cgroup: object | None = None  # runtime.cgroups.Manager the intermediate joins (ctrcgroup)
     seccomp: "SeccompFilter | None" = None
+    hook_state: dict | None = None  # ociVersion, id, bundle, annotations: for in-init hooks
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ class Prepared:
     env: dict[str, str]
 
 
-def prepare(cfg: InitConfig, sys) -> Prepared:
-    """Set the container up; resolve the executable and the environment."""
+def prepare(cfg: InitConfig, sys, before_pivot=None) -> Prepared:
+    """Set the container up; resolve the executable and the environment. before_pivot() runs
+    once the mounts are made, before pivot_root (see executor.apply)."""
     spec, proc = cfg.spec, cfg.spec.process
     sys.umask(0)  # devices and mount points get exactly the modes the plan says
     if spec.hostname is not None:
@@ -81,7 +83,7 @@ def prepare(cfg: InitConfig, sys) -> Prepared:
         _step("sysctl", sys.write_file, path, value, path=path)
     if proc.oom_score_adj is not None:
         set_oom_score_adj(proc.oom_score_adj, sys)
-    executor.apply(cfg.ops, cfg.rootfs, sys)
+    executor.apply(cfg.ops, cfg.rootfs, sys, before_pivot)
     return prepare_process(proc, sys)
 
 

@@ -8,19 +8,26 @@ Invariants:
   children, hence the second fork), reports the init's host pid and exits; the caller reaps it.
   Without a pid/time namespace there is no second fork: the intermediate becomes the init.
   Nobody but the caller's reaper waits for the init once launch() has returned.
-- Children report over a SOCK_SEQPACKET socketpair, one JSON message per packet: {"type": "pid"}
-  from the intermediate, then {"type": "ready"} or {"type": "error"} from the init. The caller
-  reads with a deadline, so a stuck child is an error, never a hang; on any failure it kills and
-  reaps whatever it forked before raising.
+- Children report over a SOCK_SEQPACKET socketpair (runtime.child), one JSON message per
+  packet: {"type": "pid"} from the intermediate, then {"type": "ready"} or {"type": "error"}
+  from the init. The caller reads with a deadline, so a stuck child is an error, never a hang;
+  on any failure it kills and reaps whatever it forked before raising.
+- Hooks (runtime.hooks): when the spec has prestart/createRuntime hooks, the init sends
+  {"type": "hooks"} before pivot_root and waits; the caller runs them and answers
+  {"type": "hooks-done"} (on failure it kills the init instead). The init then runs the
+  createContainer hooks itself. The caller's deadline covers the hooks' own timeouts.
+  startContainer hooks run in the init after the start byte is taken; it writes "0" on
+  exec.fifo only after them, or "1<error>" if one failed, so start() can report it.
 """
 
 import errno
+import json
 import os
 import signal
 import socket
 import time
 
-from . import ctrcgroup
+from . import ctrcgroup, hooks
 from . import init as _init
 from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child, recv,
                     reopen_devnull, send, spawn)
@@ -84,13 +91,54 @@ def _die_on_termination_signals() -> None:
         signal.signal(sig, _exit_on_signal)
 
 
+def _host_pid() -> int:
+    """Our pid as the caller sees it (the host's /proc is still ours before the mounts)."""
+    try:
+        return int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        return os.getpid()
+
+
+def _hook_state(cfg, status: str, pid: int) -> dict:
+    return {**(cfg.hook_state or {}), "status": status, "pid": pid}
+
+
+def _runtime_hooks(spec) -> bool:
+    return bool(spec.hooks.get("prestart") or spec.hooks.get("createRuntime"))
+
+
+def _before_pivot(cfg, sock: socket.socket, pid: int) -> None:
+    """The create-time hooks, in order: the caller's (prestart, createRuntime), then ours."""
+    if _runtime_hooks(cfg.spec):
+        send(sock, {"type": "hooks"})
+        reply = sock.recv(65536)  # no deadline here: the caller has one, and kills us at it
+        if not reply or json.loads(reply).get("type") != "hooks-done":
+            raise ContainerSetupError("hooks", "the runtime did not run the create hooks")
+    hooks.run("createContainer", cfg.spec.hooks.get("createContainer", []),
+              _hook_state(cfg, "creating", pid))
+
+
+def _take_start(cfg, state_fd: int, pid: int) -> None:
+    """Block until start; run the startContainer hooks; tell start() how they went."""
+    fifo = os.open(FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)  # blocks until start
+    try:
+        hooks.run("startContainer", cfg.spec.hooks.get("startContainer", []),
+                  _hook_state(cfg, "created", pid))
+    except ContainerSetupError as e:
+        os.write(fifo, b"1" + str(e).encode(errors="replace")[:4000])
+        raise
+    os.write(fifo, b"0")
+    os.close(fifo)
+
+
 def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
     try:
         os.setsid()  # out of the caller's session and process group, like runc
+        pid = _host_pid()
         dup_stdio(stdio)
         # An O_PATH handle on the state dir still reaches exec.fifo after pivot_root.
         state_fd = os.open(cfg.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        prepared = _init.prepare(cfg, sys)
+        prepared = _init.prepare(cfg, sys, lambda: _before_pivot(cfg, sock, pid))
         reopen_devnull(stdio)
     except BaseException as e:  # noqa: BLE001
         send(sock, encode_error(e, "init"))
@@ -99,9 +147,7 @@ def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
         _die_on_termination_signals()  # before "ready": a kill right after create must work
         send(sock, {"type": "ready"})
         sock.close()
-        fifo = os.open(FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)  # blocks until start
-        os.write(fifo, b"0")
-        os.close(fifo)
+        _take_start(cfg, state_fd, pid)
         os.close(state_fd)
         _init.finish(cfg, sys, prepared)
     except BaseException as e:  # noqa: BLE001 - after start only the container's stderr is left
@@ -111,29 +157,42 @@ def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
 
 
 # --- caller side -----------------------------------------------------------------------------
-def _await_ready(sock: socket.socket, kids: Children, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    start, ready = None, False
+def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec,
+                 runtime_hooks) -> int:
+    # createContainer hooks run in the init before it is ready: their time is not its fault.
+    allowed = timeout + hooks.budget(spec.hooks.get("createContainer", []))
+    deadline = time.monotonic() + allowed
+    ready = False
     while kids.pid is None or not ready:
-        msg = recv(sock, deadline, timeout)
+        msg = recv(sock, deadline, allowed)
         if msg is None:
             raise ContainerSetupError("init", "the container's init exited before reporting")
         if msg["type"] == "pid":
-            start = kids.got_pid(msg["pid"], msg.get("self", False))
+            kids.got_pid(msg["pid"], msg.get("self", False))
         elif msg["type"] == "ready":
             ready = True
+        elif msg["type"] == "hooks":
+            kids.await_pid(sock, deadline, allowed)  # the hooks get the init's pid
+            if kids.pid is None:
+                raise ContainerSetupError("init", "the intermediate exited without reporting")
+            if runtime_hooks is not None:
+                runtime_hooks(kids.pid)
+            send(sock, {"type": "hooks-done"})
+            deadline = time.monotonic() + allowed
         else:
             err = decode_error(msg)
-            kids.await_pid(sock, deadline, timeout)  # the init may report before the intermediate
+            kids.await_pid(sock, deadline, allowed)  # the init may report before the intermediate
             raise err
-    if start is None:
+    if kids.start is None:
         raise ContainerSetupError("init", "the container's init vanished during create")
-    return start
+    return kids.start
 
 
-def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0) -> tuple[int, int]:
-    """Fork the init and wait until it is created. Returns (host pid, start time)."""
+def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
+           runtime_hooks=None) -> tuple[int, int]:
+    """Fork the init and wait until it is created. Returns (host pid, start time).
+    runtime_hooks(init pid) runs the prestart and createRuntime hooks when the init asks."""
     def wait(sock, kids):
-        start = _await_ready(sock, kids, timeout)  # kids.pid is known only after this
-        return kids.pid, start
+        start = _await_ready(sock, kids, timeout, cfg.spec, runtime_hooks)
+        return kids.pid, start  # kids.pid is known only after _await_ready
     return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys), wait)

@@ -2,8 +2,8 @@
 
 Invariant: parse() either returns a Spec whose every field has the right type and shape, or
 raises InvalidSpec naming the JSON path of the first bad field ("mounts[2].destination").
-Unknown extra fields are tolerated. Parts this engine does not act on yet (hooks, resources,
-seccomp) are kept so later slices and the state file see them.
+Unknown extra fields are tolerated. linux.resources and linux.seccomp are kept as raw
+dicts here; runtime.cgroups and runtime.seccomp validate them (naming the field the same way).
 """
 
 import json
@@ -273,14 +273,18 @@ def _parse_mounts(obj: dict) -> list[Mount]:
     return out
 
 
+def _parse_hook(h: dict, p: str) -> Hook:
+    timeout = _uint(h, "timeout", p)
+    if timeout == 0:
+        raise InvalidSpec(f"{p}.timeout", "must be greater than zero")
+    return Hook(_absolute(_get(h, "path", str, p, required=True), f"{p}.path"),
+                _list(h, "args", str, p), _list(h, "env", str, p), timeout)
+
+
 def _parse_hooks(obj: dict) -> dict[str, list[Hook]]:
     hooks = _get(obj, "hooks", dict, "", default={})
-    out = {}
-    for kind in _HOOK_KINDS:
-        out[kind] = [Hook(_absolute(_get(h, "path", str, p, required=True), f"{p}.path"),
-                          _list(h, "args", str, p), _list(h, "env", str, p),
-                          _uint(h, "timeout", p))
-                     for h, p in _objects(hooks, kind, "hooks")]
+    out = {kind: [_parse_hook(h, p) for h, p in _objects(hooks, kind, "hooks")]
+           for kind in _HOOK_KINDS}
     return {k: v for k, v in out.items() if v}
 
 

@@ -332,7 +332,7 @@ def test_a_stuck_init_is_a_timeout_not_a_hang(env, monkeypatch):
     engine = Engine(engine.root, timeout=0.3)
     write_config(bundle, ["true"])
     # The forked init runs this process's (patched) code: make it hang mid-create.
-    monkeypatch.setattr(runtime.init, "prepare", lambda cfg, sys: time.sleep(60))
+    monkeypatch.setattr(runtime.init, "prepare", lambda *args: time.sleep(60))
     before = children()
     t0 = time.monotonic()
     with pytest.raises(ContainerSetupError) as e:
