@@ -142,7 +142,8 @@ GLOBAL_FLAGS = [
     (("debug",), BOOL, "enable debug logging"),
     (("log",), STR, "set the log file to write pyshim-runc logs to (default is '/dev/stderr')"),
     (("log-format",), STR, "set the log format ('text' (default), or 'json')"),
-    (("root",), STR, f"root directory for storage of container state (default: \"{DEFAULT_ROOT}\")"),
+    (("root",), STR, f"root directory for storage of container state (default: "
+                     f"\"{DEFAULT_ROOT}\")"),
     (("criu",), STR, "accepted and ignored (no checkpoint/restore)"),
     (("systemd-cgroup",), BOOL, "the systemd cgroup driver (not supported)"),
     (("rootless",), STR, "accepted and ignored ('true', 'false', or 'auto')"),

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""OCI runtime CLI latency: `pyshim-runc run` vs `runc run` vs `crun run` of a trivial bundle.
+
+One static-busybox bundle running `true` (ctr's default spec from runtime/specgen.py, no
+terminal); each variant has its own state root. Variants are interleaved (each round runs
+every variant once, the order alternating between rounds) so drift hits them all alike; the
+wall clock of the whole CLI process is timed. Prints each variant's median, min and p90 and its
+ratio to runc (and to crun). A variant whose warm-up run fails is reported with its error and
+left out; the others are still measured. Also times the bare start-up of each CLI
+(`list` on an empty root and `--version`), which is what every create/start/state/kill/delete
+of containerd's runc shim pays.
+
+Usage: hack/bench_runc_cli.py [--rounds 50] [--variants pyshim,runc,crun] [--json FILE]
+(as root; hack/bench-runc-cli.sh installs first; PYSHIM_RUNC=path overrides the binary)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from runtime.specgen import default_config  # noqa: E402
+
+TIMEOUT = 60
+
+
+def binaries() -> dict[str, str | None]:
+    py = os.environ.get("PYSHIM_RUNC") or os.path.join(REPO, ".venv/bin/pyshim-runc")
+    return {"pyshim": py if os.path.exists(py) else shutil.which("pyshim-runc"),
+            "runc": shutil.which("runc"), "crun": shutil.which("crun")}
+
+
+def make_bundle(d: str) -> str:
+    bundle = os.path.join(d, "bundle")
+    os.makedirs(os.path.join(bundle, "rootfs", "bin"))
+    shutil.copy("/bin/busybox", os.path.join(bundle, "rootfs", "bin", "busybox"))
+    os.link(os.path.join(bundle, "rootfs/bin/busybox"), os.path.join(bundle, "rootfs/bin/true"))
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(default_config(["true"], hostname="bench"), f)
+    return bundle
+
+
+class Variant:
+    def __init__(self, name: str, binary: str, tmp: str, bundle: str):
+        self.name, self.binary, self.bundle = name, binary, bundle
+        self.root = os.path.join(tmp, f"state-{name}")
+        self.n = 0
+        self.times: dict[str, list[float]] = {"run": [], "list": [], "version": []}
+
+    def _timed(self, argv: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+        t0 = time.perf_counter()
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT)
+        return time.perf_counter() - t0, r
+
+    def run_once(self) -> tuple[float, subprocess.CompletedProcess]:
+        self.n += 1
+        cid = f"bench-{os.getpid()}-{self.n}"
+        dt, r = self._timed([self.binary, "--root", self.root, "run", "--bundle", self.bundle,
+                             cid])
+        if r.returncode != 0:
+            subprocess.run([self.binary, "--root", self.root, "delete", "--force", cid],
+                           capture_output=True, timeout=TIMEOUT)
+        return dt, r
+
+    def round(self) -> None:
+        dt, r = self.run_once()
+        if r.returncode != 0:
+            raise RuntimeError(_err(self.name, r))
+        self.times["run"].append(dt)
+        dt, _ = self._timed([self.binary, "--root", self.root + "-empty", "list"])
+        self.times["list"].append(dt)
+        dt, _ = self._timed([self.binary, "--version"])
+        self.times["version"].append(dt)
+
+
+def _err(name: str, r: subprocess.CompletedProcess) -> str:
+    text = (r.stderr or r.stdout or b"").decode(errors="replace").strip()
+    return f"{name}: exit {r.returncode}: {text[-800:]}"
+
+
+def _ms(xs: list[float]) -> str:
+    q = statistics.quantiles(xs, n=10)[-1] if len(xs) >= 2 else xs[0]
+    return f"median {statistics.median(xs) * 1e3:7.2f} ms  min {min(xs) * 1e3:7.2f}  " \
+           f"p90 {q * 1e3:7.2f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=50)
+    ap.add_argument("--variants", default="pyshim,runc,crun")
+    ap.add_argument("--json", help="write the raw timings here")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_runc_cli.py: must run as root", file=sys.stderr)
+        return 1
+    found = binaries()
+    tmp = tempfile.mkdtemp(prefix="bench-runc-cli-")
+    try:
+        bundle = make_bundle(tmp)
+        variants, failed = [], {}
+        for name in a.variants.split(","):
+            if not found.get(name):
+                failed[name] = f"{name}: binary not found"
+                continue
+            v = Variant(name, found[name], tmp, bundle)
+            _, r = v.run_once()  # warm-up: page cache, pyc files
+            if r.returncode != 0:
+                failed[name] = _err(name, r)
+                continue
+            variants.append(v)
+        for name, why in failed.items():
+            print(f"{name}: left out, its warm-up run failed:\n    {why}")
+        if not variants:
+            return 1
+        for i in range(a.rounds):
+            order = variants if i % 2 == 0 else variants[::-1]
+            for v in order:
+                v.round()
+        print(f"\n{a.rounds} interleaved rounds, bundle: busybox `true`, default ctr spec")
+        for what, label in (("run", "run (create+start+wait+delete)"),
+                            ("list", "start-up: list on an empty root"),
+                            ("version", "start-up: --version")):
+            print(f"\n{label}:")
+            med = {v.name: statistics.median(v.times[what]) for v in variants}
+            for v in variants:
+                ratios = "  ".join(f"{med[v.name] / med[o]:5.2f}x {o}" for o in ("runc", "crun")
+                                   if o in med and o != v.name)
+                print(f"  {v.name:7s} {_ms(v.times[what])}   {ratios}")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({v.name: v.times for v in variants} | {"failed": failed}, f, indent=1)
+        return 0
+    finally:
+        for name in ("pyshim", "runc", "crun"):
+            root = os.path.join(tmp, f"state-{name}")
+            if found.get(name) and os.path.isdir(root):
+                for cid in os.listdir(root):
+                    subprocess.run([found[name], "--root", root, "delete", "--force", cid],
+                                   capture_output=True, timeout=TIMEOUT)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
