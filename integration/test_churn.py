@@ -56,7 +56,9 @@ def test_churn_leaves_nothing_and_the_shim_stays_flat(containerd, runtime, conta
     assert [d for cid in ids for d in _cgroup_dirs(cid)] == []
     assert c.leftover_sockets(ids) == []
     (fds_early, rss_early), (fds_late, rss_late) = samples[19], samples[CYCLES - 1]
-    assert fds_late <= fds_early, f"the shim leaks fds: {fds_early} -> {fds_late}"
+    # A leak per cycle would add ~180 fds; a shim may hold a connection or two more or less
+    # at any moment (the runc shim was seen at +1), which is not a leak.
+    assert fds_late - fds_early <= 2, f"the shim leaks fds: {fds_early} -> {fds_late}"
     # flat: under 2 MB of growth over 180 cycles (a leak of 10 KB per cycle would show)
     assert rss_late - rss_early < 2048, f"the shim grows: {rss_early} -> {rss_late} KiB"
     ok(c.ctr("task", "kill", "-s", "SIGKILL", pod, timeout=T))

@@ -32,6 +32,7 @@ _ENGINE_CODES: list[tuple[type[BaseException], Code]] = [
     (engine.ContainerExists, Code.ALREADY_EXISTS),
     (engine.InvalidState, Code.FAILED_PRECONDITION),
     (engine.ContainerSetupError, Code.FAILED_PRECONDITION),
+    (engine.CgroupError, Code.FAILED_PRECONDITION),
     (StdioError, Code.INVALID_ARGUMENT),
     (engine.EngineError, Code.UNKNOWN),
 ]
