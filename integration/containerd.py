@@ -330,6 +330,11 @@ class PrivateContainerd:
         return "\n".join(data.splitlines()[-lines:])
 
     # ---- ctr ---------------------------------------------------------------------------
+    def ctr_argv(self, *args: str, namespace: str | None = None) -> list[str]:
+        """The command line of `ctr ARGS` against this containerd (for Popen)."""
+        return [self.ctr_binary, "--address", self.address,
+                "--namespace", namespace or self.namespace, *args]
+
     def ctr(self, *args: str, input: str | bytes | None = None, timeout: float = 60,
             check: bool = False, namespace: str | None = None) -> subprocess.CompletedProcess:
         """Run `ctr --address SOCK --namespace NS ARGS...`; text output unless input is bytes.
