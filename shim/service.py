@@ -136,8 +136,6 @@ class TaskService:
     async def Create(self, req: api.CreateTaskRequest) -> api.CreateTaskResponse:
         if req.id in self.containers:
             raise errors.already_exists(f"container {req.id}")
-        if req.terminal:
-            raise errors.failed_precondition("terminal (tty) is not supported by pyshim yet")
         if req.checkpoint:
             raise errors.failed_precondition("restore from checkpoint is not supported by pyshim yet")
         target = os.path.join(req.bundle, "rootfs")
@@ -145,7 +143,7 @@ class TaskService:
         mounted = False
         try:
             mounted = rootfs.mount_all(req.rootfs, target)
-            pio = self._open_io(req.id, req.stdin, req.stdout, req.stderr)
+            pio = self._open_io(req.id, req.stdin, req.stdout, req.stderr, req.terminal)
             handle = self.engine.create(req.id, req.bundle, pio.child)
         except BaseException as e:
             if pio:
@@ -153,7 +151,14 @@ class TaskService:
             if mounted:
                 rootfs.unmount(target)
             raise errors.to_ttrpc(e) from e
-        pio.started()
+        try:
+            pio.started()
+        except BaseException as e:  # e.g. a terminal asked of containerd but not in config.json
+            pio.close()
+            _kill_and_forget(handle)
+            if mounted:
+                rootfs.unmount(target)
+            raise errors.to_ttrpc(e) from e
         init = Process(req.id, req.id, pio, req.terminal, pid=handle.pid)
         self.containers[req.id] = Container(req.id, req.bundle, init, handle, mounted)
         self.events.publish("/tasks/create", ev.TaskCreate(
@@ -181,7 +186,9 @@ class TaskService:
                 self._watch(p)
         except BaseException as e:
             p.transition("start-failed")
-            if p is not c.init:  # the engine left no process: wake waiters, publish nothing
+            if p is not c.init:  # no process of it may go on: wake waiters, publish nothing
+                if p.pid:  # exec'd, but its stdio could not be wired
+                    self.signal_pid(p.pid, signal.SIGKILL)
                 p.io.close()
                 self._publish_exit(p, 255, time.time_ns(), quiet=True)
             raise errors.to_ttrpc(e) from e
@@ -204,11 +211,9 @@ class TaskService:
             raise errors.already_exists(f"exec {req.exec_id}")
         if c.init.state != RUNNING:
             raise errors.failed_precondition(f"cannot exec in a {c.init.state} container {c.id}")
-        if req.terminal:
-            raise errors.failed_precondition("terminal (tty) is not supported by pyshim yet")
         spec = _process_spec(req.spec)
         try:
-            pio = self._open_io(c.id, req.stdin, req.stdout, req.stderr)
+            pio = self._open_io(c.id, req.stdin, req.stdout, req.stderr, req.terminal)
         except BaseException as e:
             raise errors.to_ttrpc(e) from e
         c.execs[req.exec_id] = Process(c.id, req.exec_id, pio, req.terminal, spec=spec)
@@ -373,12 +378,17 @@ class TaskService:
         return empty_pb2.Empty()
 
     async def ResizePty(self, req: api.ResizePtyRequest) -> empty_pb2.Empty:
-        self._process(req.id, req.exec_id)
-        return empty_pb2.Empty()  # without a terminal there is nothing to resize (as runc)
+        p = self._process(req.id, req.exec_id)
+        try:
+            p.io.resize(req.width, req.height)  # a no-op without a terminal (as runc)
+        except OSError as e:
+            raise errors.failed_precondition(f"resize {p.id}: {e.strerror or e}") from None
+        return empty_pb2.Empty()
 
-    def _open_io(self, cid: str, stdin: str, stdout: str, stderr: str) -> ProcessIO:
-        return ProcessIO.open(stdin, stdout, stderr, container_id=cid, namespace=self.namespace,
-                              watch=self.reaper.watch)
+    def _open_io(self, cid: str, stdin: str, stdout: str, stderr: str,
+                 terminal: bool = False) -> ProcessIO:
+        return ProcessIO.open(stdin, stdout, stderr, terminal=terminal, container_id=cid,
+                              namespace=self.namespace, watch=self.reaper.watch)
 
     # ---- exits ---------------------------------------------------------------------------
 
@@ -393,6 +403,9 @@ class TaskService:
         p = self._by_pid.pop(pid, None)
         if p is None:
             return False
+        if p.state == STOPPED:  # its Start failed and it was killed: nothing left to tell
+            return True
+        p.io.exited()  # what it left in a terminal is taken now, before its exit is told
         held = p.state == STARTING
         p.transition("exit")
         if held:
@@ -495,6 +508,14 @@ class TaskService:
 def _oom_kill_count(c: Container) -> int:
     count = getattr(c.engine, "oom_kill_count", None)
     return (count() or 0) if count else 0
+
+
+def _kill_and_forget(handle) -> None:
+    """Undo an engine create whose container the service will not keep."""
+    try:
+        handle.delete(force=True)
+    except Exception as e:
+        log.warning("cleaning up container %s: %s", getattr(handle, "id", "?"), e)
 
 
 def _kill_quietly(pid: int, sig: int) -> None:

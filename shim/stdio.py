@@ -29,6 +29,8 @@ import logging
 import os
 import select
 import signal
+import struct
+import termios
 from dataclasses import dataclass, field
 
 from runtime.container import Stdio
@@ -57,13 +59,22 @@ class ProcessIO:
     _keep: list[int] = field(default_factory=list)  # read ends held against EPIPE
     _pump: "_StdinPump | None" = None
     _logger: "_Logger | None" = None
+    terminal: bool = False
+    console: "_Console | None" = None
+    _console_out: int | None = None
+    _console_in: int | None = None
 
     @classmethod
-    def open(cls, stdin: str, stdout: str, stderr: str, *, container_id: str = "",
-             namespace: str = "", watch=None) -> "ProcessIO":
-        """Open what the paths name. watch(pid, callback) reports a logger's exit."""
-        pio = cls(stdin, stdout, stderr)
+    def open(cls, stdin: str, stdout: str, stderr: str, *, terminal: bool = False,
+             container_id: str = "", namespace: str = "", watch=None) -> "ProcessIO":
+        """Open what the paths name. watch(pid, callback) reports a logger's exit.
+        terminal: the engine makes a pty (child.console_fd); the shim copies between its
+        master and the FIFOs (stderr is the terminal too)."""
+        pio = cls(stdin, stdout, stderr, terminal=terminal)
         try:
+            if terminal:
+                pio._open_terminal_ends(stdin, stdout)
+                return pio
             scheme, target = _parse_uri(stdout)
             if scheme == "file":
                 pio._open_file(target.path)
@@ -79,6 +90,16 @@ class ProcessIO:
             pio.close()
             raise
         return pio
+
+    def _open_terminal_ends(self, stdin: str, stdout: str) -> None:
+        if stdout:
+            self._console_out = self._open_output(stdout)
+            os.set_blocking(self._console_out, False)  # the shim writes it: never block the loop
+        if stdin:
+            try:
+                self._console_in = os.open(stdin, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as e:
+                raise StdioError(stdin, e.strerror or str(e)) from None
 
     def _open_file(self, path: str) -> None:
         try:
@@ -113,20 +134,46 @@ class ProcessIO:
         return r
 
     def started(self) -> None:
-        """The process has its copies now: drop ours and start copying stdin."""
+        """The process has its copies now: drop ours and start copying."""
+        master = getattr(self.child, "console_fd", None)
+        self.child.console_fd = None  # ours now: _close_child must not close it
         self._close_child()
+        if self.terminal:
+            if master is None:
+                raise StdioError(self.stdout or "terminal", "the engine made no terminal")
+            self.console = _Console(master, self._console_out, self._console_in)
+            self._console_out = self._console_in = None
+            self.console.start()
         if self._pump:
             self._pump.start()
+
+    def exited(self) -> None:
+        """The process is gone: keep nothing it left in a terminal from being lost."""
+        if self.console:
+            self.console.drain()
+
+    def resize(self, width: int, height: int) -> None:
+        if self.console:  # without a terminal there is nothing to resize (as runc)
+            self.console.resize(width, height)
 
     def close_stdin(self) -> None:
         """CloseIO: the process gets EOF once what is already written has been copied."""
         if self._pump:
             self._pump.close_when_drained()
+        if self.console:
+            self.console.close_input()
 
     def close(self) -> None:
         self._close_child()
         if self._pump:
             self._pump.close()
+        if self.console:
+            self.console.close()
+            self.console = None
+        for fd in (self._console_out, self._console_in):
+            if fd is not None:
+                os.close(fd)
+        self._console_out = self._console_in = None
         if self._logger:
             self._logger.stop()
             self._logger = None
@@ -135,8 +182,8 @@ class ProcessIO:
         self._keep.clear()
 
     def _close_child(self) -> None:
-        for name in ("stdin", "stdout", "stderr"):
-            fd = getattr(self.child, name)
+        for name in ("stdin", "stdout", "stderr", "console_fd"):
+            fd = getattr(self.child, name, None)
             if fd is not None:
                 os.close(fd)
                 setattr(self.child, name, None)
@@ -250,6 +297,101 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)  # unreaped (the reaper watches it), so the pid is still the logger's
     except ProcessLookupError:
         pass
+
+
+class _Console:
+    """The shim's end of a process's terminal: pty master -> stdout FIFO, stdin FIFO -> master.
+
+    Output is copied with backpressure (while the FIFO is full the master is not read, so the
+    process blocks, as it would on a pipe). When the process exits, drain() takes what the pty
+    still holds at once, so nothing is lost; the FIFO's write end is closed (EOF for ctr) once
+    everything is written and the master reported the slave gone (EIO)."""
+
+    def __init__(self, master: int, out: int | None, stdin_fifo: int | None):
+        os.set_blocking(master, False)
+        self.master, self.out = master, out
+        self._pending = b""
+        self._eof = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._input = _StdinPump(stdin_fifo, os.dup(master)) if stdin_fifo is not None else None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.master, self._on_master)
+        if self._input:
+            self._input.start()
+
+    def resize(self, width: int, height: int) -> None:
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+    def close_input(self) -> None:
+        if self._input:
+            self._input.close_when_drained()
+
+    def drain(self) -> None:
+        """The process exited: read whatever the pty still buffers, then flush it."""
+        if self.master < 0 or self._eof:
+            return
+        while self._read_some():
+            pass
+        self._flush()
+
+    def _read_some(self) -> bool:
+        try:
+            data = os.read(self.master, _CHUNK)
+        except BlockingIOError:
+            return False
+        except OSError:  # EIO: no process holds the slave any more
+            data = b""
+        if not data:
+            self._eof = True
+            return False
+        if self.out is not None:
+            self._pending += data
+        return True
+
+    def _on_master(self) -> None:
+        if self._read_some() or self._eof:
+            self._loop.remove_reader(self.master)
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending and self.out is not None:
+            try:
+                n = os.write(self.out, self._pending)
+            except BlockingIOError:
+                n = 0
+            except OSError as e:
+                log.warning("terminal output: %s", e)
+                n = len(self._pending)  # nowhere to write it: drop rather than spin
+            self._pending = self._pending[n:]
+        if self._pending:
+            self._loop.add_writer(self.out, self._flush)
+            return
+        if self.out is not None:
+            self._loop.remove_writer(self.out)
+        if self._eof:
+            self._close_output()
+        else:
+            self._loop.add_reader(self.master, self._on_master)
+
+    def _close_output(self) -> None:
+        if self.out is not None:
+            os.close(self.out)
+            self.out = None
+
+    def close(self) -> None:
+        if self.master < 0:
+            return
+        if self._loop:
+            self._loop.remove_reader(self.master)
+            if self.out is not None:
+                self._loop.remove_writer(self.out)
+        if self._input:
+            self._input.close()
+        self._close_output()
+        os.close(self.master)
+        self.master = -1
 
 
 class _StdinPump:

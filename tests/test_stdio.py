@@ -192,3 +192,46 @@ def test_close_io_before_start_still_delivers_what_was_written(fifos):
         return data, eof
 
     assert asyncio.run(scenario()) == (b"early\n", True)
+
+
+def test_terminal_copies_between_pty_master_and_fifos_and_drains_at_exit(fifos):
+    import pty
+
+    async def scenario():
+        reader = os.open(fifos["stdout"], os.O_RDONLY | os.O_NONBLOCK)
+        pio = ProcessIO.open(fifos["stdin"], fifos["stdout"], "", terminal=True)
+        master, slave = pty.openpty()  # what the engine would make inside the container
+        pio.child.console_fd = master
+        pio.started()
+        writer = os.open(fifos["stdin"], os.O_WRONLY)
+        os.write(writer, b"typed\n")
+        deadline = asyncio.get_running_loop().time() + 2
+        got = b""
+        while b"typed" not in got and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+            try:
+                got += os.read(slave, 100)  # the process reads its terminal
+            except BlockingIOError:
+                pass
+        os.write(slave, b"last words\n")  # the process writes (ONLCR adds \\r), then exits...
+        os.close(slave)
+        pio.exited()  # ...and the shim drains the pty at once
+        out, eof = await _read_all(reader)
+        pio.resize(100, 30)
+        os.close(writer)
+        pio.close()
+        os.close(reader)
+        return got, out, eof
+
+    got, out, eof = asyncio.run(scenario())
+    assert b"typed" in got
+    assert out.endswith(b"last words\r\n") and eof
+
+
+def test_terminal_without_a_console_from_the_engine_is_an_error(fifos):
+    pio = ProcessIO.open("", fifos["stdout"], "", terminal=True)
+    reader = os.open(fifos["stdout"], os.O_RDONLY | os.O_NONBLOCK)
+    with pytest.raises(StdioError, match="no terminal"):
+        pio.started()
+    pio.close()
+    os.close(reader)
