@@ -10,6 +10,17 @@ from shim.ttrpc import Code, Server, TTRPCError
 import shim.events
 
 
+async def _serve_forward(path, forward):
+    server = Server()
+    server.register(FORWARD_SERVICE, {"Forward": forward})
+    import socket
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    sock.listen()
+    await server.start(sock)
+    return server
+
+
 async def _containerd(path, received, fail_first=0):
     """A stand-in for containerd's ttrpc Events service; fails its first calls."""
     calls = {"n": 0}
@@ -21,14 +32,7 @@ async def _containerd(path, received, fail_first=0):
         received.append(events_pb2.ForwardRequest.FromString(payload).envelope)
         return b""
 
-    server = Server()
-    server.register(FORWARD_SERVICE, {"Forward": forward})
-    import socket
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(path)
-    sock.listen()
-    await server.start(sock)
-    return server
+    return await _serve_forward(path, forward)
 
 
 def _exits(n):
@@ -104,13 +108,7 @@ def test_an_event_containerd_rejects_is_dropped_not_retried_forever(tmp_path):
             received.append(envelope.topic)
             return b""
 
-        server = Server()
-        server.register(FORWARD_SERVICE, {"Forward": forward})
-        import socket
-        sock = socket.socket(socket.AF_UNIX)
-        sock.bind(path)
-        sock.listen()
-        await server.start(sock)
+        server = await _serve_forward(path, forward)
         q = EventQueue(path, "ns1")
         q.start()
         q.publish("/bad", _exits(1)[0])
