@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# The OCI runtime-tools validation suite against runc-compatible CLIs: builds the validation
+# executables and runtimetest with Debian's Go, runs every executable (or $TESTS) for each
+# runtime in $RUNTIME, keeps each one's TAP output, prints ok / not ok / skip per runtime.
+#
+#   RUNTIME="runc pyshim-runc" hack/oci-validation.sh          # as root
+#
+# Environment:
+#   RUNTIME            runtimes to validate, by name or path (default: pyshim-runc)
+#   TESTS              validation executables to run, e.g. "default hostname linux_ns_itype"
+#                      (default: all of them)
+#   OUT                where the TAP goes: $OUT/<runtime>/<test>.tap|.err, $OUT/summary.txt
+#                      (default: /var/tmp/pyshim-oci-validation/results)
+#   RUNTIME_TOOLS_SRC  a runtime-tools source tree (default: Debian's, under /usr/share/gocode).
+#                      With a vendor/ directory it builds in module mode (-mod=vendor),
+#                      otherwise in GOPATH mode over /usr/share/gocode. Never written to.
+#   TEST_TIMEOUT       seconds per executable (default 300)
+#   VERBOSE=1          print each executable's counts and failing lines
+#
+# Offline by construction: GOPROXY=off, GOFLAGS=-mod=vendor or GO111MODULE=off; the only
+# network use is apt-get for Debian's packages (skipped when they are installed).
+# Exit status: 0 the suite ran (whatever it counted), 1 an error, 2 the suite cannot be built
+# here (the reason is printed: Debian's golang-github-opencontainers-runtime-tools-dev ships
+# only the library packages, not validation/ nor cmd/runtimetest - give RUNTIME_TOOLS_SRC).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${OCI_WORK:-/var/tmp/pyshim-oci-validation}
+OUT=${OUT:-$WORK/results}
+RUNTIME=${RUNTIME:-pyshim-runc}
+TEST_TIMEOUT=${TEST_TIMEOUT:-300}
+DEBIAN_SRC=/usr/share/gocode/src/github.com/opencontainers/runtime-tools
+SRC=${RUNTIME_TOOLS_SRC:-$DEBIAN_SRC}
+PACKAGES=(golang-go golang-github-opencontainers-runtime-tools-dev busybox-static)
+GOARCH_=$(dpkg --print-architecture)
+
+die() { echo "oci-validation: $*" >&2; exit 1; }
+unavailable() { echo "oci-validation: the validation suite cannot be built here: $*" >&2; exit 2; }
+
+(( EUID == 0 )) || die "must run as root (containers, and apt-get)"
+
+# --- Debian's packages ----------------------------------------------------------------------
+missing=()
+for p in "${PACKAGES[@]}"; do
+    if [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) != "install ok installed" ]]; then
+        missing+=("$p")
+    fi
+done
+if (( ${#missing[@]} )); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+export PATH=/usr/lib/go/bin:$PATH GOPROXY=off GOTOOLCHAIN=local GOFLAGS=${GOFLAGS:-} \
+       GOCACHE=$WORK/gocache CGO_ENABLED=0
+command -v go >/dev/null || die "no go after installing golang-go"
+
+# --- the source: validation/ and cmd/runtimetest are what runs ------------------------------
+[[ -d $SRC ]] || unavailable "no runtime-tools source at $SRC"
+if [[ ! -d $SRC/validation || ! -d $SRC/cmd/runtimetest ]]; then
+    have=$(cd "$SRC" && ls -d */ 2>/dev/null | tr -d / | tr '\n' ' ')
+    reason="$SRC has no validation/ or cmd/runtimetest/ (it has: $have)."
+    if [[ $SRC == "$DEBIAN_SRC" ]]; then
+        reason+=" Debian's golang-github-opencontainers-runtime-tools-dev ships only the library"
+        reason+=" packages; the validation programs, runtimetest and the rootfs tarball are in no"
+        reason+=" Debian binary package, and github.com/mndrix/tap-go, which both import, is not"
+        reason+=" packaged either. Set RUNTIME_TOOLS_SRC to a runtime-tools checkout (its vendor/"
+        reason+=" holds every dependency; nothing is downloaded)."
+    fi
+    unavailable "$reason"
+fi
+
+# --- build (into $WORK, only what is missing or older than its sources) ---------------------
+BUILD=$WORK/build
+RUN=$WORK/run
+mkdir -p "$BUILD" "$RUN/validation" "$OUT"
+tree=$BUILD/gopath/src/github.com/opencontainers/runtime-tools
+if [[ ! -d $tree || -n $(find "$SRC" -newer "$BUILD/.copied" -print -quit 2>/dev/null) ]]; then
+    rm -rf "$tree" && mkdir -p "$tree"
+    cp -a "$SRC/." "$tree/"
+    touch "$BUILD/.copied"
+fi
+if [[ -d $tree/vendor && -f $tree/go.mod ]]; then
+    mode="module mode, -mod=vendor"
+    gobuild() { (cd "$tree" && GO111MODULE=on GOFLAGS=-mod=vendor go build -o "$@"); }
+else
+    mode="GOPATH mode over /usr/share/gocode"
+    export GO111MODULE=off GOPATH=$BUILD/gopath:/usr/share/gocode
+    gobuild() { (cd "$tree" && go build -o "$@"); }
+    for dep in github.com/mndrix/tap-go github.com/opencontainers/runtime-spec/specs-go; do
+        (cd "$tree" && go list "$dep" >/dev/null 2>&1) || unavailable "$dep is not in GOPATH" \
+            "($GOPATH) and this tree has no vendor/: nothing may be downloaded"
+    done
+fi
+built=0
+build() {  # OUTPUT PACKAGE_DIR
+    if [[ ! -x $1 || -n $(find "$tree/$2" -name '*.go' -newer "$1" -print -quit) ]]; then
+        gobuild "$1" "./$2" 2>"$1.build.log" || die "go build ./$2 failed ($mode):
+$(tail -n 20 "$1.build.log")"
+        built=$((built + 1))
+    fi
+}
+build "$RUN/runtimetest" cmd/runtimetest
+all_tests=()
+for d in "$tree"/validation/*/; do
+    name=$(basename "$d")
+    [[ $name == util ]] && continue
+    ls "$d"*.go >/dev/null 2>&1 || continue
+    all_tests+=("$name")
+    build "$RUN/validation/$name.t" "validation/$name"
+done
+(( ${#all_tests[@]} )) || unavailable "$SRC/validation has no test programs"
+echo "oci-validation: ${#all_tests[@]} validation executables ($mode; $built built now)"
+
+# The executables unpack rootfs-<GOARCH>.tar.gz from their working directory and copy
+# runtimetest into it: use the tree's tarball, else make one from Debian's static busybox.
+rootfs_tar=$RUN/rootfs-$GOARCH_.tar.gz
+if [[ ! -f $rootfs_tar ]]; then
+    if [[ -f $tree/rootfs-$GOARCH_.tar.gz ]]; then
+        cp "$tree/rootfs-$GOARCH_.tar.gz" "$rootfs_tar"
+    else
+        r=$(mktemp -d)
+        mkdir -p "$r"/{bin,dev,etc,proc,sys,tmp,root}
+        cp /bin/busybox "$r/bin/busybox"
+        for a in $(/bin/busybox --list); do
+            [[ -e $r/bin/$a ]] || ln "$r/bin/busybox" "$r/bin/$a"
+        done
+        printf 'root:x:0:0:root:/root:/bin/sh\n' >"$r/etc/passwd"
+        printf 'root:x:0:\n' >"$r/etc/group"
+        tar -C "$r" -czf "$rootfs_tar" .
+        rm -rf "$r"
+    fi
+fi
+
+# --- run ------------------------------------------------------------------------------------
+read -r -a tests <<<"${TESTS:-${all_tests[*]}}"
+count() {  # TAP_FILE -> "ok notok skip"
+    awk '/^not ok/ {n++; next} /^ok/ { if ($0 ~ /# [Ss][Kk][Ii][Pp]/) s++; else o++ }
+         END {printf "%d %d %d\n", o, n, s}' "$1"
+}
+summary=$OUT/summary.txt
+: >"$summary"
+for rt in $RUNTIME; do
+    bin=$(command -v "$rt" || true)
+    [[ -n $bin ]] || die "runtime $rt not found"
+    name=$(basename "$rt")
+    dir=$OUT/$name
+    rm -rf "$dir" && mkdir -p "$dir"
+    tok=0 tnot=0 tskip=0 crashed=()
+    for t in "${tests[@]}"; do
+        [[ -x $RUN/validation/$t.t ]] || die "no validation executable $t (have: ${all_tests[*]})"
+        rc=0
+        (cd "$RUN" && RUNTIME=$bin timeout -k 10 "$TEST_TIMEOUT" "./validation/$t.t" \
+            >"$dir/$t.tap" 2>"$dir/$t.err" </dev/null) || rc=$?
+        read -r ok notok skip < <(count "$dir/$t.tap")
+        if (( rc != 0 )) && ! grep -q '^1\.\.[0-9]' "$dir/$t.tap"; then
+            crashed+=("$t(exit $rc)")
+        fi
+        tok=$((tok + ok)) tnot=$((tnot + notok)) tskip=$((tskip + skip))
+        printf '%s %s ok %d not-ok %d skip %d exit %d\n' "$name" "$t" "$ok" "$notok" "$skip" \
+            "$rc" >>"$summary"
+        if [[ ${VERBOSE:-0} == 1 ]]; then
+            printf '  %-45s ok %4d  not ok %3d  skip %3d%s\n' "$t" "$ok" "$notok" "$skip" \
+                "$( (( rc )) && echo "  (exit $rc)")"
+            grep '^not ok' "$dir/$t.tap" | sed 's/^/      /' || true
+        fi
+    done
+    printf '%-16s ok %5d  not ok %4d  skip %4d  (%d executables; without a TAP plan: %s)\n' \
+        "$name" "$tok" "$tnot" "$tskip" "${#tests[@]}" "${crashed[*]:-none}" | tee -a "$summary"
+done
+echo "oci-validation: TAP in $OUT/<runtime>/, summary in $summary"
