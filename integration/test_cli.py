@@ -337,3 +337,38 @@ def test_exec_or_a_clear_error(runtimes, bundle):
         assert rc == 1 and "exec: not supported by this engine yet" in err
         pytest.skip("the engine has no exec yet")
     assert outs["pyshim"] == outs["runc"] == (5, "in-clitest\n", "")
+
+
+def test_ps_pause_resume_update_kill_all(rt, bundle, tmp_path):
+    cg = f"/pyshim-cli-{rt.name}-{os.getpid()}-{tmp_path.name[-8:]}"
+    b = bundle(["sh", "-c", "sleep 100 & sleep 200"],
+               lambda c: c["linux"].update(cgroupsPath=cg))
+    try:
+        rt.ok("run", "-d", "--bundle", b, "u")
+        pid = rt.state("u")["pid"]
+        deadline = time.monotonic() + 5
+        while len(json.loads(rt.ok("ps", "--format", "json", "u"))) < 2 and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
+        pids = json.loads(rt.ok("ps", "--format", "json", "u"))
+        assert pid in pids and len(pids) == 2
+        table = rt.ok("ps", "u").splitlines()
+        assert table[0].split()[:2] == ["UID", "PID"] and len(table) == 3
+        rt.ok("pause", "u")
+        assert rt.state("u")["status"] == "paused"
+        rt.ok("resume", "u")
+        assert rt.state("u")["status"] == "running"
+        rt.ok("update", "--memory", "64m", "--pids-limit", "50", "u")
+        memory = f"/sys/fs/cgroup/memory{cg}/memory.limit_in_bytes"
+        if os.path.exists(memory):  # cgroup v1 (this project's hosts); v2 names differ
+            assert open(memory).read().strip() == str(64 << 20)
+            assert open(f"/sys/fs/cgroup/pids{cg}/pids.max").read().strip() == "50"
+        rt.ok("kill", "--all", "u", "KILL")
+        assert rt.wait_status("u", "stopped")["status"] == "stopped"
+        rt.ok("delete", "u")
+    finally:
+        for top in os.listdir("/sys/fs/cgroup"):
+            try:
+                os.rmdir(f"/sys/fs/cgroup/{top}{cg}")
+            except OSError:
+                pass
