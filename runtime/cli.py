@@ -284,6 +284,11 @@ class Log:
             os.close(fd)
         return True
 
+    def write(self, level: str, msg: str) -> None:
+        """A line at `level` ("debug" lines only with --debug)."""
+        if level != "debug" or self.debug_enabled:
+            self._write(level, msg)
+
     def error(self, msg: str) -> None:
         if self._write("error", msg):
             sys.stderr.write(msg + "\n")

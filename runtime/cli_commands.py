@@ -23,7 +23,26 @@ from .errors import ContainerNotFound, ProcessFinished
 
 
 def run(name: str, ctx, opts, args: list[str]) -> int:
+    if name not in ("spec", "features"):
+        _engine_logs_to(ctx.log)
     return _COMMANDS[name](ctx, opts, args)
+
+
+def _engine_logs_to(log) -> None:
+    """The engine reports what is not an error (a failed poststart or poststop hook) through
+    `logging`: those records become lines of our log, as runc's warnings do."""
+    import logging
+
+    class Bridge(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            level = "debug" if record.levelno < logging.INFO else \
+                "info" if record.levelno < logging.WARNING else \
+                "warning" if record.levelno < logging.ERROR else "error"
+            log.write(level, record.getMessage())
+    engine = logging.getLogger("runtime")
+    engine.handlers[:] = [Bridge()]
+    engine.setLevel(logging.DEBUG if log.debug_enabled else logging.INFO)
+    engine.propagate = False
 
 
 # --- helpers ---------------------------------------------------------------------------------

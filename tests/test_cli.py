@@ -452,3 +452,15 @@ def test_features_reports_what_the_engine_accepts(capsys):
     # hooks/seccomp/cgroups: listed only once create loads what applies them
     assert (doc["hooks"] != []) == ("runtime.hooks" in sys.modules)
     assert linux["seccomp"]["enabled"] == ("runtime.seccomp" in sys.modules)
+
+
+def test_engine_warnings_become_log_lines(engine, tmp_path, capsys):
+    import logging
+    log = tmp_path / "log.json"
+    engine.containers["c"] = c = FakeContainer("c")
+    c.start = lambda: logging.getLogger("runtime.hooks").warning("container c: hook %s failed",
+                                                                  "poststart")
+    assert run(engine, "--log", str(log), "--log-format", "json", "start", "c") == 0
+    line = json.loads(log.read_text())
+    assert (line["level"], line["msg"]) == ("warning", "container c: hook poststart failed")
+    assert capsys.readouterr().err == ""  # a warning is not an error: nothing on stderr
