@@ -4,6 +4,9 @@ Invariants:
 - The caller and its children talk over a SOCK_SEQPACKET socketpair, one JSON message per
   packet; EOF means every child end is closed (exited, or exec'd: the ends are CLOEXEC). The
   caller always reads with a deadline, so a stuck child is an error, never a hang.
+- A message may carry fds (SCM_RIGHTS; only "console" does: a terminal's master). They arrive
+  CLOEXEC, Children owns them until the caller takes them and closes them on any failure, so
+  none is ever leaked.
 - Errors cross the socket with their type (InvalidSpec keeps its field, ContainerSetupError its
   step and path) and come out as the same EngineError subclass on the caller's side.
 - Children never return into the caller's Python stack (see fork_child), never touch the
@@ -12,6 +15,7 @@ Invariants:
   caller being the subreaper that inherits the grandchildren; it waits by pid, never waitpid(-1).
 """
 
+import array
 import fcntl
 import json
 import os
@@ -27,19 +31,51 @@ Stdio3 = tuple  # (stdin, stdout, stderr): fds or None for /dev/null
 
 
 # --- messages --------------------------------------------------------------------------------
-def send(sock: socket.socket, msg: dict) -> None:
-    sock.send(json.dumps(msg).encode())
+def send(sock: socket.socket, msg: dict, fd: int | None = None) -> None:
+    """One message; `fd` travels with it (SCM_RIGHTS), the receiver gets its own copy."""
+    data = json.dumps(msg).encode()
+    if fd is None:
+        sock.send(data)
+    else:
+        socket.send_fds(sock, [data], [fd])
 
 
 def recv(sock: socket.socket, deadline: float, timeout: float,
          who: str = "the container's init") -> dict | None:
-    """The next message, None at EOF (every child end closed)."""
+    """The next message, None at EOF (every child end closed). fds that came with it are in
+    msg["fds"] (CLOEXEC; Children.take owns or closes them)."""
     p = select.poll()
     p.register(sock, select.POLLIN)
     if not p.poll(max(0.0, deadline - time.monotonic()) * 1000):
         raise ContainerSetupError("timeout", f"{who} did not answer within {timeout:g}s")
-    data = sock.recv(65536)
-    return json.loads(data) if data else None
+    data, fds = _recv_with_fds(sock)
+    if not data:
+        _close_all(fds)
+        return None
+    msg = json.loads(data)
+    if fds:
+        msg["fds"] = fds
+    return msg
+
+
+def _recv_with_fds(sock: socket.socket, max_fds: int = 4) -> tuple[bytes, list[int]]:
+    # Not socket.recv_fds: it drops its flags argument (so no MSG_CMSG_CLOEXEC).
+    data, ancdata, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(max_fds * 4),
+                                       socket.MSG_CMSG_CLOEXEC)
+    fds = array.array("i")
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
+
+
+def request(sock: socket.socket, msg: dict, answer: str, step: str, failure: str) -> None:
+    """In a child: send msg and block until the caller answers {"type": answer}. No deadline
+    here: the caller has one, and kills us at it."""
+    send(sock, msg)
+    reply = sock.recv(65536)
+    if not reply or json.loads(reply).get("type") != answer:
+        raise ContainerSetupError(step, failure)
 
 
 def encode_error(e: BaseException, step: str) -> dict:
@@ -150,6 +186,7 @@ class Children:
         self.pid: int | None = None  # the init / the exec'd process
         self.pidfd: int | None = None
         self.start: int | None = None  # its start time, read once its pidfd is open
+        self.console: int | None = None  # a terminal's master the process sent, until taken
 
     def reap_mid(self) -> None:
         if self.mid is not None:
@@ -171,6 +208,29 @@ class Children:
             self.reap_mid()
         return start
 
+    def take(self, msg: dict) -> bool:
+        """Record the messages every child protocol shares: "pid" (the intermediate's report)
+        and "console" (a terminal's master, kept until take_console). False for any other
+        message; fds it carried are closed."""
+        fds = msg.pop("fds", [])
+        kind = msg["type"]
+        if kind == "console" and fds and self.console is None:
+            self.console = fds.pop(0)
+        _close_all(fds)
+        if kind == "console":
+            if self.console is None:
+                raise ContainerSetupError("console", "the terminal's master did not arrive")
+            return True
+        if kind == "pid":
+            self.got_pid(msg["pid"], msg.get("self", False))
+            return True
+        return False
+
+    def take_console(self) -> int | None:
+        """The master, now the caller's to close (None: no terminal was made)."""
+        fd, self.console = self.console, None
+        return fd
+
     def await_pid(self, sock: socket.socket, deadline: float, timeout: float) -> None:
         """After a child reported an error: read on until the intermediate reported the pid
         (the grandchild may be faster), so abort() can reap it."""
@@ -178,8 +238,7 @@ class Children:
             more = recv(sock, deadline, timeout)
             if more is None:
                 break
-            if more["type"] == "pid":
-                self.got_pid(more["pid"], more.get("self", False))
+            self.take(more)
 
     def abort(self) -> None:
         if self.pidfd is not None:
@@ -195,9 +254,16 @@ class Children:
                     proc.wait_exit(self.pidfd, 2.0)
 
     def close(self) -> None:
+        """Close what was not taken: the pidfd, and a terminal's master after a failure."""
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+        _close_all([self.take_console()] if self.console is not None else [])
+
+
+def _close_all(fds) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _quiet(fn, *args) -> None:

@@ -41,10 +41,18 @@ START_TIMEOUT = 10.0
 
 @dataclass
 class Stdio:
-    """fds the init gets as 0, 1, 2 (None -> /dev/null). The caller keeps and closes its own."""
+    """fds the process gets as 0, 1, 2 (None -> /dev/null). The caller keeps and closes its own.
+    When the process has a terminal (process.terminal), stdin/stdout/stderr are ignored: the
+    engine makes a pty inside the container and sets console_fd to its master (CLOEXEC, the
+    caller's to close); the process has the slave as 0, 1, 2 and controlling terminal."""
     stdin: int | None = None
     stdout: int | None = None
     stderr: int | None = None
+    console_fd: int | None = None  # output: set by create/exec when the process has a terminal
+
+    def for_process(self, process) -> tuple:
+        """The (stdin, stdout, stderr) the process gets: Nones when it has a terminal."""
+        return (None,) * 3 if process.terminal else (self.stdin, self.stdout, self.stderr)
 
 
 class Engine:
@@ -79,10 +87,10 @@ class Engine:
             os.chmod(fifo, 0o622)  # not via umask: the caller's umask is not ours to change
             ctrcgroup.setup(cfg.cgroup, cfg.spec)
             cgroup = cfg.cgroup
-            stdio = stdio or Stdio()
-            pid, start = launch.launch(cfg, (stdio.stdin, stdio.stdout, stdio.stderr),
-                                       self._sys, self._timeout,
-                                       lambda pid: _runtime_hooks(cfg, pid))
+            stdio = stdio or Stdio()  # without one, a terminal's master is closed (a hangup)
+            pid, start, master = launch.launch(cfg, stdio.for_process(cfg.spec.process),
+                                               self._sys, self._timeout,
+                                               lambda pid: _runtime_hooks(cfg, pid))
         except BaseException:
             ctrcgroup.destroy_quietly(cgroup)  # launch() killed and reaped its children
             shutil.rmtree(state_dir, ignore_errors=True)
@@ -93,12 +101,15 @@ class Engine:
         try:
             state.write(state_dir, c._data)
         except BaseException:
+            if master is not None:
+                os.close(master)
             c._kill_and_wait()
             _reap(pid)  # the caller never saw this init
             ctrcgroup.destroy_quietly(cgroup)
             shutil.rmtree(state_dir, ignore_errors=True)
             _poststop(cfg.spec, cfg.hook_state)
             raise
+        stdio.console_fd = master
         return c
 
     def load(self, container_id: str) -> "Container":
@@ -259,9 +270,9 @@ class Container:
 
     def exec(self, process: dict, stdio: Stdio) -> int:
         """Run an OCI process object inside the container's namespaces and cgroup; return its
-        host pid once it has exec'd. The caller reaps it. See runtime.execproc."""
+        host pid once it has exec'd (with a terminal, stdio.console_fd is its master). The
+        caller reaps it. See runtime.execproc."""
         p = spec_mod.parse_process(process)
-        spec_mod.check_process_supported(p)
         status = self.status()
         if status not in ("created", "running"):
             raise InvalidState(f"cannot exec in a {status} container", self.id, status)
@@ -269,9 +280,10 @@ class Container:
         if namespaces is None:
             raise InvalidState("cannot exec in a stopped container", self.id, "stopped")
         try:
-            job = execproc.ExecJob(p, (stdio.stdin, stdio.stdout, stdio.stderr), namespaces,
-                                   self._cgroup, seccomp_filter(self.spec))
-            return execproc.run(job, self._sys, self._timeout)
+            job = execproc.ExecJob(p, stdio.for_process(p), namespaces, self._cgroup,
+                                   seccomp_filter(self.spec))
+            pid, stdio.console_fd = execproc.run(job, self._sys, self._timeout)
+            return pid
         finally:
             execproc.close_namespaces(namespaces)
 

@@ -14,6 +14,9 @@ Invariants:
   intermediate (the process is the caller's reaper's to wait for, via the subreaper).
 - The process gets the container's seccomp filter (compiled by the caller), installed where
   the init installs it, with the exec'd process's own noNewPrivileges.
+- With process.terminal the process makes its pty (runtime.console) from the container's
+  /dev/ptmx once it is inside the container's root, and sends the master ({"type": "console"},
+  SCM_RIGHTS) before it execs; run() returns it. Its stdio are then the slave, not job.stdio.
 - Success is EOF on the socket (the process's end is CLOEXEC, so exec closes it); failure is
   one typed error message, after which the caller kills and reaps what it forked: nothing is
   left behind. The caller reads with a deadline: never a hang.
@@ -24,7 +27,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from . import ctrcgroup
+from . import console, ctrcgroup
 from . import init as _init
 from . import proc
 from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child, recv,
@@ -118,7 +121,12 @@ def _intermediate(job: ExecJob, sock: socket.socket, sys) -> int:
 def _process_main(job: ExecJob, sock: socket.socket, sys) -> int:
     try:
         os.setsid()  # its own session, like runc's exec'd processes
-        reopen_devnull(job.stdio)  # the container's /dev/null, now that we are in its root
+        terminal = console.for_process(job.process)
+        if terminal is not None:  # the container's /dev/ptmx: we are in its root now
+            _init.step("console", console.setup, terminal, sys,
+                       lambda master: send(sock, {"type": "console"}, master))
+        else:
+            reopen_devnull(job.stdio)  # the container's /dev/null, now that we are in its root
         prepared = _init.prepare_process(job.process, sys)
         # returns only on failure (or with the fake)
         _init.become(job.process, sys, prepared, job.seccomp)
@@ -131,9 +139,7 @@ def _process_main(job: ExecJob, sock: socket.socket, sys) -> int:
 def _await_exec(sock: socket.socket, kids: Children, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while (msg := recv(sock, deadline, timeout, "the exec'd process")) is not None:
-        if msg["type"] == "pid":
-            kids.got_pid(msg["pid"])
-        else:
+        if not kids.take(msg):  # "pid", "console"
             err = decode_error(msg)
             kids.await_pid(sock, deadline, timeout)
             raise err
@@ -142,7 +148,8 @@ def _await_exec(sock: socket.socket, kids: Children, timeout: float) -> int:
     return kids.pid
 
 
-def run(job: ExecJob, sys, timeout: float = 10.0) -> int:
-    """Fork the process and wait until it has exec'd. Returns its host pid."""
+def run(job: ExecJob, sys, timeout: float = 10.0) -> tuple[int, int | None]:
+    """Fork the process and wait until it has exec'd. Returns its host pid and the master of
+    its terminal (None without one; with one, job.stdio is ignored: pass Nones)."""
     return spawn(lambda sock: _intermediate(job, sock, sys),
-                 lambda sock, kids: _await_exec(sock, kids, timeout))
+                 lambda sock, kids: (_await_exec(sock, kids, timeout), kids.take_console()))

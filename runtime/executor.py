@@ -12,19 +12,22 @@ import os
 import posixpath
 import stat
 
+from . import console as _console
 from . import mounts as M
 from .errors import ContainerSetupError
 from .paths import secure_join
 
 _STEPS = {M.Mount: "mount", M.Umount: "umount", M.Chdir: "chdir", M.PivotRoot: "pivot_root",
           M.ParentPrivate: "mount", M.MakeDevice: "mknod", M.Symlink: "symlink",
-          M.MakeDirs: "mkdir", M.MaskPath: "mask", M.ReadonlyPath: "readonly"}
+          M.MakeDirs: "mkdir", M.MaskPath: "mask", M.ReadonlyPath: "readonly",
+          _console.Console: "console"}
 _MODE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
 
 
 class _Executor:
-    def __init__(self, rootfs: str, sys):
+    def __init__(self, rootfs: str, sys, send_master=None):
         self.rootfs, self.sys, self.rooted = rootfs, sys, False
+        self.send_master = send_master
 
     def resolve(self, path: str, host: bool = False) -> str:
         if host or self.rooted:
@@ -80,6 +83,11 @@ class _Executor:
             if e.errno != errno.EEXIST:
                 raise
 
+    def Console(self, op: _console.Console) -> None:
+        if self.send_master is None:
+            raise ContainerSetupError("console", "nobody to hand the terminal's master to")
+        _console.setup(op, self.sys, self.send_master)
+
     def MakeDirs(self, op: M.MakeDirs) -> None:
         self.sys.makedirs(self.resolve(op.path), 0o755)
 
@@ -121,11 +129,12 @@ def _op_path(op) -> str | None:
     return None
 
 
-def apply(ops: list, rootfs: str, sys, before_pivot=None) -> None:
+def apply(ops: list, rootfs: str, sys, before_pivot=None, send_master=None) -> None:
     """Run the plan. Raises ContainerSetupError(step, message, path) on the first failure.
     before_pivot() (the create-time hooks) runs right before the PivotRoot op: mounts and
-    devices are in place, the cwd is the rootfs, and the old root is still reachable."""
-    ex = _Executor(rootfs, sys)
+    devices are in place, the cwd is the rootfs, and the old root is still reachable.
+    send_master(fd) takes the terminal's master at the Console op (runtime.console)."""
+    ex = _Executor(rootfs, sys, send_master)
     for op in ops:
         if before_pivot is not None and isinstance(op, M.PivotRoot):
             before_pivot()

@@ -51,11 +51,12 @@ class SeccompFilter:
     flags: int
 
 
-def _step(step: str, fn, *args, path: str | None = None):
+def step(name: str, fn, *args, path: str | None = None):
+    """fn(*args); an OSError from it becomes ContainerSetupError(name, ..., path)."""
     try:
         return fn(*args)
     except OSError as e:
-        raise ContainerSetupError(step, e.strerror or str(e), path) from None
+        raise ContainerSetupError(name, e.strerror or str(e), path) from None
 
 
 @dataclass
@@ -65,25 +66,26 @@ class Prepared:
     env: dict[str, str]
 
 
-def prepare(cfg: InitConfig, sys, before_pivot=None) -> Prepared:
+def prepare(cfg: InitConfig, sys, before_pivot=None, send_master=None) -> Prepared:
     """Set the container up; resolve the executable and the environment. before_pivot() runs
-    once the mounts are made, before pivot_root (see executor.apply)."""
+    once the mounts are made, before pivot_root; send_master(fd) takes the terminal's master
+    when the process has one (see executor.apply)."""
     spec, proc = cfg.spec, cfg.spec.process
     sys.umask(0)  # devices and mount points get exactly the modes the plan says
     if spec.hostname is not None:
-        _step("hostname", sys.sethostname, spec.hostname)
+        step("hostname", sys.sethostname, spec.hostname)
     if spec.domainname is not None:
-        _step("hostname", sys.setdomainname, spec.domainname)
+        step("hostname", sys.setdomainname, spec.domainname)
     if spec.new_namespace("network"):
-        _step("network", sys.loopback_up)
+        step("network", sys.loopback_up)
     # Written through the host's /proc before the mounts: namespaced sysctls resolve against
     # the writer's namespaces, and the container's /proc/sys is usually read-only later.
     for key, value in spec.linux.sysctl.items():
         path = sysctl_path(key)
-        _step("sysctl", sys.write_file, path, value, path=path)
+        step("sysctl", sys.write_file, path, value, path=path)
     if proc.oom_score_adj is not None:
         set_oom_score_adj(proc.oom_score_adj, sys)
-    executor.apply(cfg.ops, cfg.rootfs, sys, before_pivot)
+    executor.apply(cfg.ops, cfg.rootfs, sys, before_pivot, send_master)
     return prepare_process(proc, sys)
 
 
@@ -97,7 +99,7 @@ def prepare_process(proc: Process, sys) -> Prepared:
         env["HOME"] = home_directory(proc.user.uid, sys)
     _check_capabilities(proc, sys)
     for r in proc.rlimits:
-        _step("rlimits", sys.setrlimit, r.type, _rlim(r.soft), _rlim(r.hard))
+        step("rlimits", sys.setrlimit, r.type, _rlim(r.soft), _rlim(r.hard))
     return Prepared(exe, env)
 
 
@@ -117,8 +119,8 @@ def home_directory(uid: int, sys) -> str:
 def set_oom_score_adj(value: int, sys) -> None:
     path = "/proc/self/oom_score_adj"
     # Lowering the score needs CAP_SYS_RESOURCE; writing the value we already have must not fail.
-    if _step("oom_score_adj", sys.read_file, path, path=path).strip() != str(value):
-        _step("oom_score_adj", sys.write_file, path, str(value), path=path)
+    if step("oom_score_adj", sys.read_file, path, path=path).strip() != str(value):
+        step("oom_score_adj", sys.write_file, path, str(value), path=path)
 
 
 def _rlim(v: int) -> int:
@@ -133,7 +135,7 @@ def _check_capabilities(proc: Process, sys) -> None:
         extra = _caps.to_names(caps.effective & ~caps.permitted)
         raise ContainerSetupError("capabilities", "effective capabilities not in the permitted "
                                   "set: " + ", ".join(extra))
-    _, have, _ = _step("capabilities", sys.capget)
+    _, have, _ = step("capabilities", sys.capget)
     missing = (caps.effective | caps.permitted | caps.inheritable | caps.ambient) & ~have
     if missing:
         raise ContainerSetupError("capabilities", "capabilities the runtime itself does not "

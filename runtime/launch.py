@@ -12,6 +12,9 @@ Invariants:
   packet: {"type": "pid"} from the intermediate, then {"type": "ready"} or {"type": "error"}
   from the init. The caller reads with a deadline, so a stuck child is an error, never a hang;
   on any failure it kills and reaps whatever it forked before raising.
+- process.terminal (runtime.console): the init makes the pty after pivot_root and sends
+  {"type": "console"} with the master attached (SCM_RIGHTS) before "ready"; launch() returns
+  it, and closes it if create fails after all. The init's 0-2 are the slave from then on.
 - Hooks (runtime.hooks): when the spec has prestart/createRuntime hooks, the init sends
   {"type": "hooks"} before pivot_root and waits; the caller runs them and answers
   {"type": "hooks-done"} (on failure it kills the init instead). The init then runs the
@@ -21,7 +24,6 @@ Invariants:
 """
 
 import errno
-import json
 import os
 import signal
 import socket
@@ -30,7 +32,7 @@ import time
 from . import ctrcgroup, hooks
 from . import init as _init
 from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child, recv,
-                    reopen_devnull, send, spawn)
+                    reopen_devnull, request, send, spawn)
 from .errors import ContainerSetupError
 from .state import FIFO
 from .sys.consts import NAMESPACE_FLAGS
@@ -110,10 +112,8 @@ def _runtime_hooks(spec) -> bool:
 def _before_pivot(cfg, sock: socket.socket, pid: int) -> None:
     """The create-time hooks, in order: the caller's (prestart, createRuntime), then ours."""
     if _runtime_hooks(cfg.spec):
-        send(sock, {"type": "hooks"})
-        reply = sock.recv(65536)  # no deadline here: the caller has one, and kills us at it
-        if not reply or json.loads(reply).get("type") != "hooks-done":
-            raise ContainerSetupError("hooks", "the runtime did not run the create hooks")
+        request(sock, {"type": "hooks"}, "hooks-done", "hooks",
+                "the runtime did not run the create hooks")
     hooks.run("createContainer", cfg.spec.hooks.get("createContainer", []),
               _hook_state(cfg, "creating", pid))
 
@@ -138,8 +138,10 @@ def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
         dup_stdio(stdio)
         # An O_PATH handle on the state dir still reaches exec.fifo after pivot_root.
         state_fd = os.open(cfg.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        prepared = _init.prepare(cfg, sys, lambda: _before_pivot(cfg, sock, pid))
-        reopen_devnull(stdio)
+        prepared = _init.prepare(cfg, sys, lambda: _before_pivot(cfg, sock, pid),
+                                 lambda master: send(sock, {"type": "console"}, master))
+        if not cfg.spec.process.terminal:  # else 0-2 are the terminal already
+            reopen_devnull(stdio)
     except BaseException as e:  # noqa: BLE001
         send(sock, encode_error(e, "init"))
         return 1
@@ -167,9 +169,9 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec,
         msg = recv(sock, deadline, allowed)
         if msg is None:
             raise ContainerSetupError("init", "the container's init exited before reporting")
-        if msg["type"] == "pid":
-            kids.got_pid(msg["pid"], msg.get("self", False))
-        elif msg["type"] == "ready":
+        if kids.take(msg):  # "pid", "console"
+            continue
+        if msg["type"] == "ready":
             ready = True
         elif msg["type"] == "hooks":
             kids.await_pid(sock, deadline, allowed)  # the hooks get the init's pid
@@ -189,10 +191,11 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec,
 
 
 def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
-           runtime_hooks=None) -> tuple[int, int]:
-    """Fork the init and wait until it is created. Returns (host pid, start time).
+           runtime_hooks=None) -> tuple[int, int, int | None]:
+    """Fork the init and wait until it is created. Returns (host pid, start time, the master
+    of its terminal or None); with a terminal, `stdio` is ignored (pass Nones).
     runtime_hooks(init pid) runs the prestart and createRuntime hooks when the init asks."""
     def wait(sock, kids):
         start = _await_ready(sock, kids, timeout, cfg.spec, runtime_hooks)
-        return kids.pid, start  # kids.pid is known only after _await_ready
+        return kids.pid, start, kids.take_console()  # kids.pid is known only after _await_ready
     return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys), wait)

@@ -14,6 +14,7 @@ import posixpath
 from dataclasses import dataclass, replace
 
 from . import paths
+from .console import Console, for_process
 from .errors import InvalidSpec
 from .spec import Spec
 from .sys.consts import (MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_LAZYTIME, MS_MANDLOCK, MS_NOATIME,
@@ -260,6 +261,9 @@ def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
             Umount(".", MNT_DETACH), Chdir("/")]
     if prop:
         ops.append(Mount(None, "/", None, prop))
+    console = for_process(spec.process, dev_console=True) if spec.process else None
+    if console is not None:  # where runc makes it: in the new root, before anything is ro
+        ops.append(console)
     if dev is not None and dev.flags & MS_RDONLY:  # deferred: devices were created in it
         ops.append(Mount("tmpfs", "/dev", "tmpfs", dev.flags | MS_REMOUNT, dev.data))
     if spec.process is not None:

@@ -427,15 +427,8 @@ def check_supported(spec: Spec) -> None:
         raise InvalidSpec("process", "is required to create a container")
     if spec.namespace("user") is not None:
         raise InvalidSpec("linux.namespaces", "user namespaces are not supported yet")
-    check_process_supported(spec.process)
     if not spec.namespace("mount"):
         raise InvalidSpec("linux.namespaces", "a mount namespace is required")
-
-
-def check_process_supported(process: Process) -> None:
-    """What this engine cannot run yet in a process (the init's or an exec'd one)."""
-    if process.terminal:
-        raise InvalidSpec("process.terminal", "terminals are not supported yet")
 
 
 def root_path(spec: Spec, bundle: str) -> str:

@@ -110,7 +110,6 @@ def test_nothing_to_enter_when_the_init_shares_our_namespaces(init):
     ({"args": [], "cwd": "/"}, "process.args"),
     ({"args": ["sh"], "cwd": "rel"}, "process.cwd"),
     ({"args": ["sh"], "cwd": "/", "user": {"uid": -1, "gid": 0}}, "process.user.uid"),
-    ({"args": ["sh"], "cwd": "/", "terminal": True}, "process.terminal"),
     ("nope", "process"),
 ])
 def test_a_bad_process_is_an_invalid_spec_naming_the_field(init, bad, field):
@@ -146,3 +145,24 @@ def test_exec_into_a_stopped_container_is_an_invalid_state(init):
     with pytest.raises(InvalidState) as e:
         init.exec(process(["true"]), Stdio())
     assert e.value.status == "stopped"
+
+
+def test_exec_with_a_terminal_hands_back_its_master(init, subreaper):
+    stdio = Stdio(stdout=1)  # ignored with a terminal
+    pid = init.exec(process(["sh", "-c", "tty; exit 2"], terminal=True), stdio)
+    master = stdio.console_fd
+    try:
+        assert wait(pid) == 2
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 1024)
+            except OSError as e:  # EIO once the slave has no opener left
+                assert e.errno == errno.EIO
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+    assert out.decode().startswith("/dev/pts/")

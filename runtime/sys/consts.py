@@ -79,3 +79,10 @@ SYSCALL_NUMBERS = {
     "x86_64": {"pivot_root": 155, "close_range": 436},
     "aarch64": {"pivot_root": 41, "close_range": 436},
 }
+
+# Terminal ioctls (asm-generic values: x86_64 and aarch64)
+TIOCSCTTY = 0x540E
+TIOCSWINSZ = 0x5414
+TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int)
+TIOCSPTLCK = 0x40045431  # _IOW('T', 0x31, int)
+TIOCGPTPEER = 0x5441  # _IO('T', 0x41), Linux >= 4.13

@@ -23,6 +23,7 @@ class FakeSys:
         self.caps = caps or ((1 << 41) - 1,) * 2 + (0,)
         self.files = dict(files or {})  # path -> contents served by read_file
         self.fail: dict[tuple[str, str], int] = {}  # (operation, path as given) -> errno
+        self.pty = (100, 101, "/dev/pts/0")  # what open_pty returns: master, slave, path
 
     # --- helpers ---------------------------------------------------------------------------
     def map(self, path: str) -> str:
@@ -128,6 +129,26 @@ class FakeSys:
 
     def execve(self, path, args, env) -> None:
         self._record("execve", path, list(args), dict(env))
+
+    # --- terminals and fds ------------------------------------------------------------------
+    def open_pty(self):
+        self._record("open_pty", "/dev/ptmx")
+        return self.pty
+
+    def set_winsize(self, fd, height, width) -> None:
+        self._record("set_winsize", fd, height, width)
+
+    def set_ctty(self, fd) -> None:
+        self._record("set_ctty", fd)
+
+    def fchown(self, fd, uid, gid) -> None:
+        self._record("fchown", fd, uid, gid)
+
+    def dup2(self, fd, target) -> None:
+        self._record("dup2", fd, target)
+
+    def close(self, fd) -> None:
+        self._record("close", fd)
 
     # --- filesystem ------------------------------------------------------------------------
     def chdir(self, path) -> None:

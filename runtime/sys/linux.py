@@ -6,6 +6,7 @@ it without knowing which call failed. Nothing here decides anything; it only exe
 """
 
 import ctypes
+import errno
 import fcntl
 import os
 import platform
@@ -186,6 +187,46 @@ class Linux:
         """Load a compiled filter (runtime.seccomp.install; a ContainerSetupError on failure)."""
         _seccomp.install(program, flags)
 
+    # --- terminals and fds ------------------------------------------------------------------
+    def open_pty(self) -> tuple[int, int, str]:
+        """A new pty from /dev/ptmx as our root sees it, unlocked: (master, slave, slave path).
+        The slave is opened through the master (TIOCGPTPEER: no path lookup), by path on
+        kernels before 4.13. Both fds CLOEXEC, neither becomes our controlling terminal."""
+        flags = os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC
+        master = _wrap("open", "/dev/ptmx", os.open, "/dev/ptmx", flags)
+        try:
+            fcntl.ioctl(master, C.TIOCSPTLCK, struct.pack("i", 0))  # unlockpt
+            n = struct.unpack("I", fcntl.ioctl(master, C.TIOCGPTN, bytes(4)))[0]
+            path = f"/dev/pts/{n}"
+            try:
+                slave = fcntl.ioctl(master, C.TIOCGPTPEER, flags)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOTTY):
+                    raise
+                slave = os.open(path, flags)
+        except OSError as e:
+            os.close(master)
+            raise OSError(e.errno, f"open pty /dev/ptmx: {os.strerror(e.errno)}") from None
+        return master, slave, path
+
+    def set_winsize(self, fd: int, height: int, width: int) -> None:
+        _wrap("ioctl TIOCSWINSZ", f"fd {fd}", fcntl.ioctl, fd, C.TIOCSWINSZ,
+              struct.pack("HHHH", height, width, 0, 0))
+
+    def set_ctty(self, fd: int) -> None:
+        """Make the terminal on fd our controlling terminal (we must lead a session)."""
+        _wrap("ioctl TIOCSCTTY", f"fd {fd}", fcntl.ioctl, fd, C.TIOCSCTTY, 0)
+
+    def fchown(self, fd: int, uid: int, gid: int) -> None:
+        _wrap("fchown", f"fd {fd}", os.fchown, fd, uid, gid)
+
+    def dup2(self, fd: int, target: int) -> None:
+        """dup2, the copy inheritable across exec (it is meant to be one of 0, 1, 2)."""
+        _wrap("dup2", f"fd {fd} to {target}", os.dup2, fd, target)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
     def execve(self, path: str, args: list[str], env: dict[str, str]) -> None:
         _wrap("exec", path, os.execve, path, args, env)
 
@@ -269,6 +310,12 @@ umask = LINUX.umask
 close_range = LINUX.close_range
 reset_signals = LINUX.reset_signals
 execve = LINUX.execve
+open_pty = LINUX.open_pty
+set_winsize = LINUX.set_winsize
+set_ctty = LINUX.set_ctty
+fchown = LINUX.fchown
+dup2 = LINUX.dup2
+close = LINUX.close
 seccomp_install = LINUX.seccomp_install
 chdir = LINUX.chdir
 makedirs = LINUX.makedirs
