@@ -372,3 +372,85 @@ def test_ps_pause_resume_update_kill_all(rt, bundle, tmp_path):
                 os.rmdir(f"/sys/fs/cgroup/{top}{cg}")
             except OSError:
                 pass
+
+
+# --- terminals -------------------------------------------------------------------------------
+def _read_until_eof(fd: int, timeout: float = 10) -> bytes:
+    import select
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], 0.1)[0]:
+            continue
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the slave side is gone
+            break
+        if not data:
+            break
+        out += data
+    return out
+
+
+def _terminal(c):
+    c["process"]["terminal"] = True
+
+
+def test_console_socket_gets_the_pty_master(rt, bundle, tmp_path):
+    import socket
+    b = bundle(["sh", "-c", "tty; echo out-$(hostname); exit 0"], _terminal)
+    path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    try:
+        rt.ok("create", "--bundle", b, "--console-socket", path, "tty1")
+        conn, _ = server.accept()
+        _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+        conn.close()
+        assert len(fds) == 1
+        rt.ok("start", "tty1")
+        out = _read_until_eof(fds[0])
+        os.close(fds[0])
+    finally:
+        server.close()
+    assert out.replace(b"\r\n", b"\n") == b"/dev/pts/0\nout-clitest\n"
+    assert rt.wait_status("tty1", "stopped")["status"] == "stopped"
+    rt.ok("delete", "tty1")
+
+
+def test_run_and_exec_with_a_terminal_in_the_foreground(rt, bundle):
+    master, slave = os.openpty()
+    try:
+        p = subprocess.Popen([rt.binary, "--root", rt.root, "run", "--bundle",
+                              bundle(["sh", "-c", "tty; read x; echo got-$x; exit 4"],
+                                     _terminal), "tty2"],
+                             stdin=slave, stdout=slave, stderr=slave)
+        time.sleep(0.5)
+        os.write(master, b"hello\n")
+        assert p.wait(15) == 4
+        out = _read_until_eof(master, 2).replace(b"\r\n", b"\n")
+        assert b"/dev/pts/0\n" in out and b"got-hello\n" in out
+    finally:
+        os.close(master)
+        os.close(slave)
+    rt.ok("run", "-d", "--bundle", bundle(["sleep", "30"]), "tty3")
+    master, slave = os.openpty()
+    try:
+        p = subprocess.Popen([rt.binary, "--root", rt.root, "exec", "-t", "tty3", "sh", "-c",
+                              "tty; exit 6"], stdin=slave, stdout=slave, stderr=slave)
+        assert p.wait(15) == 6
+        assert b"/dev/pts/" in _read_until_eof(master, 2)
+    finally:
+        os.close(master)
+        os.close(slave)
+    rt.ok("delete", "--force", "tty3")
+
+
+def test_terminal_rules_like_runc(rt, bundle, tmp_path):
+    rc, _, err = rt("create", "--bundle", bundle(["true"], _terminal), "r1")
+    assert rc == 1 and "cannot allocate tty" in err
+    rc, _, err = rt("create", "--console-socket", str(tmp_path / "s"), "--bundle",
+                    bundle(["true"]), "r2")
+    assert rc == 1 and "cannot use console socket" in err
+    assert rt.ok("list", "-q") == ""

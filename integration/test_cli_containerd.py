@@ -50,3 +50,26 @@ def test_a_bad_config_fails_clearly(containerd, cid, runc_binary):
     assert r.returncode != 0
     assert "/no/such/binary" in r.stderr  # the error pyshim-runc logged, relayed by the shim
     containerd.ctr("container", "delete", cid)
+
+
+def test_a_terminal_through_the_console_socket(containerd, cid, runc_binary):
+    import os
+    import select
+    import subprocess
+    import time
+    master, slave = os.openpty()
+    try:
+        p = subprocess.Popen(containerd.ctr_argv("run", "-t", "--rm", *runc_binary, IMAGE, cid,
+                                                 "sh", "-c", "tty; exit 2"),
+                             stdin=slave, stdout=slave, stderr=slave)
+        assert p.wait(60) == 2
+        out, deadline = b"", time.monotonic() + 2
+        while time.monotonic() < deadline and select.select([master], [], [], 0.1)[0]:
+            try:
+                out += os.read(master, 65536)
+            except OSError:
+                break
+        assert b"/dev/pts/0" in out
+    finally:
+        os.close(master)
+        os.close(slave)

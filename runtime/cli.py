@@ -53,8 +53,9 @@ def unsupported(what: str) -> CliError:
 _ID = "<container-id>"
 _BUNDLE = (("bundle", "b"), STR, "path to the root of the bundle directory, defaults to the "
                                  "current directory")
-_CONSOLE = (("console-socket",), STR, "path to an AF_UNIX socket which will receive the console's "
-                                      "pseudoterminal master (not supported yet)")
+_CONSOLE = (("console-socket",), STR, "path to an AF_UNIX socket which will receive a file "
+                                      "descriptor referencing the master end of the console's "
+                                      "pseudoterminal")
 _PIDFILE = (("pid-file",), STR, "specify the file to write the process id to")
 _PRESERVE = (("preserve-fds",), INT, "pass N additional file descriptors to the container "
                                      "(not supported yet beyond 0)")
@@ -88,7 +89,7 @@ COMMANDS = {
                  _CONSOLE,
                  (("cwd",), STR, "current working directory in the container"),
                  (("env", "e"), LIST, "set environment variables"),
-                 (("tty", "t"), BOOL, "allocate a pseudo-TTY (not supported yet)"),
+                 (("tty", "t"), BOOL, "allocate a pseudo-TTY"),
                  (("user", "u"), STR, "UID (format: <uid>[:<gid>])"),
                  (("additional-gids", "g"), LIST, "additional gids"),
                  (("process", "p"), STR, "path to the process.json"),

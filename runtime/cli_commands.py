@@ -3,9 +3,11 @@
 Invariants:
 - Each command is one short function over Engine/Container; output formats are runc 1.1's
   byte for byte where a program may parse them (state, list, ps --format json, spec, features).
-- The container's stdio are the CLI's own fds 0-2, as with runc without a console socket. In the
-  real process, create/run/exec first close every other inherited fd: the engine forks (it does
-  not exec like runc), so a pipe the caller leaked to us would stay open in the waiting init.
+- The container's stdio are the CLI's own fds 0-2, as with runc without a terminal. With one
+  (process.terminal), the pty master goes to --console-socket, or is relayed to the CLI's stdio
+  by `run`/`exec` in the foreground (runtime.cli_tty). In the real process, create/run/exec
+  first close every other inherited fd: the engine forks (it does not exec like runc), so a pipe
+  the caller leaked to us would stay open in the waiting init.
 - `create` and `run --detach` leave the init to the caller's subreaper (or pid 1): the CLI sets
   no PDEATHSIG and exits. `run` and `exec` in the foreground make the CLI a child subreaper
   before forking, so the container process (a grandchild) is re-parented to it and waited for;
@@ -78,11 +80,26 @@ def _close_inherited_fds(ctx) -> None:
         os.closerange(3, 1 << 20)
 
 
-def _refuse_terminal_and_fds(opts, what: str) -> None:
-    if opts.console_socket or opts.tty:
-        raise unsupported(f"{what}: terminals (--console-socket, --tty)")
+def _refuse_preserved_fds(opts, what: str) -> None:
     if opts.preserve_fds:
         raise unsupported(f"{what}: --preserve-fds {opts.preserve_fds}")
+
+
+def _hand_over_console(stdio, console_socket: str | None, destroy) -> int | None:
+    """With a terminal, the engine set stdio.console_fd: give it to --console-socket (then it
+    is not ours any more), or return it for the foreground relay."""
+    master = stdio.console_fd
+    if master is None or not console_socket:
+        return master
+    from . import cli_tty
+    try:
+        cli_tty.send_console(console_socket, master)
+    except BaseException:
+        destroy()
+        raise
+    finally:
+        os.close(master)
+    return None
 
 
 def write_pid_file(path: str, pid: int) -> None:
@@ -207,9 +224,14 @@ def _wait_not_child(pid: int) -> int:
 
 # --- lifecycle -------------------------------------------------------------------------------
 def create(ctx, o, args) -> int:
-    _refuse_terminal_and_fds(o, "create")
+    from . import cli_tty
+    _refuse_preserved_fds(o, "create")
+    bundle = o.bundle or os.getcwd()
+    cli_tty.check(cli_tty.bundle_wants_terminal(bundle), o.console_socket, detach=True)
     _close_inherited_fds(ctx)
-    c = ctx.engine().create(args[0], o.bundle or os.getcwd(), _stdio())
+    stdio = _stdio()
+    c = ctx.engine().create(args[0], bundle, stdio)
+    _hand_over_console(stdio, o.console_socket, lambda: c.delete(force=True))
     _pid_file_or_destroy(c, o.pid_file)
     ctx.log.debug(f"created container {c.id} with init pid {c.pid}")
     return 0
@@ -283,22 +305,35 @@ def delete(ctx, o, args) -> int:
 
 
 def run_(ctx, o, args) -> int:
-    _refuse_terminal_and_fds(o, "run")
+    from . import cli_tty
+    _refuse_preserved_fds(o, "run")
+    bundle = o.bundle or os.getcwd()
+    cli_tty.check(cli_tty.bundle_wants_terminal(bundle), o.console_socket, bool(o.detach))
     _close_inherited_fds(ctx)
     fwd = None
     if not o.detach:
         become_subreaper()
         fwd = Forwarder(ctx)  # before the fork: a ^C during create is not lost
-    c = ctx.engine().create(args[0], o.bundle or os.getcwd(), _stdio())
+    stdio = _stdio()
+    c = ctx.engine().create(args[0], bundle, stdio)
+    master = None
     try:
+        master = _hand_over_console(stdio, o.console_socket, lambda: None)
         _pid_file_or_destroy(c, o.pid_file)
         c.start()
     except BaseException:
+        if master is not None:
+            os.close(master)
         _destroy(c)
         raise
     if o.detach:
         return 0
     fwd.attach(lambda sig: _signal_container(c, sig))
+    if master is not None:
+        try:
+            cli_tty.relay(master, c.pid)
+        finally:
+            os.close(master)
     status = wait_status(c.pid)
     if not o.keep:
         c.delete(force=True)
@@ -322,7 +357,8 @@ def _signal_container(c, sig: int) -> None:
 
 # --- exec ------------------------------------------------------------------------------------
 def exec_(ctx, o, args) -> int:
-    _refuse_terminal_and_fds(o, "exec")
+    from . import cli_tty
+    _refuse_preserved_fds(o, "exec")
     if o.cgroup:
         raise unsupported("exec --cgroup")
     if not o.process and len(args) < 2:
@@ -336,16 +372,28 @@ def exec_(ctx, o, args) -> int:
     if status == "paused" and not o.ignore_paused:
         raise CliError("cannot exec in a paused container (use --ignore-paused to override)")
     process = _load_json(o.process, "--process") if o.process else exec_process(c, args[1:], o)
+    if not isinstance(process, dict):
+        raise CliError("--process: expected a JSON object (an OCI process)")
+    if o.tty:
+        process["terminal"] = True
+    cli_tty.check(process.get("terminal") is True, o.console_socket, bool(o.detach))
     fwd = None
     if not o.detach:
         become_subreaper()
         fwd = Forwarder(ctx)
-    pid = do_exec(process, _stdio())
+    stdio = _stdio()
+    pid = do_exec(process, stdio)
+    master = _hand_over_console(stdio, o.console_socket, lambda: _quiet_kill(pid, 9))
     if o.pid_file:
         write_pid_file(o.pid_file, pid)
     if o.detach:
         return 0
     fwd.attach(lambda sig: _quiet_kill(pid, sig))
+    if master is not None:
+        try:
+            cli_tty.relay(master, pid)
+        finally:
+            os.close(master)
     return wait_status(pid)
 
 

@@ -161,13 +161,77 @@ def test_a_failing_pid_file_destroys_the_new_container(engine, tmp_path):
     assert engine.containers["c1"].calls == [("delete", True)]
 
 
-@pytest.mark.parametrize("flags,what", [
-    (["--console-socket", "/s"], "terminals"), (["--preserve-fds", "2"], "--preserve-fds 2")])
-def test_terminals_and_preserved_fds_are_clear_errors(engine, capsys, flags, what):
-    assert run(engine, "create", *flags, "c1") == 1
-    err = capsys.readouterr().err
-    assert what in err and "not supported by this engine yet" in err
+def test_preserved_fds_are_a_clear_error(engine, capsys):
+    assert run(engine, "create", "--preserve-fds", "2", "c1") == 1
+    assert "--preserve-fds 2: not supported by this engine yet" in capsys.readouterr().err
     assert not engine.created
+
+
+def _bundle(tmp_path, terminal: bool) -> str:
+    (tmp_path / "config.json").write_text(json.dumps({"process": {"terminal": terminal}}))
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("argv,terminal,msg", [
+    (["create", "--console-socket", "/s"], False, "cannot use console socket"),
+    (["create"], True, "cannot allocate tty if runc will detach without setting console socket"),
+    (["run", "-d"], True, "cannot allocate tty"),
+    (["run", "--console-socket", "/s"], True, "cannot use console socket"),
+])
+def test_runcs_terminal_rules(engine, tmp_path, capsys, argv, terminal, msg):
+    assert run(engine, *argv, "--bundle", _bundle(tmp_path, terminal), "c1") == 1
+    assert msg in capsys.readouterr().err
+    assert not engine.created
+
+
+def test_exec_tty_rules(engine, capsys):
+    engine.containers["c"] = c = FakeContainer("c", status="running")
+    c.exec = lambda p, stdio: 1
+    assert run(engine, "exec", "-d", "-t", "c", "sh") == 1
+    assert "cannot allocate tty" in capsys.readouterr().err
+    assert run(engine, "exec", "-d", "--console-socket", "/s", "c", "sh") == 1
+    assert "cannot use console socket" in capsys.readouterr().err
+
+
+def test_the_console_master_goes_to_the_console_socket(engine, tmp_path):
+    import socket
+    r, w = os.pipe()
+    real_create = engine.create
+
+    def create(cid, bundle, stdio=None):
+        stdio.console_fd = os.dup(r)  # stands in for the pty master the engine returns
+        return real_create(cid, bundle, stdio)
+    engine.create = create
+    path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    try:
+        assert run(engine, "create", "--bundle", _bundle(tmp_path, True), "--console-socket",
+                   path, "c1") == 0
+        conn, _ = server.accept()
+        msg, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+        conn.close()
+        assert msg == b"/dev/ptmx" and len(fds) == 1
+        assert os.fstat(fds[0]).st_ino == os.fstat(r).st_ino
+        os.close(fds[0])
+    finally:
+        server.close()
+        os.close(r)
+        os.close(w)
+
+
+def test_a_failing_console_socket_destroys_the_container(engine, tmp_path, capsys):
+    real_create = engine.create
+
+    def create(cid, bundle, stdio=None):
+        stdio.console_fd = os.open("/dev/null", os.O_RDONLY)
+        return real_create(cid, bundle, stdio)
+    engine.create = create
+    assert run(engine, "create", "--bundle", _bundle(tmp_path, True), "--console-socket",
+               str(tmp_path / "nobody-listens"), "c1") == 1
+    assert "--console-socket" in capsys.readouterr().err
+    assert engine.containers["c1"].calls == [("delete", True)]
 
 
 def test_engine_errors_are_one_logrus_line_and_exit_1(engine, capsys):
