@@ -4,8 +4,9 @@
 #   2. hack/bench_memory.py  summed PSS of the shims with 20 running containers, ungrouped and
 #                            with one sandbox-id (one shim)
 #   3. hack/bench_io.py      1 GiB through a container's stdout to ctr, checksum verified
+#   4. hack/bench_exec.py    exec latency (ctr task exec, and the gRPC API)
 # Usage: hack/bench.sh [args for bench.py, e.g. --rounds 30 --variants runc,pyshim]   (as root)
-#        BENCH=latency|memory|io hack/bench.sh ...   runs one of them
+#        BENCH=latency|memory|io|exec hack/bench.sh ...   runs one of them
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -18,3 +19,4 @@ if [[ $which == all || $which == memory ]]; then
     "$py" hack/bench_memory.py --containers 20 --grouped
 fi
 if [[ $which == all || $which == io ]]; then "$py" hack/bench_io.py --rounds 3; fi
+if [[ $which == all || $which == exec ]]; then "$py" hack/bench_exec.py; fi

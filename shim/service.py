@@ -209,8 +209,9 @@ class TaskService:
             raise errors.invalid_argument("exec_id is required")
         if req.exec_id in c.execs:
             raise errors.already_exists(f"exec {req.exec_id}")
-        if c.init.state != RUNNING:
-            raise errors.failed_precondition(f"cannot exec in a {c.init.state} container {c.id}")
+        if c.init.state != RUNNING or c.paused:
+            state = "paused" if c.paused else c.init.state
+            raise errors.failed_precondition(f"cannot exec in a {state} container {c.id}")
         spec = _process_spec(req.spec)
         try:
             pio = self._open_io(c.id, req.stdin, req.stdout, req.stderr, req.terminal)

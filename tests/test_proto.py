@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _generated(tree):
     for dirpath, _, files in os.walk(os.path.join(tree, "proto")):
         for name in files:
-            if name.endswith("_pb2.py"):
+            if name.endswith(("_pb2.py", "_pb2_grpc.py")):
                 yield os.path.relpath(os.path.join(dirpath, name), tree)
 
 
