@@ -28,7 +28,8 @@ import signal
 import time
 from dataclasses import dataclass
 
-from . import ctrcgroup, execproc, hooks, launch, mounts, proc, seccomp, state
+from . import (ctrcgroup, execproc, hooks, launch, mounts, namespaces, proc, seccomp,
+               state)
 from . import spec as spec_mod
 from .errors import (ContainerExists, ContainerNotFound, ContainerSetupError, EngineError,
                      InvalidSpec, InvalidState, ProcessFinished)
@@ -273,19 +274,20 @@ class Container:
         host pid once it has exec'd (with a terminal, stdio.console_fd is its master). The
         caller reaps it. See runtime.execproc."""
         p = spec_mod.parse_process(process)
+        spec_mod.check_process_ids(p, self.spec)
         status = self.status()
         if status not in ("created", "running"):
             raise InvalidState(f"cannot exec in a {status} container", self.id, status)
-        namespaces = execproc.open_namespaces(self.pid, self.start_time)
-        if namespaces is None:
+        fds = namespaces.open_namespaces(self.pid, self.start_time)
+        if fds is None:
             raise InvalidState("cannot exec in a stopped container", self.id, "stopped")
         try:
-            job = execproc.ExecJob(p, stdio.for_process(p), namespaces, self._cgroup,
+            job = execproc.ExecJob(p, stdio.for_process(p), fds, self._cgroup,
                                    seccomp_filter(self.spec))
             pid, stdio.console_fd = execproc.run(job, self._sys, self._timeout)
             return pid
         finally:
-            execproc.close_namespaces(namespaces)
+            namespaces.close_namespaces(fds)
 
     def kill(self, sig: int, all: bool = False) -> None:
         """Signal the init; all=True: every process in the cgroup (runc kill --all), which is

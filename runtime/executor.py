@@ -4,7 +4,8 @@ Invariants: every container path is resolved with paths.secure_join against the 
 moment its op runs, until PivotRoot (see runtime.mounts); every OSError becomes a
 ContainerSetupError naming the step and the path. The executor decides nothing the plan did
 not say, except what only the filesystem can tell (is the bind source a file? is a masked path
-a directory?), which it learns from the syscall object so the fake can answer too.
+a directory? which flags has a mount locked?), which it learns from the syscall object so
+the fake can answer too.
 """
 
 import errno
@@ -22,6 +23,9 @@ _STEPS = {M.Mount: "mount", M.Umount: "umount", M.Chdir: "chdir", M.PivotRoot: "
           M.MakeDirs: "mkdir", M.MaskPath: "mask", M.ReadonlyPath: "readonly",
           _console.Console: "console"}
 _MODE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+_BIND_REMOUNT = M.MS_BIND | M.MS_REMOUNT
+_ATIME = M.MS_NOATIME | M.MS_RELATIME | M.MS_STRICTATIME  # one of them, exclusively
+_LOCKED_KEPT = M.MS_NODEV | M.MS_NOSUID | M.MS_NOEXEC | M.MS_NODIRATIME  # ro is never added
 
 
 class _Executor:
@@ -49,7 +53,25 @@ class _Executor:
         elif op.create == "source" and not self.sys.exists(target):
             self.sys.makedirs(posixpath.dirname(target), 0o755)
             self.sys.touch(target)
-        self.sys.mount(op.source, target, op.fstype, op.flags, op.data)
+        self.mount(op.source, target, op.fstype, op.flags, op.data)
+
+    def mount(self, source, target: str, fstype, flags: int, data=None) -> None:
+        """mount(2); a bind remount the kernel refuses (EPERM) is retried once with the flags
+        the mount has locked (a mount from a more privileged user namespace keeps its nodev,
+        nosuid, noexec and atime flags), as runc does. A requested atime flag that differs
+        from a locked one stays an error, as in runc."""
+        try:
+            self.sys.mount(source, target, fstype, flags, data)
+            return
+        except OSError as e:
+            if e.errno != errno.EPERM or flags & _BIND_REMOUNT != _BIND_REMOUNT:
+                raise
+            locked = self.sys.mount_flags(target)
+            atime = flags & _ATIME
+            retry = flags | locked & _LOCKED_KEPT | (0 if atime else locked & _ATIME)
+            if retry == flags or (atime and atime != locked & _ATIME):
+                raise
+        self.sys.mount(source, target, fstype, retry, data)
 
     def Umount(self, op: M.Umount) -> None:
         self.sys.umount2(self.resolve(op.target), op.flags)
@@ -109,7 +131,7 @@ class _Executor:
             if e.errno == errno.ENOENT:
                 return
             raise
-        self.sys.mount(path, path, None, M.READONLY_PATH_FLAGS)
+        self.mount(path, path, None, M.READONLY_PATH_FLAGS)
 
 
 def _mountpoint_of(path: str, sys) -> str:

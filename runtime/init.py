@@ -1,6 +1,8 @@
 """What the container's init process does, in order, through a syscall object.
 
 Invariants:
+- before_namespaces() runs in the intermediate (create's and exec's) before it enters any
+  namespace: the cgroup, the oom score.
 - prepare() runs during create, before the init reports "ready": namespaced kernel settings,
   the whole filesystem plan, then prepare_process(): the executable lookup and the checks that
   would otherwise only fail after start (capabilities, rlimits). Any failure is a
@@ -23,7 +25,7 @@ import stat
 from dataclasses import dataclass
 
 from . import caps as _caps
-from . import executor
+from . import ctrcgroup, executor
 from .errors import ContainerSetupError
 from .spec import Process, Spec, sysctl_path
 from .sys.consts import CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_MAX
@@ -83,8 +85,6 @@ def prepare(cfg: InitConfig, sys, before_pivot=None, send_master=None) -> Prepar
     for key, value in spec.linux.sysctl.items():
         path = sysctl_path(key)
         step("sysctl", sys.write_file, path, value, path=path)
-    if proc.oom_score_adj is not None:
-        set_oom_score_adj(proc.oom_score_adj, sys)
     executor.apply(cfg.ops, cfg.rootfs, sys, before_pivot, send_master)
     return prepare_process(proc, sys)
 
@@ -114,6 +114,16 @@ def home_directory(uid: int, sys) -> str:
         if len(fields) >= 6 and fields[2] == str(uid):
             return fields[5] or "/"
     return "/"
+
+
+def before_namespaces(cgroup, proc: Process, sys) -> None:
+    """What a forked intermediate does first, while the host's cgroupfs and /proc still mean
+    what they say and it still has its privileges (a user namespace would take lowering the
+    score away): join the container's cgroup and set process.oomScoreAdj. The process it
+    forks is born in the cgroup and inherits the score."""
+    ctrcgroup.join(cgroup)
+    if proc.oom_score_adj is not None:
+        set_oom_score_adj(proc.oom_score_adj, sys)
 
 
 def set_oom_score_adj(value: int, sys) -> None:

@@ -4,10 +4,14 @@ Invariants:
 - The caller never changes namespace, root, cwd or signal state; only the children do. Control
   never returns from a child to the caller's Python stack: every child body runs inside
   try/finally os._exit().
-- The intermediate joins the container's cgroup, then enters/creates the namespaces (a new pid namespace only applies to its
-  children, hence the second fork), reports the init's host pid and exits; the caller reaps it.
+- The intermediate joins the container's cgroup, then enters/creates the namespaces (a new pid
+  namespace only applies to its children, hence the second fork), reports the init's host pid
+  and exits; the caller reaps it.
   Without a pid/time namespace there is no second fork: the intermediate becomes the init.
   Nobody but the caller's reaper waits for the init once launch() has returned.
+- A new user namespace (runtime.namespaces): the intermediate unshares it first, sends
+  {"type": "idmap"} and waits; the caller writes /proc/<intermediate>/uid_map and gid_map and
+  answers {"type": "idmap-done"}; the intermediate becomes root in it, then unshares the rest.
 - Children report over a SOCK_SEQPACKET socketpair (runtime.child), one JSON message per
   packet: {"type": "pid"} from the intermediate, then {"type": "ready"} or {"type": "error"}
   from the init. The caller reads with a deadline, so a stuck child is an error, never a hang;
@@ -29,29 +33,34 @@ import signal
 import socket
 import time
 
-from . import ctrcgroup, hooks
+from . import hooks, namespaces
 from . import init as _init
 from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child, recv,
                     reopen_devnull, request, send, spawn)
 from .errors import ContainerSetupError
 from .state import FIFO
-from .sys.consts import NAMESPACE_FLAGS
+from .sys.consts import CLONE_NEWUSER, NAMESPACE_FLAGS
 
 
 # --- children --------------------------------------------------------------------------------
-def _enter_namespaces(spec, sys) -> None:
-    # Join by path first, the mount namespace last (it changes what the other paths mean);
-    # then unshare the new ones. CLONE_NEWPID only affects our children: the init.
-    joined = sorted((n for n in spec.linux.namespaces if n.path), key=lambda n: n.type == "mount")
-    for n in joined:
-        try:
-            sys.setns(n.path, NAMESPACE_FLAGS[n.type])
-        except OSError as e:
-            raise ContainerSetupError("namespaces", e.strerror or str(e), n.path) from None
+def _enter_namespaces(spec, sock: socket.socket, sys) -> None:
+    """Join the namespaces with a path (runtime.namespaces.enter), then unshare the new ones:
+    a new user namespace first and alone, mapped by the caller, so it owns the others.
+    CLONE_NEWPID only affects our children: the init."""
+    joined = namespaces.open_paths(spec.linux.namespaces)
+    try:
+        namespaces.enter(joined, sys)
+    finally:
+        namespaces.close_namespaces(joined)
     flags = 0
     for n in spec.linux.namespaces:
         if not n.path:
             flags |= NAMESPACE_FLAGS[n.type]
+    if flags & CLONE_NEWUSER:
+        namespaces.unshare_user(sys, lambda: request(
+            sock, {"type": "idmap"}, "idmap-done", namespaces.USERNS_STEP,
+            "the runtime did not map the user namespace"))
+        flags &= ~CLONE_NEWUSER
     if flags:
         try:
             sys.unshare(flags)
@@ -66,8 +75,9 @@ def _needs_second_fork(spec) -> bool:
 
 def _intermediate(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
     try:
-        ctrcgroup.join(cfg.cgroup)  # first: the init is born in it, and a new cgroup ns roots there
-        _enter_namespaces(cfg.spec, sys)
+        # first: the init is born in the cgroup, and a new cgroup ns roots there
+        _init.before_namespaces(cfg.cgroup, cfg.spec.process, sys)
+        _enter_namespaces(cfg.spec, sock, sys)
         if not _needs_second_fork(cfg.spec):
             # We can be the init ourselves: one fork fewer.
             send(sock, {"type": "pid", "pid": os.getpid(), "self": True})
@@ -159,7 +169,7 @@ def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
 
 
 # --- caller side -----------------------------------------------------------------------------
-def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec,
+def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
                  runtime_hooks) -> int:
     # createContainer hooks run in the init before it is ready: their time is not its fault.
     allowed = timeout + hooks.budget(spec.hooks.get("createContainer", []))
@@ -173,6 +183,9 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec,
             continue
         if msg["type"] == "ready":
             ready = True
+        elif msg["type"] == "idmap":  # the intermediate's new user namespace
+            namespaces.write_id_mappings(kids.mid, spec.linux, sys)
+            send(sock, {"type": "idmap-done"})
         elif msg["type"] == "hooks":
             kids.await_pid(sock, deadline, allowed)  # the hooks get the init's pid
             if kids.pid is None:
@@ -196,6 +209,6 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
     of its terminal or None); with a terminal, `stdio` is ignored (pass Nones).
     runtime_hooks(init pid) runs the prestart and createRuntime hooks when the init asks."""
     def wait(sock, kids):
-        start = _await_ready(sock, kids, timeout, cfg.spec, runtime_hooks)
+        start = _await_ready(sock, kids, timeout, cfg.spec, sys, runtime_hooks)
         return kids.pid, start, kids.take_console()  # kids.pid is known only after _await_ready
     return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys), wait)

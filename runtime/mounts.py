@@ -246,17 +246,23 @@ def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
     # pivot_root needs the new root to be a mount point.
     ops.append(Mount(rootfs, rootfs, None, MS_BIND | MS_REC, host=True))
     dev = None
+    userns = spec.namespace("user") is not None
     for i, m in enumerate(spec.mounts):
         dest = _clean(m.destination, f"mounts[{i}].destination")
         if dest == "/":
             raise InvalidSpec(f"mounts[{i}].destination", "cannot mount over the container root")
+        if m.type == "sysfs" and userns and not spec.new_namespace("network"):
+            # The kernel mounts sysfs only for the owner of the network namespace: a user
+            # namespace sharing another's gets the host's /sys, recursively and as asked (ro),
+            # like runc's rootless spec (runc itself fails here with EPERM).
+            m = replace(m, type="bind", source="/sys", options=["rbind", *m.options])
         if m.type == "cgroup":
             ops += _plan_cgroup(i, m, dest, spec, host)
         else:
             ops += _plan_mount(i, m, dest, bundle)
         if dest == "/dev" and m.type == "tmpfs":
             dev = parse_mount_options(m.options)
-    ops += _plan_devices(spec, dev is not None, host)
+    ops += _plan_devices(spec, dev is not None, host, bind=userns)
     ops += [Chdir(rootfs, host=True), PivotRoot(), Mount(None, ".", None, MS_SLAVE | MS_REC),
             Umount(".", MNT_DETACH), Chdir("/")]
     if prop:
@@ -327,14 +333,17 @@ def _cgroup_fs(h: CgroupHierarchy, dest: str, flags: int, cgroupns: bool) -> lis
     return ops
 
 
-def _plan_devices(spec: Spec, dev_tmpfs: bool, host: HostInfo) -> list:
+def _plan_devices(spec: Spec, dev_tmpfs: bool, host: HostInfo, bind: bool = False) -> list:
+    """Device nodes; bind=True (a user namespace, where mknod is refused): the host's nodes of
+    the same paths bound onto empty files instead, like runc."""
     devices = {}
     if dev_tmpfs:
         devices = {p: MakeDevice(p, "c", ma, mi) for p, ma, mi in _DEFAULT_DEVICES}
     for i, d in enumerate(spec.linux.devices):
         p = _clean(d.path, f"linux.devices[{i}].path")
         devices[p] = MakeDevice(p, d.type, d.major, d.minor, d.file_mode, d.uid, d.gid)
-    ops: list = list(devices.values())
+    ops: list = [Mount(p, p, None, MS_BIND, create="source") if bind else op
+                 for p, op in devices.items()]
     if dev_tmpfs:
         ops.append(Symlink("pts/ptmx", "/dev/ptmx"))
         ops += [Symlink(t, p) for t, p in _DEV_SYMLINKS]

@@ -302,10 +302,39 @@ def _parse_namespaces(obj: dict, path: str) -> list[Namespace]:
     return out
 
 
+_ID_LIMIT = 2**32  # ids are 32 bits; (uid_t)-1 is never valid, so a range ends at 2**32 - 1
+MAX_ID_MAPPINGS = 340  # the kernel's limit on the lines of a uid_map / gid_map (Linux >= 4.15)
+
+
 def _parse_mappings(obj: dict, key: str, path: str) -> list[IDMapping]:
-    return [IDMapping(_uint(m, "containerID", p, required=True),
-                      _uint(m, "hostID", p, required=True), _uint(m, "size", p, required=True))
-            for m, p in _objects(obj, key, path)]
+    """What the kernel would refuse when the parent writes /proc/<pid>/uid_map, refused here
+    with the field named: an empty or overflowing range, ranges overlapping on either side."""
+    out = []
+    items = _objects(obj, key, path)
+    if len(items) > MAX_ID_MAPPINGS:
+        raise InvalidSpec(f"{path}.{key}", f"at most {MAX_ID_MAPPINGS} mappings, got {len(items)}")
+    for m, p in items:
+        mapping = IDMapping(_uint(m, "containerID", p, required=True),
+                            _uint(m, "hostID", p, required=True),
+                            _uint(m, "size", p, required=True))
+        if mapping.size == 0:
+            raise InvalidSpec(f"{p}.size", "must be greater than zero")
+        for side in ("containerID", "hostID"):
+            start = mapping.container_id if side == "containerID" else mapping.host_id
+            if start + mapping.size >= _ID_LIMIT:
+                raise InvalidSpec(f"{p}.{side}", f"{start} + size {mapping.size} is past the "
+                                  "largest id")
+        for i, other in enumerate(out):
+            for side, a, b in (("containerID", mapping.container_id, other.container_id),
+                               ("hostID", mapping.host_id, other.host_id)):
+                if a < b + other.size and b < a + mapping.size:
+                    raise InvalidSpec(f"{p}.{side}", f"range overlaps {path}.{key}[{i}]")
+        out.append(mapping)
+    return out
+
+
+def is_mapped(id_: int, mappings: list[IDMapping]) -> bool:
+    return any(m.container_id <= id_ < m.container_id + m.size for m in mappings)
 
 
 def _parse_devices(obj: dict, path: str) -> list[Device]:
@@ -418,6 +447,11 @@ def _check_consistency(spec: Spec) -> None:
     for key in ("uidMappings", "gidMappings"):
         if spec.raw.get("linux", {}).get(key) and not user_ns:
             raise InvalidSpec(f"linux.{key}", "id mappings require a user namespace")
+    if spec.new_namespace("user"):  # runc: "user namespaces enabled, but no ... mappings found"
+        for key, mappings in (("uidMappings", spec.linux.uid_mappings),
+                              ("gidMappings", spec.linux.gid_mappings)):
+            if not mappings:
+                raise InvalidSpec(f"linux.{key}", "a new user namespace needs id mappings")
     _check_sysctl(spec)
 
 
@@ -425,10 +459,25 @@ def check_supported(spec: Spec) -> None:
     """What this engine cannot run yet, as InvalidSpec (called by create, not by load)."""
     if spec.process is None:
         raise InvalidSpec("process", "is required to create a container")
-    if spec.namespace("user") is not None:
-        raise InvalidSpec("linux.namespaces", "user namespaces are not supported yet")
     if not spec.namespace("mount"):
         raise InvalidSpec("linux.namespaces", "a mount namespace is required")
+    check_process_ids(spec.process, spec)
+
+
+def check_process_ids(process: Process, spec: Spec) -> None:
+    """In a new user namespace, the process's ids must be mapped (setresuid and setgroups
+    would fail with EINVAL after start otherwise). A joined one's mappings are not ours to
+    know: the kernel checks those."""
+    if not spec.new_namespace("user"):
+        return
+    lx, user = spec.linux, process.user
+    for field_, id_, mappings, key in (
+            ("process.user.uid", user.uid, lx.uid_mappings, "uidMappings"),
+            ("process.user.gid", user.gid, lx.gid_mappings, "gidMappings"),
+            *((f"process.user.additionalGids[{i}]", g, lx.gid_mappings, "gidMappings")
+              for i, g in enumerate(user.additional_gids))):
+        if not is_mapped(id_, mappings):
+            raise InvalidSpec(field_, f"{id_} is not mapped by linux.{key}")
 
 
 def root_path(spec: Spec, bundle: str) -> str:

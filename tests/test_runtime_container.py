@@ -191,7 +191,7 @@ def bundle(tmp_path, mutate=None, rootfs=True):
 
 
 @pytest.mark.parametrize("mutate, field", [
-    (lambda c: c["linux"]["namespaces"].append({"type": "user"}), "linux.namespaces"),
+    (lambda c: c["linux"]["namespaces"].append({"type": "user"}), "linux.uidMappings"),
     (lambda c: c["process"].update(args=[]), "process.args"),
     (lambda c: c["mounts"][0].update(destination="/../proc"), "mounts[0].destination"),
 ])

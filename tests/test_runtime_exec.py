@@ -1,6 +1,7 @@
-"""runtime.execproc without a container: the namespace plan and its order (pure and on the fake
-syscall layer), the checks Container.exec makes before forking, and the exec protocol itself
-against a stand-in init that shares our namespaces (so nothing is entered)."""
+"""runtime.execproc without a container: the namespace plan and its order (runtime.namespaces,
+pure and on the fake syscall layer), the checks Container.exec makes before forking, and the
+exec protocol itself against a stand-in init that shares our namespaces (so nothing is
+entered)."""
 
 import errno
 import os
@@ -10,51 +11,74 @@ import time
 import pytest
 from test_runtime_root import children, read_all
 
-from runtime import execproc, proc, state
+from runtime import namespaces, proc, state
 from runtime.container import Container, Stdio
 from runtime.errors import ContainerSetupError, InvalidSpec, InvalidState
 from runtime.specgen import default_config
 from runtime.sys.consts import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS,
-                                CLONE_NEWPID, CLONE_NEWUTS)
+                                CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS)
 from runtime.sys.fake import FakeSys
 
-HOST = {t: f"{t}:[1]" for t in execproc.ORDER}
+HOST = {t: f"{t}:[1]" for t in namespaces.ORDER}
 
 
 def test_plan_enters_every_differing_namespace_in_runcs_order():
-    init = {t: f"{t}:[2]" for t in execproc.ORDER}
-    assert execproc.namespace_plan(init, HOST) == ["ipc", "uts", "network", "pid", "mount",
-                                                   "cgroup", "time"]
+    init = {t: f"{t}:[2]" for t in namespaces.ORDER}
+    assert namespaces.namespace_plan(init, HOST) == ["user", "ipc", "uts", "network", "pid",
+                                                     "mount", "cgroup", "time"]
 
 
 def test_plan_skips_the_namespaces_the_container_shares_with_us():
-    # e.g. a container joined to the host network, without a cgroup or time namespace
+    # e.g. a container joined to the host network, without a cgroup, time or user namespace
     init = dict(HOST, pid="pid:[9]", mount="mnt:[9]", ipc="ipc:[9]", uts="uts:[9]")
-    assert execproc.namespace_plan(init, HOST) == ["ipc", "uts", "pid", "mount"]
-    assert execproc.namespace_plan(HOST, HOST) == []
+    assert namespaces.namespace_plan(init, HOST) == ["ipc", "uts", "pid", "mount"]
+    assert namespaces.namespace_plan(HOST, HOST) == []
 
 
-def test_plan_skips_a_type_this_kernel_lacks_and_never_plans_user():
+def test_plan_skips_a_type_this_kernel_lacks():
     own = {t: v for t, v in HOST.items() if t != "time"}
-    init = {t: "other" for t in execproc.ORDER}
-    assert "time" not in execproc.namespace_plan(init, own)
-    assert "user" not in execproc.ORDER
+    init = {t: "other" for t in namespaces.ORDER}
+    assert "time" not in namespaces.namespace_plan(init, own)
 
 
 def test_enter_setns_on_the_fds_in_plan_order():
     f = FakeSys()
-    execproc.enter([("ipc", 5), ("uts", 6), ("network", 7), ("pid", 8), ("mount", 9),
-                    ("cgroup", 10)], f)
+    namespaces.enter([("ipc", 5), ("uts", 6), ("network", 7), ("pid", 8), ("mount", 9),
+                      ("cgroup", 10)], f)
     assert f.calls == [("setns_fd", 5, CLONE_NEWIPC), ("setns_fd", 6, CLONE_NEWUTS),
                        ("setns_fd", 7, CLONE_NEWNET), ("setns_fd", 8, CLONE_NEWPID),
                        ("setns_fd", 9, CLONE_NEWNS), ("setns_fd", 10, CLONE_NEWCGROUP)]
 
 
+class EpermOnce(FakeSys):
+    """setns_fd fails with EPERM for the fds in `refuse` until the user namespace is joined."""
+
+    def __init__(self, refuse):
+        super().__init__()
+        self.refuse, self.in_userns = set(refuse), False
+
+    def setns_fd(self, fd, nstype):
+        if fd in self.refuse and not self.in_userns:
+            raise OSError(errno.EPERM, "setns: Operation not permitted")
+        self.in_userns |= nstype == CLONE_NEWUSER
+        super().setns_fd(fd, nstype)
+
+
+def test_enter_joins_the_user_namespace_after_the_others_then_what_needed_it():
+    # runc's two passes: what we may join with our own privileges first, then the user
+    # namespace, then what only its privileges let us join; then root in it.
+    f = EpermOnce(refuse={8})
+    namespaces.enter([("user", 4), ("ipc", 5), ("pid", 8), ("mount", 9)], f)
+    assert f.calls == [("setns_fd", 5, CLONE_NEWIPC), ("setns_fd", 9, CLONE_NEWNS),
+                       ("setns_fd", 4, CLONE_NEWUSER), ("setns_fd", 8, CLONE_NEWPID),
+                       ("setresgid", 0), ("setgroups", []), ("setresuid", 0)]
+
+
 def test_enter_failure_is_typed():
     f = FakeSys()
-    f.fail[("setns_fd", "")] = errno.EPERM
+    f.fail[("setns_fd", "")] = errno.EPERM  # EPERM even in the second pass
     with pytest.raises(ContainerSetupError) as e:
-        execproc.enter([("mount", 9)], f)
+        namespaces.enter([("mount", 9)], f)
     assert (e.value.step, e.value.path) == ("namespaces", "ns/mnt")
     assert "Operation not permitted" in str(e.value)
 
@@ -101,9 +125,9 @@ def subreaper():
 
 
 def test_nothing_to_enter_when_the_init_shares_our_namespaces(init):
-    fds = execproc.open_namespaces(init.pid, init.start_time)
+    fds = namespaces.open_namespaces(init.pid, init.start_time)
     assert fds == []
-    assert execproc.open_namespaces(init.pid, init.start_time + 1) is None  # recycled pid
+    assert namespaces.open_namespaces(init.pid, init.start_time + 1) is None  # recycled pid
 
 
 @pytest.mark.parametrize("bad, field", [

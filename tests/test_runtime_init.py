@@ -58,10 +58,18 @@ def test_prepare_sequence(rootfs):
         ("setdomainname", "example.org"),
         ("loopback_up",),
         ("write_file", "/proc/sys/net/ipv4/ip_forward", "1"),
-        ("write_file", "/proc/self/oom_score_adj", "100"),
     ]
     assert calls[-1] == ("setrlimit", "RLIMIT_NOFILE", 1024, 1024)
     assert ("pivot_root", ".", ".") in calls
+    assert not [call for call in calls if "/proc/self/oom_score_adj" in call]
+
+
+def test_the_oom_score_is_set_before_the_namespaces(rootfs):
+    # by the intermediate, which still has the privilege to lower it (a user namespace
+    # would take that away); the init inherits it
+    f = fake()
+    I.before_namespaces(None, S.parse(config(oomScoreAdj=-100)).process, f)
+    assert f.calls == [("write_file", "/proc/self/oom_score_adj", "-100")]
 
 
 def test_prepare_skips_what_the_spec_does_not_ask(rootfs):
@@ -78,7 +86,7 @@ def test_oom_score_adj_equal_to_the_current_one_is_not_written(rootfs):
     # Lowering it needs CAP_SYS_RESOURCE, which a host may lack: rewriting the same value
     # must not turn into a failure.
     f = fake(oom="-500\n")
-    I.prepare(make(rootfs, config(oomScoreAdj=-500), ops=[]), f)
+    I.before_namespaces(None, S.parse(config(oomScoreAdj=-500)).process, f)
     assert not [c for c in f.calls if c[0] == "write_file"]
 
 

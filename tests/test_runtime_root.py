@@ -86,6 +86,11 @@ def read_all(fd: int) -> str:
 def run(engine, bundle, args, cid="c1", mutate=None, **kw):
     """create + start + wait; returns (output, exit code)."""
     write_config(bundle, args, mutate, **kw)
+    return run_bundle(engine, bundle, cid)
+
+
+def run_bundle(engine, bundle, cid="c1"):
+    """create + start + wait + delete of the bundle as it is: (stdout and stderr, exit code)."""
     r, w = os.pipe()
     try:
         c = engine.create(cid, str(bundle), Stdio(stdout=w, stderr=w))

@@ -181,7 +181,6 @@ def test_process_is_optional_for_parse_but_required_to_create():
 
 
 @pytest.mark.parametrize("mutate, field", [
-    (lambda c: c["linux"]["namespaces"].append({"type": "user"}), "linux.namespaces"),
     (lambda c: c["linux"].update(namespaces=[{"type": "pid"}]), "linux.namespaces"),
 ])
 def test_unsupported_yet(mutate, field):

@@ -24,6 +24,7 @@ class FakeSys:
         self.files = dict(files or {})  # path -> contents served by read_file
         self.fail: dict[tuple[str, str], int] = {}  # (operation, path as given) -> errno
         self.pty = (100, 101, "/dev/pts/0")  # what open_pty returns: master, slave, path
+        self.flags_of: dict[str, int] = {}  # path -> what mount_flags returns (relatime)
 
     # --- helpers ---------------------------------------------------------------------------
     def map(self, path: str) -> str:
@@ -52,6 +53,9 @@ class FakeSys:
             if os.path.isdir(t) and os.path.exists(s) and not os.path.isdir(s):
                 raise OSError(E.ENOTDIR, f"mount {source} on {target}: {os.strerror(E.ENOTDIR)}")
         self._record("mount", source, target, fstype, flags, data)
+
+    def mount_flags(self, path) -> int:
+        return self.flags_of.get(path, C.MS_RELATIME)
 
     def umount2(self, target, flags) -> None:
         self._record("umount2", target, flags)

@@ -31,6 +31,12 @@ _libc.syscall.restype = ctypes.c_long
 _SYSCALLS = C.SYSCALL_NUMBERS.get(platform.machine(), C.SYSCALL_NUMBERS["x86_64"])
 
 
+_STATVFS_FLAGS = ((os.ST_RDONLY, C.MS_RDONLY), (os.ST_NOSUID, C.MS_NOSUID),
+                  (os.ST_NODEV, C.MS_NODEV), (os.ST_NOEXEC, C.MS_NOEXEC),
+                  (os.ST_NOATIME, C.MS_NOATIME), (os.ST_NODIRATIME, C.MS_NODIRATIME),
+                  (os.ST_RELATIME, C.MS_RELATIME))
+
+
 class _CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
@@ -65,6 +71,17 @@ class Linux:
               data: str | None = None) -> None:
         if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
             raise _fail("mount", f"{source or fstype or ''} on {target}")
+
+    def mount_flags(self, path: str) -> int:
+        """The MS_* flags of the mount holding `path` (statvfs; no atime flag: strictatime)."""
+        st = _wrap("statvfs", path, os.statvfs, path)
+        flags = 0
+        for st_flag, ms_flag in _STATVFS_FLAGS:
+            if st.f_flag & st_flag:
+                flags |= ms_flag
+        if not flags & (C.MS_NOATIME | C.MS_RELATIME):
+            flags |= C.MS_STRICTATIME
+        return flags
 
     def umount2(self, target: str, flags: int) -> None:
         if _libc.umount2(_b(target), flags) != 0:
@@ -288,6 +305,7 @@ LINUX = Linux()
 from .consts import *  # noqa: E402,F401,F403
 mount = LINUX.mount
 umount2 = LINUX.umount2
+mount_flags = LINUX.mount_flags
 pivot_root = LINUX.pivot_root
 unshare = LINUX.unshare
 setns = LINUX.setns
