@@ -5,9 +5,11 @@ For each runtime, starts N `sleep` containers (`ctr run -d`) on one private cont
 Pss of every process of that containerd's shims (/proc/PID/smaps_rollup; for pyshim the fork
 server too: it is part of what pyshim costs), then removes the containers. Optionally all N
 containers carry the same io.kubernetes.cri.sandbox-id annotation (--grouped), so they share
-one shim as a CRI pod's containers do. Prints the totals, per-container figures and the ratio.
+one shim as a CRI pod's containers do; or pyshim runs under its per-namespace grouping policy
+(--namespace-policy: one shim for all; the runc shim has no such policy and runs ungrouped).
+Prints the totals, per-container figures and the ratio.
 
-Usage: hack/bench_memory.py [--containers 20] [--grouped] [--runtimes runc,pyshim]   (as root)
+Usage: hack/bench_memory.py [--containers 20] [--grouped | --namespace-policy] [--runtimes runc,pyshim]
 """
 from __future__ import annotations
 
@@ -38,16 +40,13 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
-def measure(c: PrivateContainerd, runtime: str, n: int, grouped: bool) -> tuple[int, int]:
+def measure(c: PrivateContainerd, runtime: str, n: int, opts: list[str]) -> tuple[int, int]:
     """(summed PSS in KiB, number of shim processes) with n containers of runtime running."""
     ids = [f"mem-{os.getpid()}-{runtime.split('.')[2]}-{i}" for i in range(n)]
-    label = ["--label", "io.kubernetes.cri.sandbox-id=bench-pod"] if grouped else []
     try:
         for cid in ids:
-            # ctr puts --label on the container; the annotation is what groups shims
-            r = c.ctr("run", "-d", "--runtime", runtime, *label,
-                      *(["--annotation", "io.kubernetes.cri.sandbox-id=bench-pod"] if grouped else []),
-                      IMAGE, cid, "sleep", "100000", timeout=60)
+            r = c.ctr("run", "-d", "--runtime", runtime, *opts, IMAGE, cid, "sleep", "100000",
+                      timeout=60)
             if r.returncode:
                 raise RuntimeError(f"ctr run {cid}: {r.stderr.strip()}")
         time.sleep(1.0)  # let lazily-touched pages settle
@@ -63,6 +62,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--containers", type=int, default=20)
     ap.add_argument("--grouped", action="store_true", help="one sandbox-id for all: one shim")
+    ap.add_argument("--namespace-policy", action="store_true",
+                    help='pyshim with grouping = "namespace" (runc: ungrouped)')
     ap.add_argument("--runtimes", default="runc,pyshim")
     args = ap.parse_args(argv)
     shim = os.path.join(REPO, ".venv", "bin", PYSHIM_BINARY)
@@ -70,11 +71,20 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="pyshim-bench-") as tmp:
         tar = os.path.join(tmp, "busybox.tar")
         build_busybox_image(tar)
+        policy = os.path.join(tmp, "pyshim.toml")
+        with open(policy, "w") as f:
+            f.write('grouping = "namespace"\n')
         with PrivateContainerd(shims={PYSHIM_BINARY: shim}, log_level="info") as c:
             c.import_image(tar)
             for name in args.runtimes.split(","):
-                results[name] = measure(c, RUNTIMES[name], args.containers, args.grouped)
-    mode = "one sandbox-id (grouped)" if args.grouped else "ungrouped"
+                opts = []
+                if args.grouped:
+                    opts = ["--annotation", "io.kubernetes.cri.sandbox-id=bench-pod"]
+                elif args.namespace_policy and name == "pyshim":
+                    opts = ["--runtime-config-path", policy]
+                results[name] = measure(c, RUNTIMES[name], args.containers, opts)
+    mode = ("one sandbox-id (grouped)" if args.grouped else
+            "pyshim grouping=namespace, runc ungrouped" if args.namespace_policy else "ungrouped")
     print(f"summed PSS of shim processes, {args.containers} running containers, {mode}")
     for name, (kib, nshims) in results.items():
         print(f"  {name:7s} {kib / 1024:8.1f} MB in {nshims} shim(s)"
