@@ -109,6 +109,8 @@ def test_exec_as_another_user_and_with_a_terminal(userns_env):
     engine, bundle = userns_env
     write_config(bundle, ["sleep", "30"])
     c = engine.create("c1", bundle)
+    # into the created container too, whose init is not dumpable before it execs
+    assert exec_output(c, process(["id", "-u"]))[:2] == (["0"], 0)
     c.start()
     out, code, _ = exec_output(c, process(["id"], user={"uid": 1000, "gid": 1000,
                                                        "additionalGids": [10]}))
