@@ -263,3 +263,13 @@ def test_log_uri_binary_driver(containerd, runtime, cid, tmp_path):
     assert (tmp_path / "meta").read_text() == f"default/{cid} tag t1\n"
     assert (tmp_path / "stdout").read_text() == "out\n"
     assert (tmp_path / "stderr").read_text() == "err\n"
+
+
+def test_user_namespace_from_ctr_uidmap(containerd, runtime, cid):
+    # --uidmap/--gidmap: a new user namespace mapping container 0 to host 100000.
+    r = run(containerd, runtime, cid, "sh", "-c", "id -u; id -g; cat /proc/self/uid_map",
+            opts=("--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"))
+    ok(r)
+    lines = r.stdout.split()
+    assert lines[:2] == ["0", "0"] and lines[2:] == ["0", "100000", "65536"], r.stdout
+    gone(containerd, cid)
