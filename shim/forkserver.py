@@ -154,8 +154,9 @@ class Server:
         import signal
         import time
 
-        from shim import daemon  # noqa: F401 - the point: everything a daemon needs, imported once
+        from shim import daemon  # the point: everything a daemon needs, imported once
 
+        daemon.warm_up()
         self.modules = _our_module_mtimes()
         listener = self._listen()
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # daemons are reaped by the kernel
