@@ -126,12 +126,7 @@ def test_update_errors(containerd, runtime, cid, api):
     _remove(c, api, cid)
 
 
-def test_exec_into_a_container_one_pid_below_its_limit(containerd, runtime, cid, api, request):
-    if runtime == PYSHIM_RUNTIME:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "pyshim's exec forks twice inside the container's cgroup (an intermediate, then the "
-            "process), so it needs two free pids: Start fails FAILED_PRECONDITION 'Resource "
-            "temporarily unavailable' where the runc shim runs the process")))
+def test_exec_into_a_container_one_pid_below_its_limit(containerd, runtime, cid, api):
     c = containerd
     _run_detached(c, runtime, cid)
     try:

@@ -8,9 +8,12 @@ Invariants:
   (cgroups.with_default_devices); if anything fails it removes what it made and re-raises.
 - to_state()/from_state() carry the RESOLVED directories, so every later call acts on exactly
   what create made, whatever the caller's own cgroup or the host's mounts are by then.
-- join() runs in a forked child before it enters or unshares any namespace (the host's
-  cgroupfs paths mean what they say only there) and before it forks the container's process,
-  which is therefore born inside the cgroup.
+- join() runs in create's forked intermediate before it enters or unshares any namespace (the
+  host's cgroupfs paths mean what they say only there) and before it forks the container's
+  init, which is therefore born inside the cgroup (and a new cgroup namespace roots there).
+- An exec'd process joins by itself (open_procs() in the intermediate, on the host; then
+  join_self() in the process, first thing after its fork, before any user code): only the
+  process ever counts against pids.max, as with runc, whose exec needs one free pid.
 """
 
 import os
@@ -49,6 +52,32 @@ def join(m: cgroups.Manager | None) -> None:
         m.apply(os.getpid())
     except EngineError as e:
         raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
+
+
+def open_procs(m: cgroups.Manager | None) -> list[int]:
+    """fds on the cgroup's cgroup.procs files, opened here (the host's view, our credentials)
+    for join_self() in a process forked later, whatever namespaces it is in by then."""
+    if m is None:
+        return []
+    try:
+        return m.open_procs()
+    except EngineError as e:
+        raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
+
+
+def join_self(fds: list[int]) -> None:
+    """Move the calling process into the cgroup through open_procs() fds ("0": ourselves),
+    then close them."""
+    try:
+        for fd in fds:
+            try:
+                os.write(fd, b"0")
+            except OSError as e:
+                raise ContainerSetupError("cgroups", f"join the container's cgroup: "
+                                          f"{os.strerror(e.errno)}") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def to_state(m: cgroups.Manager) -> dict:

@@ -7,8 +7,11 @@ Invariants:
   user namespace). The CALLER opens them through /proc/<init>/ns and checks the init's start
   time after opening, so a recycled pid is never entered; the children only setns() on
   inherited fds.
-- The intermediate joins the container's cgroup first thing, while the host's cgroupfs paths
-  still mean what they say and before it forks: the process is born inside the cgroup.
+- Only the process joins the container's cgroup, as runc's exec: the intermediate opens the
+  cgroup.procs files while the host's cgroupfs paths still mean what they say and stays in
+  the caller's cgroup; the process writes itself into them first thing after its fork,
+  before anything else and long before it execs (a failure is reported: no user code ever
+  runs outside the cgroup). So an exec needs ONE free pid under pids.max, not two.
 - The process is the intermediate's child, so it is inside a pid/time namespace the
   intermediate entered. The intermediate reports its pid and exits; the caller reaps only the
   intermediate (the process is the caller's reaper's to wait for, via the subreaper).
@@ -27,7 +30,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from . import console, namespaces
+from . import console, ctrcgroup, namespaces
 from . import init as _init
 from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child, recv,
                     reopen_devnull, send, spawn)
@@ -48,10 +51,11 @@ class ExecJob:
 # --- children --------------------------------------------------------------------------------
 def _intermediate(job: ExecJob, sock: socket.socket, sys) -> int:
     try:
-        _init.before_namespaces(job.cgroup, job.process, sys)
+        procs = ctrcgroup.open_procs(job.cgroup)  # the process joins by itself (see above)
+        _init.before_namespaces(None, job.process, sys)  # the oom score; no cgroup (above)
         dup_stdio(job.stdio)  # before setns(mnt): a /dev/null stand-in still opens here
         namespaces.enter(job.namespaces, sys)
-        pid = fork_child(lambda: _process_main(job, sock, sys))
+        pid = fork_child(lambda: _process_main(job, procs, sock, sys))
         send(sock, {"type": "pid", "pid": pid})
         return 0
     except BaseException as e:  # noqa: BLE001 - reported to the caller, never raised here
@@ -59,8 +63,9 @@ def _intermediate(job: ExecJob, sock: socket.socket, sys) -> int:
         return 1
 
 
-def _process_main(job: ExecJob, sock: socket.socket, sys) -> int:
+def _process_main(job: ExecJob, procs: list[int], sock: socket.socket, sys) -> int:
     try:
+        ctrcgroup.join_self(procs)  # first: nothing of ours runs outside the cgroup after this
         os.setsid()  # its own session, like runc's exec'd processes
         terminal = console.for_process(job.process)
         if terminal is not None:  # the container's /dev/ptmx: we are in its root now

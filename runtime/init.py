@@ -2,7 +2,8 @@
 
 Invariants:
 - before_namespaces() runs in the intermediate (create's and exec's) before it enters any
-  namespace: the cgroup, the oom score.
+  namespace: the cgroup (create's only: an exec'd process joins it itself, runtime.execproc),
+  the oom score.
 - prepare() runs during create, before the init reports "ready": namespaced kernel settings,
   the whole filesystem plan, then prepare_process(): the executable lookup and the checks that
   would otherwise only fail after start (capabilities, rlimits). Any failure is a

@@ -14,6 +14,7 @@ from runtime.mounts import CgroupHierarchy, with_sources
 from runtime.specgen import default_config
 
 V1 = cgroups.Hierarchy("v1", {"memory": cgroups.Mount("/sys/fs/cgroup/memory"),
+                              "cpuset": cgroups.Mount("/sys/fs/cgroup/cpuset"),
                               "cpu": cgroups.Mount("/sys/fs/cgroup/cpu,cpuacct"),
                               "cpuacct": cgroups.Mount("/sys/fs/cgroup/cpu,cpuacct")})
 
@@ -92,6 +93,35 @@ def test_a_failed_join_is_a_setup_error_naming_the_path():
     assert (e.value.step, e.value.path) == ("cgroups", "/x/cgroup.procs")
     assert "/x/cgroup.procs" in str(e.value)
     ctrcgroup.join(None)  # no cgroup: nothing to do
+
+
+def test_open_procs_then_join_self_writes_0_in_every_hierarchy_and_closes(tmp_path):
+    dirs = {c: tmp_path / c / "pyshim" / "c1" for c in ("memory", "pids", "cpu,cpuacct")}
+    for d in dirs.values():
+        d.mkdir(parents=True)
+        (d / "cgroup.procs").write_text("")
+    m = cgroups.V1Manager({"memory": str(dirs["memory"]), "cpuset": str(dirs["pids"]),
+                           "cpu": str(dirs["cpu,cpuacct"]), "cpuacct": str(dirs["cpu,cpuacct"])},
+                          V1)
+    fds = ctrcgroup.open_procs(m)
+    assert len(fds) == 3  # one per distinct directory
+    ctrcgroup.join_self(fds)
+    assert all((d / "cgroup.procs").read_text() == "0" for d in dirs.values())
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    assert ctrcgroup.open_procs(None) == []
+
+
+def test_open_procs_failure_is_a_setup_error_and_leaves_no_fd_open(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "cgroup.procs").write_text("")
+    m = cgroups.V1Manager({"memory": str(tmp_path / "a"), "cpu": str(tmp_path / "gone")}, V1)
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(ContainerSetupError) as e:
+        ctrcgroup.open_procs(m)
+    assert (e.value.step, e.value.path) == ("cgroups", str(tmp_path / "gone" / "cgroup.procs"))
+    assert set(os.listdir("/proc/self/fd")) == before
 
 
 def test_state_round_trip_v1_and_v2():

@@ -83,6 +83,27 @@ def test_init_and_exec_live_in_the_cgroup_with_its_limits(env, cgpath):
     assert not glob.glob(f"/sys/fs/cgroup/*{cgpath}")
 
 
+def test_exec_needs_one_free_pid_like_runc(env, cgpath):
+    """Only the exec'd process joins the cgroup (not the intermediate that forks it): exec into
+    a container one pid below its pids.max works, and the process is in the cgroup before it
+    runs anything. Even at the limit, as with runc: joining is not forking."""
+    engine, bundle = env
+    write_config(bundle, ["sleep", "30"], configure(cgpath, {"pids": {"limit": 2}}))
+    c = engine.create("c1", str(bundle))
+    try:
+        c.start()
+        assert cg("pids", cgpath, "pids.current") == "1"
+        out, code, _ = exec_output(c, process(["cat", "/proc/self/cgroup"]))
+        assert code == 0 and out, out
+        assert all(line.endswith(cgpath) for line in out if not line.startswith("0::")), out
+        c.update({"pids": {"limit": 1}})
+        assert exec_output(c, process(["sh", "-c", "echo hi"]))[:2] == (["hi"], 0)
+    finally:
+        c.kill(signal.SIGKILL)
+        _reap(c.pid)
+        c.delete()
+
+
 def test_pause_and_resume(env, cgpath):
     engine, bundle = env
     c = running(engine, bundle, mutate=configure(cgpath))

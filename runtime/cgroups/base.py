@@ -55,6 +55,24 @@ class Manager:
                         raise _fail("add pid to", path, e) from None
                     time.sleep(delay)
 
+    def open_procs(self) -> list[int]:
+        """fds on cgroup.procs in every hierarchy, for a process to join later from wherever
+        it is then (join_procs): the kernel checks the credentials and cgroup namespace of the
+        opener, not the writer's (Linux >= 5.16). On failure nothing stays open."""
+        fds: list[int] = []
+        try:
+            for d in self.dirs():
+                path = posixpath.join(d, "cgroup.procs")
+                try:
+                    fds.append(self.fs.open_write(path))
+                except OSError as e:
+                    raise _fail("open", path, e) from None
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
     def _procs_dir(self) -> str:
         return self.dirs()[0]
 

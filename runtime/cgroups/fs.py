@@ -18,6 +18,10 @@ class CgroupFS:
         finally:
             os.close(fd)
 
+    def open_write(self, path: str) -> int:
+        """An O_WRONLY|O_CLOEXEC fd on an existing file (the caller writes and closes it)."""
+        return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+
     def read(self, path: str) -> str:
         with open(path) as f:
             return f.read()
