@@ -5,6 +5,7 @@ Handlers raise typed errors; nothing here looks at message text.
 
 from __future__ import annotations
 
+from runtime import checkpoint as criu
 from runtime import errors as engine
 from shim.stdio import StdioError
 from shim.ttrpc import Code, TTRPCError
@@ -33,6 +34,7 @@ _ENGINE_CODES: list[tuple[type[BaseException], Code]] = [
     (engine.InvalidState, Code.FAILED_PRECONDITION),
     (engine.ContainerSetupError, Code.FAILED_PRECONDITION),
     (engine.CgroupError, Code.FAILED_PRECONDITION),
+    (criu.CriuUnavailable, Code.FAILED_PRECONDITION),
     (StdioError, Code.INVALID_ARGUMENT),
     (engine.EngineError, Code.UNKNOWN),
 ]

@@ -33,7 +33,7 @@ from proto.containerd.runc.options import oci_pb2 as runc_options
 from proto.containerd.task.v2 import shim_pb2 as api
 from proto.containerd.types.task import task_pb2 as types
 from runtime.container import Engine
-from shim import errors, metrics, rootfs
+from shim import checkpoint, errors, metrics, rootfs
 from shim.events import EventQueue
 from shim.reaper import Reaper
 from shim.stdio import ProcessIO
@@ -136,15 +136,16 @@ class TaskService:
     async def Create(self, req: api.CreateTaskRequest) -> api.CreateTaskResponse:
         if req.id in self.containers:
             raise errors.already_exists(f"container {req.id}")
-        if req.checkpoint:
-            raise errors.failed_precondition("restore from checkpoint is not supported by pyshim yet")
         target = os.path.join(req.bundle, "rootfs")
         pio = None
         mounted = False
         try:
             mounted = rootfs.mount_all(req.rootfs, target)
             pio = self._open_io(req.id, req.stdin, req.stdout, req.stderr, req.terminal)
-            handle = self.engine.create(req.id, req.bundle, pio.child)
+            if req.checkpoint:  # restored at Start (criu restore), as the runc shim does
+                handle = checkpoint.pending_restore(self, req)
+            else:
+                handle = self.engine.create(req.id, req.bundle, pio.child)
         except BaseException as e:
             if pio:
                 pio.close()
@@ -152,7 +153,8 @@ class TaskService:
                 rootfs.unmount(target)
             raise errors.to_ttrpc(e) from e
         try:
-            pio.started()
+            if not req.checkpoint:  # a restore hands pio.child to criu at Start
+                pio.started()
         except BaseException as e:  # e.g. a terminal asked of containerd but not in config.json
             pio.close()
             _kill_and_forget(handle)
@@ -167,7 +169,8 @@ class TaskService:
                          terminal=req.terminal),
             checkpoint=req.checkpoint))
         self._watch_oom(self.containers[req.id])
-        self._watch(init)  # after TaskCreate: an exit already reaped must not overtake it
+        if not req.checkpoint:  # a pending restore has no process yet (start_restored watches)
+            self._watch(init)  # after TaskCreate: an exit already reaped must not overtake it
         return api.CreateTaskResponse(pid=init.pid)
 
     async def Start(self, req: api.StartRequest) -> api.StartResponse:
@@ -179,7 +182,10 @@ class TaskService:
         p.transition("start")
         try:
             if p is c.init:
-                c.engine.start()
+                if checkpoint.is_pending(c):
+                    await checkpoint.start_restored(self, c)  # criu restore, not exec.fifo
+                else:
+                    c.engine.start()
             else:
                 p.pid = c.engine.exec(p.spec, p.io.child)
                 p.io.started()
@@ -272,11 +278,15 @@ class TaskService:
             p.exited_at(resp.exited_at)
             return resp
         if p.state == CREATED:  # never started: kill the waiting init and collect its exit
-            c.engine.kill(signal.SIGKILL)
-            try:
-                await asyncio.wait_for(p.exited.wait(), DELETE_KILL_TIMEOUT)
-            except asyncio.TimeoutError:
-                raise errors.failed_precondition(f"process {p.id} did not exit after SIGKILL") from None
+            if checkpoint.is_pending(c):  # created from a checkpoint, never restored: no process
+                checkpoint.discard_pending(self, c)
+            else:
+                c.engine.kill(signal.SIGKILL)
+                try:
+                    await asyncio.wait_for(p.exited.wait(), DELETE_KILL_TIMEOUT)
+                except asyncio.TimeoutError:
+                    raise errors.failed_precondition(
+                        f"process {p.id} did not exit after SIGKILL") from None
         try:
             c.engine.delete(force=True)
         except BaseException as e:
@@ -323,6 +333,9 @@ class TaskService:
         c.paused = False
         self.events.publish("/tasks/resumed", ev.TaskResumed(container_id=c.id))
         return empty_pb2.Empty()
+
+    async def Checkpoint(self, req: api.CheckpointTaskRequest) -> empty_pb2.Empty:
+        return await checkpoint.checkpoint(self, self._container(req.id), req)
 
     async def Update(self, req: api.UpdateTaskRequest) -> empty_pb2.Empty:
         c = self._running(req.id)
