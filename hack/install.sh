@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything pyshim needs to build, run and test, on Debian 12, as root:
-#   - Debian packages: containerd, runc, crun, busybox-static, python3-venv, criu, iproute2, ...
+#   - Debian packages: containerd, runc, crun, busybox-static, python3-venv, criu, iproute2,
+#     gcc + libc6-dev (hack/pause.c, the CRI sandbox program, is built with gcc -static),
+#     containernetworking-plugins (CNI plugins in /usr/lib/cni for CRI pod-network pods), ...
 #   - a virtualenv at <repo>/.venv made with Debian's /usr/bin/python3, holding
 #     `pip install -e <repo>[dev]`
 #   - /usr/local/bin/containerd-shim-pyshim-v2 -> <repo>/.venv/bin/containerd-shim-pyshim-v2
@@ -17,7 +19,7 @@ verbose=0
 [[ ${1:-} == -v ]] && verbose=1
 
 PACKAGES=(containerd runc crun busybox-static python3 python3-venv criu iproute2
-          util-linux mount ca-certificates)
+          util-linux mount ca-certificates gcc libc6-dev containernetworking-plugins)
 VENV=$root/.venv
 SHIM=containerd-shim-pyshim-v2
 CLI=pyshim-runc
@@ -61,7 +63,8 @@ if (( ${#missing[@]} )); then
 fi
 
 step="checking the installed tools"
-for b in containerd ctr runc crun containerd-shim-runc-v2 /bin/busybox /usr/bin/python3; do
+for b in containerd ctr runc crun containerd-shim-runc-v2 /bin/busybox /usr/bin/python3 gcc \
+         /usr/lib/cni/ptp /usr/lib/cni/host-local /usr/lib/cni/loopback; do
     command -v "$b" >/dev/null || { echo "hack/install.sh: $b missing after apt-get install" >&2; exit 1; }
 done
 

@@ -2,6 +2,7 @@
 """Build a small OCI image archive from the host's static busybox, with no registry.
 
 Usage: hack/mkimage.py [--name REF] [--add HOST_PATH:ROOTFS_PATH[:MODE]]... OUT.tar
+       hack/mkimage.py --pause [--name REF] OUT.tar
 
 The archive is an OCI image layout (oci-layout, index.json, blobs/sha256/...) with one
 gzip layer holding /bin/busybox plus a hard link per applet (from `busybox --list`) in
@@ -13,6 +14,10 @@ io.containerd.image.name (default docker.io/pyshim/busybox:latest).
 
 From Python, build_image(out, extra_files=[ExtraFile(...)]) adds more files to the
 rootfs, e.g. a static probe binary.
+
+--pause (build_pause_image) builds the CRI sandbox image instead: hack/pause.c compiled with
+`gcc -static` as /pause, the image's entrypoint, and nothing else (default name
+docker.io/pyshim/pause:1.0). Deterministic too, for a given compiler and libc.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 DEFAULT_NAME = "docker.io/pyshim/busybox:latest"
+PAUSE_NAME = "docker.io/pyshim/pause:1.0"
+PAUSE_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pause.c")
 BUSYBOX = "/bin/busybox"
 MTIME = 0  # every entry's mtime; the image's "created" is the epoch too
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -198,14 +205,56 @@ def _sha(data: bytes) -> str:
 def build_image(out: str, extra_files: Iterable[ExtraFile] = (), name: str = DEFAULT_NAME,
                 busybox: str = BUSYBOX, arch: str | None = None) -> str:
     """Write the OCI archive to `out`; return the manifest digest."""
+    return write_archive(out, build_layer(extra_files, busybox),
+                         {"Env": [PATH_ENV], "Cmd": ["sh"], "WorkingDir": "/"}, name, arch)
+
+
+def compile_pause(out: str, source: str = PAUSE_SOURCE, cc: str = "gcc") -> str:
+    """Compile hack/pause.c into the static binary `out` (gcc -static); return `out`."""
+    r = subprocess.run([cc, "-static", "-O2", "-Wall", "-o", out, source],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{cc} -static {source} failed ({r.returncode}): {r.stderr.strip()} "
+                           "(apt-get install gcc libc6-dev)")
+    return out
+
+
+def build_pause_layer(pause_binary: str) -> bytes:
+    """The pause image's layer: /pause, nothing else."""
+    with open(pause_binary, "rb") as f:
+        data = f.read()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.addfile(_file("/pause", len(data), 0o755), io.BytesIO(data))
+    return buf.getvalue()
+
+
+def build_pause_image(out: str, name: str = PAUSE_NAME, pause_binary: str | None = None,
+                      arch: str | None = None) -> str:
+    """Write the CRI sandbox (pause) image's OCI archive to `out`; return the manifest digest.
+    pause_binary: an already built static pause program (default: compile hack/pause.c)."""
+    if pause_binary is None:
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="pause-") as d:
+            return build_pause_image(out, name, compile_pause(os.path.join(d, "pause")), arch)
+    if not is_static_elf(pause_binary):
+        raise ValueError(f"{pause_binary} is not a static ELF binary")
+    return write_archive(out, build_pause_layer(pause_binary),
+                         {"Env": [PATH_ENV], "Entrypoint": ["/pause"], "WorkingDir": "/"},
+                         name, arch)
+
+
+def write_archive(out: str, layer: bytes, image_config: dict, name: str,
+                  arch: str | None = None) -> str:
+    """The OCI archive of a one-layer image (`layer`: uncompressed tar; `image_config`: the
+    config's "config" object); return the manifest digest."""
     arch = arch or host_arch()
-    layer = build_layer(extra_files, busybox)
     layer_gz = _gzip(layer)
     config = _json({
         "architecture": arch,
         "os": "linux",
         "created": "1970-01-01T00:00:00Z",
-        "config": {"Env": [PATH_ENV], "Cmd": ["sh"], "WorkingDir": "/"},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "hack/mkimage.py"}],
     })
@@ -263,7 +312,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--add", action="append", type=_parse_add, default=[], metavar="HOST:ROOTFS[:MODE]",
                     help="add a host file to the rootfs (repeatable)")
     ap.add_argument("--busybox", default=BUSYBOX, help="static busybox to use (default /bin/busybox)")
+    ap.add_argument("--pause", action="store_true",
+                    help=f"build the CRI sandbox image from hack/pause.c instead (default name {PAUSE_NAME})")
     args = ap.parse_args(argv)
+    if args.pause:
+        name = PAUSE_NAME if args.name == DEFAULT_NAME else args.name
+        try:
+            digest = build_pause_image(args.out, name)
+        except (RuntimeError, OSError) as e:
+            print(f"mkimage: {e}", file=sys.stderr)
+            return 1
+        print(f"{args.out}: {name} {digest}")
+        return 0
     if not os.path.exists(args.busybox):
         print(f"mkimage: {args.busybox} not found (apt-get install busybox-static)", file=sys.stderr)
         return 1
