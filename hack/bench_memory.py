@@ -40,8 +40,9 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
-def measure(c: PrivateContainerd, runtime: str, n: int, opts: list[str]) -> tuple[int, int]:
-    """(summed PSS in KiB, number of shim processes) with n containers of runtime running."""
+def measure(c: PrivateContainerd, runtime: str, n: int, opts: list[str]) -> tuple[int, int, bool]:
+    """(summed PSS in KiB, number of shim processes, fork server counted) with n containers of
+    runtime running."""
     ids = [f"mem-{os.getpid()}-{runtime.split('.')[2]}-{i}" for i in range(n)]
     try:
         for cid in ids:
@@ -53,7 +54,7 @@ def measure(c: PrivateContainerd, runtime: str, n: int, opts: list[str]) -> tupl
         shims = c.shim_processes()
         forkserver = c.forkserver_pid()
         pids = shims + ([forkserver] if forkserver else [])
-        return sum(pss_kib(p) for p in pids), len(shims)
+        return sum(pss_kib(p) for p in pids), len(shims), bool(forkserver)
     finally:
         c.reap(ids)
 
@@ -86,9 +87,9 @@ def main(argv=None) -> int:
     mode = ("one sandbox-id (grouped)" if args.grouped else
             "pyshim grouping=namespace, runc ungrouped" if args.namespace_policy else "ungrouped")
     print(f"summed PSS of shim processes, {args.containers} running containers, {mode}")
-    for name, (kib, nshims) in results.items():
+    for name, (kib, nshims, forkserver) in results.items():
         print(f"  {name:7s} {kib / 1024:8.1f} MB in {nshims} shim(s)"
-              f"{' + fork server' if name == 'pyshim' else ''}   "
+              f"{' + fork server' if forkserver else ''}   "
               f"{kib / 1024 / args.containers:6.2f} MB per container")
     if "runc" in results and "pyshim" in results and results["runc"][0]:
         print(f"  ratio pyshim/runc: {results['pyshim'][0] / results['runc'][0]:.2f}")

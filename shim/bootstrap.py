@@ -193,7 +193,8 @@ def start(flags: Flags) -> int:
         sock = listen(path)
     try:
         write_atomic(os.path.join(bundle, "address"), address.encode())
-        pid = _spawn_daemon(sock, flags, options, bundle, path)
+        pid = _spawn_daemon(sock, flags, options, bundle, path,
+                            use_forkserver=cfg.grouping != "namespace")
     except BaseException:
         sock.close()
         os.unlink(path)
@@ -204,11 +205,14 @@ def start(flags: Flags) -> int:
     return 0
 
 
-def _spawn_daemon(sock, flags: Flags, options: bytes, bundle: str, path: str) -> int:
+def _spawn_daemon(sock, flags: Flags, options: bytes, bundle: str, path: str,
+                  use_forkserver: bool = True) -> int:
     """A daemon serving sock, forked by the fork server (ready at once, pages shared with its
     siblings). With no server up, one is launched and waited for (bounded): its imports cost
-    what the daemon's own would. Only if that fails is the daemon forked here."""
-    if os.environ.get("PYSHIM_FORKSERVER", "1") != "0":
+    what the daemon's own would. Only if that fails is the daemon forked here.
+    Under grouping = "namespace" a daemon starts once per namespace: the server's speed would
+    help once, and its memory (~10 MB) would be paid for good, so the daemon is forked here."""
+    if use_forkserver and os.environ.get("PYSHIM_FORKSERVER", "1") != "0":
         from shim import forkserver
 
         request = {"flags": vars(flags), "options": options, "bundle": bundle, "path": path,
