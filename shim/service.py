@@ -137,7 +137,7 @@ class TaskService:
         if req.id in self.containers:
             raise errors.already_exists(f"container {req.id}")
         target = os.path.join(req.bundle, "rootfs")
-        pio = None
+        pio = handle = None
         mounted = False
         try:
             mounted = rootfs.mount_all(req.rootfs, target)
@@ -146,18 +146,12 @@ class TaskService:
                 handle = checkpoint.pending_restore(self, req)
             else:
                 handle = self.engine.create(req.id, req.bundle, pio.child)
-        except BaseException as e:
+                pio.started()  # fails e.g. for a terminal containerd asked but config.json lacks
+        except BaseException as e:  # leave nothing: no stdio, no container, no rootfs mount
             if pio:
                 pio.close()
-            if mounted:
-                rootfs.unmount(target)
-            raise errors.to_ttrpc(e) from e
-        try:
-            if not req.checkpoint:  # a restore hands pio.child to criu at Start
-                pio.started()
-        except BaseException as e:  # e.g. a terminal asked of containerd but not in config.json
-            pio.close()
-            _kill_and_forget(handle)
+            if handle and not req.checkpoint:
+                _kill_and_forget(handle)
             if mounted:
                 rootfs.unmount(target)
             raise errors.to_ttrpc(e) from e
@@ -254,10 +248,7 @@ class TaskService:
         sig = req.signal or signal.SIGTERM
         if p is c.init:
             try:
-                if req.all:  # every process in the container's cgroup (runc kill --all)
-                    self._kill_all(c, sig)
-                else:
-                    c.engine.kill(sig)
+                c.engine.kill(sig, all=req.all)  # all: the whole cgroup (runc kill --all)
             except BaseException as e:
                 raise errors.to_ttrpc(e) from e
         elif p.state == CREATED:
@@ -353,14 +344,6 @@ class TaskService:
         c = self._container(req.id)
         return api.StatsResponse(stats=metrics.to_any(self._engine_call(c.engine.stats)))
 
-    def _kill_all(self, c: Container, sig: int) -> None:
-        try:
-            c.engine.kill(sig, all=True)
-        except TypeError:  # an engine without cgroup-wide kill: the processes we know of
-            c.engine.kill(sig)
-            for e in c.running_execs():
-                self.signal_pid(e.pid, sig)
-
     def _running(self, cid: str) -> Container:
         c = self._container(cid)
         if c.init.state != RUNNING:
@@ -371,8 +354,6 @@ class TaskService:
     def _engine_call(fn, *args):
         try:
             return fn(*args)
-        except AttributeError as e:  # an engine without this operation yet
-            raise errors.TTRPCError(errors.Code.UNIMPLEMENTED, f"not supported by the engine: {e}")
         except BaseException as e:
             raise errors.to_ttrpc(e) from e
 
