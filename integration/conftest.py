@@ -24,6 +24,7 @@ IMAGE = BUSYBOX_IMAGE
 LEAK_WAIT = 10.0  # seconds a shim gets to exit after its container is deleted
 
 _instance: PrivateContainerd | None = None
+_cri_instance: PrivateContainerd | None = None
 
 
 def in_ci() -> bool:
@@ -139,6 +140,8 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
     if rep.failed and _instance is not None and _instance.dir is not None:
         rep.sections.append(("containerd log (tail)", _instance.log_tail(60)))
+    if rep.failed and _cri_instance is not None and _cri_instance.dir is not None:
+        rep.sections.append(("CRI containerd log (tail)", _cri_instance.log_tail(60)))
 
 
 @pytest.fixture(autouse=True)
@@ -189,3 +192,75 @@ def _argv(pid: int) -> list[str]:
             return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
     except OSError:
         return []
+
+
+# ---- CRI ---------------------------------------------------------------------------------------
+# A second private containerd with the CRI plugin (integration/containerd.py, cri=True), made only
+# when a CRI test runs; the CRI tests use these fixtures, not `containerd`, and check their own
+# leftovers (integration/cri_pods.py).
+CRI_HANDLERS = ["runc", "pyshim"]
+
+
+def cri_missing() -> list[str]:
+    from integration.containerd import CNI_BIN_DIR
+    missing = [f"{CNI_BIN_DIR}/{p} (containernetworking-plugins)" for p in ("ptp", "host-local", "loopback")
+               if not os.access(os.path.join(CNI_BIN_DIR, p), os.X_OK)]
+    for b in ("gcc", "ip"):
+        if shutil.which(b) is None:
+            missing.append(f"{b} on PATH")
+    return missing
+
+
+@pytest.fixture(scope="session")
+def cri_containerd(prerequisites, busybox_tar):
+    """A PrivateContainerd with CRI (namespace k8s.io), the busybox image imported there."""
+    from integration.containerd import CRI_NAMESPACE
+    from integration.cri_pods import CGROUP_PREFIX, remove_cgroup_tree
+    missing = cri_missing()
+    if missing:
+        msg = "CRI prerequisites missing: " + "; ".join(missing)
+        if in_ci():
+            pytest.fail(msg + " (CI is set: failing instead of skipping)", pytrace=False)
+        pytest.skip(msg)
+    if _pyshim_binary() is None:
+        pytest.fail(f"{PYSHIM_BINARY} not found: run hack/install.sh", pytrace=False)
+    old = signal.signal(signal.SIGTERM, _sigterm_to_keyboardinterrupt)
+    global _cri_instance
+    c = PrivateContainerd(cri=True, shims=pyshim_shims(), namespace=CRI_NAMESPACE)
+    _cri_instance = c
+    try:
+        c.import_image(busybox_tar, namespace=CRI_NAMESPACE)
+        yield c
+    finally:
+        _cri_instance = None
+        notes = c.stop()
+        remove_cgroup_tree(CGROUP_PREFIX)
+        signal.signal(signal.SIGTERM, old)
+        if notes:
+            print("\nCRI containerd teardown had to clean up:\n  " + "\n  ".join(notes))
+
+
+@pytest.fixture(scope="session")
+def cri_client(cri_containerd):
+    with cri_containerd.cri_client() as client:
+        yield client
+
+
+@pytest.fixture(params=CRI_HANDLERS)
+def handler(request) -> str:
+    """The CRI runtime_handler: `runc` (io.containerd.runc.v2) or `pyshim` (io.containerd.pyshim.v2)."""
+    return request.param
+
+
+@pytest.fixture
+def pods(request, cri_containerd, cri_client, handler, tmp_path):
+    """A PodFactory for this test on `handler`; afterwards its pods are removed through CRI and
+    nothing of them may be left (integration/cri_pods.py)."""
+    from integration.cri_pods import PodFactory
+    f = PodFactory(cri_containerd, cri_client, handler, str(tmp_path), request.node.name)
+    yield f
+    call = getattr(request.node, "rep_call", None)
+    failed = call is None or call.failed
+    notes = f.finish(failed=failed)
+    if failed and notes:
+        print("\nCRI cleanup after a failed test:\n  " + "\n  ".join(notes))

@@ -9,11 +9,22 @@ nothing behind: it removes remaining tasks and containers through ctr, stops con
 by its PID, kills the shims (and their container processes) that belong to this instance
 only (found in /proc by `-address <this socket>` in their command line), unmounts what is
 still mounted under its dirs, removes leftover shim sockets and the temp dir.
+
+With cri=True the CRI plugin runs too (containerd namespace k8s.io), as a node's would for
+kubelet, with everything private to this instance: both runtime handlers (`runc` and `pyshim`),
+restrict_oom_score_adj (this host lacks CAP_SYS_RESOURCE), the locally built pause image
+(hack/pause.c, hack/mkimage.py) as sandbox_image, imported into k8s.io, a CNI config of its own
+(ptp + host-local IPAM on a free 10.88.N.0/24, N = 0 first; plugins from Debian's
+containernetworking-plugins in /usr/lib/cni) with a blackhole route for that subnet while it
+runs, and the streaming server on 127.0.0.1. stop() then also removes every pod through CRI,
+any network namespace of its sandboxes left behind, and the route (only if it added it).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -22,6 +33,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import json
+import socket
 import time
 from typing import Iterable, Sequence
 
@@ -36,6 +49,16 @@ TASK_DIR = "io.containerd.runtime.v2.task"  # the v2 runtime's bundles under `st
 
 MNT_DETACH = 2
 FORKSERVER_DIR = "/run/pyshim/forkserver"  # shim/forkserver.py RUN_DIR
+
+CRI_PLUGIN = "io.containerd.grpc.v1.cri"
+CRI_NAMESPACE = "k8s.io"
+CRI_HANDLERS = {"runc": RUNC_RUNTIME, "pyshim": PYSHIM_RUNTIME}  # runtime_handler -> runtime_type
+PAUSE_IMAGE = "docker.io/pyshim/pause:1.0"  # hack/mkimage.py --pause (PAUSE_NAME)
+CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
+CNI_SUBNETS = [f"10.88.{n}.0/24" for n in range(256)]  # tried in order; host-facts: 10.88.0.0/24
+CNI_LOCK_DIR = "/run/pyshim/cri-subnets"  # one flock per subnet in use by a live instance
+NETNS_DIR = "/var/run/netns"  # where containerd 1.6's CRI pins pod network namespaces
+CNI_CACHE_DIR = "/var/lib/cni/results"  # libcni's default cache (ADD results until DEL)
 
 
 def _sha256_hex(text: str) -> str:
@@ -134,7 +157,9 @@ def _kill(pid: int, sig: int) -> None:
 class PrivateContainerd:
     """A containerd of its own, under a temp dir.
 
-    cri: enable the CRI plugin (disabled by default: it wants CNI and more).
+    cri: enable the CRI plugin (disabled by default: it wants CNI and more); see the module
+        docstring. pause_tar: the sandbox image's archive (default: built from hack/pause.c);
+        pod_subnet: the CNI subnet (default: the first free one of CNI_SUBNETS).
     namespace: the containerd namespace ctr() uses.
     shims: {binary name: path} linked into a private bin dir put first on containerd's
         PATH, e.g. {"containerd-shim-pyshim-v2": "<repo>/.venv/bin/containerd-shim-pyshim-v2"}.
@@ -145,8 +170,17 @@ class PrivateContainerd:
     def __init__(self, *, cri: bool = False, namespace: str = "default",
                  shims: dict[str, str] | None = None, extra_path: Sequence[str] = (),
                  log_level: str = "debug", start_timeout: float = 30.0,
-                 containerd: str = "containerd", ctr_binary: str = "ctr", start: bool = True):
+                 containerd: str = "containerd", ctr_binary: str = "ctr", start: bool = True,
+                 pause_tar: str | None = None, pod_subnet: str | None = None,
+                 cni_bin_dir: str = CNI_BIN_DIR):
         self.cri = cri
+        self.pause_tar = pause_tar
+        self.pod_subnet = pod_subnet
+        self.cni_bin_dir = cni_bin_dir
+        self.stream_port: int | None = None
+        self._subnet_lock: int | None = None
+        self._route_added = False
+        self._netns_seen: set[str] = set()
         self.namespace = namespace
         self.shims = dict(shims or {})
         self.extra_path = list(extra_path)
@@ -194,6 +228,15 @@ class PrivateContainerd:
     def bundle_path(self, id: str, namespace: str | None = None) -> str:
         return os.path.join(self.state, TASK_DIR, namespace or self.namespace, id)
 
+    @property
+    def cni_conf_dir(self) -> str:
+        return os.path.join(self.dir, "cni", "net.d")
+
+    @property
+    def cni_network_name(self) -> str:
+        """The CNI network's name: unique to this instance (libcni's cache files carry it)."""
+        return "pyshim-" + os.path.basename(self.dir)
+
     # ---- lifecycle ---------------------------------------------------------------------
     def config_toml(self) -> str:
         q = lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'  # noqa: E731
@@ -204,7 +247,7 @@ class PrivateContainerd:
             "oom_score = 0",
         ]
         if not self.cri:
-            lines.append('disabled_plugins = ["io.containerd.grpc.v1.cri"]')
+            lines.append(f'disabled_plugins = ["{CRI_PLUGIN}"]')
         lines += [
             "",
             "[grpc]",
@@ -216,13 +259,31 @@ class PrivateContainerd:
             "[debug]",
             f"  level = {q(self.log_level)}",
             "",
-            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
-            f"  runtime_type = {q(RUNC_RUNTIME)}",
-            "",
-            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.pyshim]',
-            f"  runtime_type = {q(PYSHIM_RUNTIME)}",
-            "",
         ]
+        if self.cri:
+            lines += [
+                f'[plugins."{CRI_PLUGIN}"]',
+                f"  sandbox_image = {q(PAUSE_IMAGE)}",
+                "  restrict_oom_score_adj = true  # no CAP_SYS_RESOURCE on this host",
+                '  stream_server_address = "127.0.0.1"',
+                f'  stream_server_port = "{self.stream_port}"',
+                "  enable_tls_streaming = false",
+                "  disable_apparmor = true",
+                "  enable_selinux = false",
+                "",
+                f'[plugins."{CRI_PLUGIN}".containerd]',
+                '  default_runtime_name = "runc"',
+                '  snapshotter = "overlayfs"',
+                "",
+                f'[plugins."{CRI_PLUGIN}".cni]',
+                f"  bin_dir = {q(self.cni_bin_dir)}",
+                f"  conf_dir = {q(self.cni_conf_dir)}",
+                "  max_conf_num = 1",
+                "",
+            ]
+        for handler, runtime_type in CRI_HANDLERS.items():
+            lines += [f'[plugins."{CRI_PLUGIN}".containerd.runtimes.{handler}]',
+                      f"  runtime_type = {q(runtime_type)}", ""]
         return "\n".join(lines)
 
     def start(self) -> None:
@@ -236,6 +297,8 @@ class PrivateContainerd:
             os.chmod(self.dir, 0o711)
             os.makedirs(self.root)
             os.makedirs(self.state)
+            if self.cri:
+                self._cri_prepare()
             with open(self.config_path, "w") as f:
                 f.write(self.config_toml())
             env = dict(os.environ)
@@ -252,6 +315,8 @@ class PrivateContainerd:
                 env.pop(k, None)
             self._env = env
             self._spawn()
+            if self.cri:
+                self._cri_images()
         except BaseException:
             self.stop()
             raise
@@ -329,6 +394,142 @@ class PrivateContainerd:
             return "(no log)"
         return "\n".join(data.splitlines()[-lines:])
 
+    # ---- CRI ---------------------------------------------------------------------------
+    def _cri_prepare(self) -> None:
+        """Before containerd starts: the stream port, a subnet (locked), its blackhole route,
+        the CNI config."""
+        missing = [p for p in ("ptp", "host-local", "loopback")
+                   if not os.access(os.path.join(self.cni_bin_dir, p), os.X_OK)]
+        if missing:
+            raise ContainerdError(f"CNI plugins {missing} missing in {self.cni_bin_dir} "
+                                  "(apt-get install containernetworking-plugins)")
+        with socket.socket() as s:  # a free port; the stream server binds it a moment later
+            s.bind(("127.0.0.1", 0))
+            self.stream_port = s.getsockname()[1]
+        self.pod_subnet = self._lock_subnet(self.pod_subnet)
+        r = subprocess.run(["ip", "route", "add", "blackhole", self.pod_subnet],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise ContainerdError(f"ip route add blackhole {self.pod_subnet}: {r.stderr.strip()}")
+        self._route_added = True
+        os.makedirs(self.cni_conf_dir)
+        conf = {
+            "cniVersion": "1.0.0",
+            "name": self.cni_network_name,
+            "plugins": [{
+                "type": "ptp",
+                "ipMasq": False,
+                "ipam": {"type": "host-local", "subnet": self.pod_subnet, "routes": [],
+                         "dataDir": os.path.join(self.dir, "cni", "ipam")},
+            }],
+        }
+        with open(os.path.join(self.cni_conf_dir, "10-pyshim.conflist"), "w") as f:
+            json.dump(conf, f, indent=2)
+
+    def _lock_subnet(self, want: str | None) -> str:
+        """Hold the flock of a subnet that no live instance uses and no host route falls in."""
+        os.makedirs(CNI_LOCK_DIR, exist_ok=True)
+        for subnet in ([want] if want else CNI_SUBNETS):
+            fd = os.open(os.path.join(CNI_LOCK_DIR, subnet.replace("/", "_") + ".lock"),
+                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    continue
+                raise
+            routes = subprocess.run(["ip", "-4", "route", "show", "root", subnet],
+                                    capture_output=True, text=True, timeout=30).stdout.strip()
+            if routes:  # someone's routes (not ours: we hold the lock) in this subnet
+                os.close(fd)
+                continue
+            self._subnet_lock = fd
+            return subnet
+        raise ContainerdError(f"no free pod subnet ({want or 'any of 10.88.N.0/24'}): all locked "
+                              "by live instances or routed on this host")
+
+    def _cri_images(self) -> None:
+        """After containerd is up: the pause image into k8s.io (built unless given)."""
+        tar = self.pause_tar
+        if tar is None:
+            tar = os.path.join(self.dir, "pause.tar")
+            load_mkimage().build_pause_image(tar, name=PAUSE_IMAGE)
+        self.import_image(tar, namespace=CRI_NAMESPACE)
+
+    def cri_client(self, timeout: float = 30.0):
+        """An integration.cri.CriClient on this containerd (close it, or use it as a context)."""
+        from integration.cri import CriClient
+        return CriClient(self.address, timeout=timeout)
+
+    def sandbox_netns(self) -> dict[str, str]:
+        """{sandbox container id: its network namespace path} for the CRI sandboxes containerd
+        has now (from their specs); remembered, so stop() can remove any left behind."""
+        out = {}
+        r = self.ctr("containers", "ls", "-q", timeout=30, namespace=CRI_NAMESPACE)
+        for cid in r.stdout.split() if r.returncode == 0 else []:
+            info = self.ctr("containers", "info", cid, timeout=30, namespace=CRI_NAMESPACE)
+            if info.returncode != 0:
+                continue
+            try:
+                spec = json.loads(info.stdout).get("Spec") or {}
+            except ValueError:
+                continue
+            ann = spec.get("annotations") or {}
+            if ann.get("io.kubernetes.cri.container-type") != "sandbox":
+                continue
+            for ns in (spec.get("linux") or {}).get("namespaces") or []:
+                if ns.get("type") == "network" and ns.get("path", "").startswith(NETNS_DIR + "/"):
+                    out[cid] = ns["path"]
+        self._netns_seen.update(out.values())
+        return out
+
+    def cni_cache_files(self) -> list[str]:
+        """libcni's cached ADD results for this instance's network (gone after each DEL)."""
+        try:
+            names = os.listdir(CNI_CACHE_DIR)
+        except OSError:
+            return []
+        return sorted(os.path.join(CNI_CACHE_DIR, n) for n in names
+                      if n.startswith(self.cni_network_name + "-"))
+
+    def _cri_remove_all(self) -> list[str]:
+        notes = []
+        try:
+            self.sandbox_netns()
+            with self.cri_client(timeout=30) as cri:
+                notes += cri.remove_all(timeout=120)
+        except Exception as e:  # noqa: BLE001 - teardown goes on whatever happened
+            notes.append(f"CRI cleanup failed: {e!r}")
+        return notes
+
+    def _cri_release(self) -> list[str]:
+        """After containerd is gone: network namespaces of our sandboxes, libcni cache files,
+        the route we added, the subnet lock."""
+        notes = []
+        for path in sorted(self._netns_seen):
+            if os.path.exists(path):
+                if path in mountpoints():
+                    notes.append(f"{_umount(path) or 'could not unmount'} netns {path}")
+                try:
+                    os.unlink(path)
+                    notes.append(f"removed netns {path}")
+                except OSError:
+                    pass
+        for p in self.cni_cache_files():
+            os.unlink(p)
+            notes.append(f"removed CNI cache {p}")
+        if self._route_added:
+            r = subprocess.run(["ip", "route", "del", "blackhole", self.pod_subnet],
+                               capture_output=True, text=True, timeout=30)
+            if r.returncode != 0:
+                notes.append(f"could not remove the blackhole route {self.pod_subnet}: {r.stderr}")
+            self._route_added = False
+        if self._subnet_lock is not None:
+            os.close(self._subnet_lock)
+            self._subnet_lock = None
+        return notes
+
     # ---- ctr ---------------------------------------------------------------------------
     def ctr_argv(self, *args: str, namespace: str | None = None) -> list[str]:
         """The command line of `ctr ARGS` against this containerd (for Popen)."""
@@ -349,8 +550,9 @@ class PrivateContainerd:
             raise ContainerdError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr!s}")
         return r
 
-    def import_image(self, tar: str, timeout: float = 180) -> str:
-        r = self.ctr("images", "import", tar, timeout=timeout)
+    def import_image(self, tar: str, timeout: float = 180, namespace: str | None = None) -> str:
+        """`ctr images import TAR` (into `namespace`, default ctr()'s; CRI_NAMESPACE for CRI)."""
+        r = self.ctr("images", "import", tar, timeout=timeout, namespace=namespace)
         if r.returncode != 0:
             raise ContainerdError(f"ctr images import {tar} failed ({r.returncode}): {r.stderr}"
                                   f"\nlog tail:\n{self.log_tail()}")
@@ -518,6 +720,9 @@ class PrivateContainerd:
         notes: list[str] = []
         if self.dir is None:
             return notes
+        # 0. CRI: pods go through CRI (network teardown, netns, sandbox dirs).
+        if self.cri and self.proc is not None and self.proc.poll() is None:
+            notes += self._cri_remove_all()
         # 1. Remove tasks and containers through containerd while it still runs.
         if self.proc is not None and self.proc.poll() is None:
             try:
@@ -545,6 +750,8 @@ class PrivateContainerd:
         notes += self._clean_bundles()
         # 5. Unmount what is still mounted under our dirs, deepest first.
         notes += self._unmount_all()
+        if self.cri:
+            notes += self._cri_release()
         left = self.leftover_mounts()
         if left:
             # Never rmtree through a mount.
