@@ -160,6 +160,8 @@ class PrivateContainerd:
     cri: enable the CRI plugin (disabled by default: it wants CNI and more); see the module
         docstring. pause_tar: the sandbox image's archive (default: built from hack/pause.c);
         pod_subnet: the CNI subnet (default: the first free one of CNI_SUBNETS).
+        cri_runtimes: more CRI handlers, {name: {"runtime_type": T, "options": {K: V}}}, e.g.
+        {"pyshim-ns": {"runtime_type": PYSHIM_RUNTIME, "options": {"ConfigPath": FILE}}}.
     namespace: the containerd namespace ctr() uses.
     shims: {binary name: path} linked into a private bin dir put first on containerd's
         PATH, e.g. {"containerd-shim-pyshim-v2": "<repo>/.venv/bin/containerd-shim-pyshim-v2"}.
@@ -172,8 +174,9 @@ class PrivateContainerd:
                  log_level: str = "debug", start_timeout: float = 30.0,
                  containerd: str = "containerd", ctr_binary: str = "ctr", start: bool = True,
                  pause_tar: str | None = None, pod_subnet: str | None = None,
-                 cni_bin_dir: str = CNI_BIN_DIR):
+                 cni_bin_dir: str = CNI_BIN_DIR, cri_runtimes: dict[str, dict] | None = None):
         self.cri = cri
+        self.cri_runtimes = dict(cri_runtimes or {})
         self.pause_tar = pause_tar
         self.pod_subnet = pod_subnet
         self.cni_bin_dir = cni_bin_dir
@@ -281,9 +284,14 @@ class PrivateContainerd:
                 "  max_conf_num = 1",
                 "",
             ]
-        for handler, runtime_type in CRI_HANDLERS.items():
+        runtimes = {h: {"runtime_type": t} for h, t in CRI_HANDLERS.items()}
+        runtimes.update(self.cri_runtimes)
+        for handler, rt in runtimes.items():
             lines += [f'[plugins."{CRI_PLUGIN}".containerd.runtimes.{handler}]',
-                      f"  runtime_type = {q(runtime_type)}", ""]
+                      f"  runtime_type = {q(rt['runtime_type'])}", ""]
+            if rt.get("options"):
+                lines.append(f'[plugins."{CRI_PLUGIN}".containerd.runtimes.{handler}.options]')
+                lines += [f"  {k} = {q(str(v))}" for k, v in rt["options"].items()] + [""]
         return "\n".join(lines)
 
     def start(self) -> None:
