@@ -157,8 +157,9 @@ class PodFactory:
         self.netns: dict[str, str] = {}  # sandbox id -> netns path
 
     def run(self, name: str | None = None, *, host_network: bool = True, share_pid: bool = False,
-            hostname: str | None = None, **kw) -> Pod:
-        """RunPodSandbox on this factory's handler; pod-network pods get a hostname."""
+            hostname: str | None = None, privileged: bool = False, **kw) -> Pod:
+        """RunPodSandbox on this factory's handler; pod-network pods get a hostname;
+        privileged: the sandbox's security context allows privileged containers."""
         name = name or f"{self.base}-{len(self.pods)}"
         uid = uuid.uuid4().hex
         cgroup_parent = f"/{CGROUP_PREFIX}/pod{uid}"
@@ -169,6 +170,7 @@ class PodFactory:
         config = self.cri.pod_config(
             name, uid=uid, log_directory=log_dir, host_network=host_network, hostname=hostname,
             cgroup_parent=cgroup_parent, pid=cri.POD if share_pid else cri.CONTAINER, **kw)
+        config.linux.security_context.privileged = privileged
         pod_id = self.cri.run_pod(config, self.handler)
         pod = Pod(self, pod_id, config, log_dir, cgroup_parent)
         self.pods.append(pod)
