@@ -17,13 +17,13 @@ Invariants:
 
 import array
 import fcntl
-import json
 import os
 import select
 import signal
 import socket
 import time
 
+from . import fastjson as json
 from . import proc
 from .errors import ContainerSetupError, EngineError, InvalidSpec
 

@@ -262,7 +262,7 @@ class Log:
 
     def line(self, level: str, msg: str) -> str:
         if self.fmt == "json":
-            import json
+            from . import fastjson as json
             return json.dumps({"level": level, "msg": msg, "time": _now()},
                               separators=(",", ":")) + "\n"
         return f"time={_go_quote(_now())} level={level} msg={_logrus_value(msg)}\n"

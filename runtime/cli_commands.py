@@ -25,26 +25,16 @@ from .errors import ContainerNotFound, ProcessFinished
 
 
 def run(name: str, ctx, opts, args: list[str]) -> int:
-    if name not in ("spec", "features"):
-        _engine_logs_to(ctx.log)
-    return _COMMANDS[name](ctx, opts, args)
-
-
-def _engine_logs_to(log) -> None:
-    """The engine reports what is not an error (a failed poststart or poststop hook) through
-    `logging`: those records become lines of our log, as runc's warnings do."""
-    import logging
-
-    class Bridge(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            level = "debug" if record.levelno < logging.INFO else \
-                "info" if record.levelno < logging.WARNING else \
-                "warning" if record.levelno < logging.ERROR else "error"
-            log.write(level, record.getMessage())
-    engine = logging.getLogger("runtime")
-    engine.handlers[:] = [Bridge()]
-    engine.setLevel(logging.DEBUG if log.debug_enabled else logging.INFO)
-    engine.propagate = False
+    if name in ("spec", "features"):
+        return _COMMANDS[name](ctx, opts, args)
+    # The engine's warnings (a failed poststart or poststop hook; runtime.log) become lines of
+    # our log, as runc's warnings do (and `logging` is never imported).
+    from . import log as engine_log
+    engine_log.sink = ctx.log.write
+    try:
+        return _COMMANDS[name](ctx, opts, args)
+    finally:
+        engine_log.sink = None  # main() may be called again in the same process (tests)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -120,7 +110,7 @@ def write_pid_file(path: str, pid: int) -> None:
 
 def go_json(obj, indent=None) -> str:
     """encoding/json's text: compact or indented, <>& escaped, non-ASCII kept."""
-    import json
+    from . import fastjson as json
     sep = (",", ":") if indent is None else (",", ": ")
     text = json.dumps(obj, indent=indent, separators=sep, ensure_ascii=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -270,23 +260,24 @@ def kill(ctx, o, args) -> int:
 
 
 def parse_signal(raw: str) -> int:
-    """runc's parseSignal: a number, or a name with or without SIG, in any case."""
-    import signal
+    """runc's parseSignal: a number, or a name with or without SIG, in any case. The names
+    are signal.Signals' (the SIG* constants of _signal, without the ~4 ms enum import)."""
+    import _signal
     try:
         n = int(raw)
     except ValueError:
         pass
     else:
-        if not 0 <= n <= signal.SIGRTMAX:
+        if not 0 <= n <= _signal.SIGRTMAX:
             raise CliError(f"unknown signal {raw!r}")
         return n
     name = raw.upper()
     if not name.startswith("SIG"):
         name = "SIG" + name
-    sig = getattr(signal.Signals, name, None) if name.isidentifier() else None
-    if not isinstance(sig, signal.Signals) or name.startswith("SIG_"):
+    sig = getattr(_signal, name, None) if name.isidentifier() else None
+    if not isinstance(sig, int) or name.startswith("SIG_"):
         raise CliError(f'unknown signal "{raw}"')
-    return int(sig)
+    return sig
 
 
 def delete(ctx, o, args) -> int:
@@ -443,7 +434,7 @@ def exec_process(c, argv: list[str], o) -> dict:
 
 
 def _load_json(path: str, what: str):
-    import json
+    from . import fastjson as json
     try:
         if path == "-":
             return json.load(sys.stdin)

@@ -117,7 +117,8 @@ def _mount_options() -> list[str]:
 
 def features() -> dict:
     from . import caps
-    from . import container  # noqa: F401 - loads what create/exec apply, for the checks below
+    from . import container
+    container.load_engine()  # what create/exec apply a spec with, for the checks below
     from .sys.consts import NAMESPACE_FLAGS
     wired = sys.modules
     cgroups = "runtime.cgroups" in wired

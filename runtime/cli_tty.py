@@ -31,7 +31,7 @@ def check(terminal: bool, console_socket: str | None, detach: bool) -> None:
 
 def bundle_wants_terminal(bundle: str) -> bool:
     """process.terminal of config.json; False if it cannot be read (create reports that)."""
-    import json
+    from . import fastjson as json
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
             process = json.load(f).get("process") or {}

@@ -17,15 +17,13 @@ forks. For the init, the Console op sits in the mount plan (runtime.mounts) wher
 its console: after pivot_root, before anything is remounted read-only.
 """
 
-from dataclasses import dataclass
-
+from .record import Record
 from .sys.consts import MS_BIND
 
 DEV_CONSOLE = "/dev/console"
 
 
-@dataclass(frozen=True)
-class Console:
+class Console(Record, frozen=True):
     """What setup() needs; also a mount-plan op (runtime.executor calls setup for it)."""
     uid: int
     size: tuple[int, int] | None = None  # (height, width) to set on the terminal

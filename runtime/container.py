@@ -19,53 +19,86 @@ Invariants:
   are logged warnings. poststop also runs after a failed create, like runc's destroy.
 """
 
-import datetime
 import os
-import re
-import select
-import shutil
-import signal
 import time
-from dataclasses import dataclass
 
-from . import (ctrcgroup, execproc, hooks, launch, mounts, namespaces, proc, seccomp,
-               state)
-from . import spec as spec_mod
+from _signal import SIGKILL, pidfd_send_signal  # signal's enum wrappers cost ~4 ms of start-up
+
+from . import proc, state
 from .errors import (ContainerExists, ContainerNotFound, ContainerSetupError, EngineError,
                      InvalidSpec, InvalidState, ProcessFinished)
-from .init import InitConfig, SeccompFilter
-from .sys.linux import LINUX
 
-_ID = re.compile(r"^[\w+.-]+$")  # runc's rule: no slashes, nothing that walks the state root
+# Start-up is latency for every CLI command and every `shim delete`: state, kill, delete, list
+# and start need only the modules above (and runtime.ctrcgroup for the cgroup). What create and
+# exec apply a spec with (runtime.spec, mounts, launch, execproc, init, seccomp, hooks...) is
+# imported by them, on first use (load_engine()).
+_ID_CHARS = frozenset("_+.-")
+_UNSET = object()
 START_TIMEOUT = 10.0
 
 
-@dataclass
 class Stdio:
     """fds the process gets as 0, 1, 2 (None -> /dev/null). The caller keeps and closes its own.
     When the process has a terminal (process.terminal), stdin/stdout/stderr are ignored: the
     engine makes a pty inside the container and sets console_fd to its master (CLOEXEC, the
-    caller's to close); the process has the slave as 0, 1, 2 and controlling terminal."""
-    stdin: int | None = None
-    stdout: int | None = None
-    stderr: int | None = None
-    console_fd: int | None = None  # output: set by create/exec when the process has a terminal
+    caller's to close); the process has the slave as 0, 1, 2 and controlling terminal.
+    (A plain class: this module is on every command's start-up path.)"""
+    __slots__ = ("stdin", "stdout", "stderr", "console_fd")
+
+    def __init__(self, stdin: int | None = None, stdout: int | None = None,
+                 stderr: int | None = None, console_fd: int | None = None):
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self.console_fd = console_fd  # output: set by create/exec when there is a terminal
+
+    def __eq__(self, other):
+        if other.__class__ is not Stdio:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return "Stdio(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
     def for_process(self, process) -> tuple:
         """The (stdin, stdout, stderr) the process gets: Nones when it has a terminal."""
         return (None,) * 3 if process.terminal else (self.stdin, self.stdout, self.stderr)
 
 
+def _valid_id(container_id: str) -> bool:
+    """runc's rule ([\\w+.-]+): no slashes, nothing that walks the state root."""
+    return (bool(container_id) and container_id not in (".", "..")
+            and all(c.isalnum() or c in _ID_CHARS for c in container_id))
+
+
+def load_engine():
+    """Import what create and exec apply a spec with; returns runtime.launch. Also what
+    `pyshim-runc features` asks, to report only what the engine really loads."""
+    from . import execproc, hooks, launch, mounts, namespaces, seccomp  # noqa: F401
+    return launch
+
+
+def _linux():
+    from .sys.linux import LINUX
+    return LINUX
+
+
 class Engine:
     """Containers under a state root (e.g. /run/pyshim/<namespace>), one directory per id."""
 
-    def __init__(self, root: str, sys=LINUX, timeout: float = 10.0):
+    def __init__(self, root: str, sys=None, timeout: float = 10.0):
         self.root = root
-        self._sys = sys
+        self._sys_given = sys  # None: the real kernel (runtime.sys.linux, imported on use)
         self._timeout = timeout  # for each create: a stuck init is an error, never a hang
 
+    @property
+    def _sys(self):
+        if self._sys_given is None:
+            self._sys_given = _linux()
+        return self._sys_given
+
     def _dir(self, container_id: str) -> str:
-        if not _ID.match(container_id) or container_id in (".", ".."):
+        if not _valid_id(container_id):
             raise InvalidSpec("id", f"invalid container id {container_id!r}")
         return os.path.join(self.root, container_id)
 
@@ -75,6 +108,8 @@ class Engine:
         if os.path.lexists(state_dir):  # checked again, race-free, by mkdir below
             raise ContainerExists(container_id)
         bundle = os.path.abspath(bundle)
+        launch = load_engine()
+        from . import ctrcgroup
         cfg = _plan(container_id, bundle, state_dir)  # all that can fail before anything exists
         os.makedirs(self.root, 0o711, exist_ok=True)
         try:
@@ -94,11 +129,11 @@ class Engine:
                                                lambda pid: _runtime_hooks(cfg, pid))
         except BaseException:
             ctrcgroup.destroy_quietly(cgroup)  # launch() killed and reaped its children
-            shutil.rmtree(state_dir, ignore_errors=True)
+            state.remove(state_dir)
             _poststop(cfg.spec, cfg.hook_state)  # the lifecycle goes on at delete (runc too)
             raise
-        c = Container(state_dir, _state_data(container_id, bundle, cfg, pid, start), self._sys,
-                      self._timeout)
+        c = Container(state_dir, _state_data(container_id, bundle, cfg, pid, start),
+                      self._sys_given, self._timeout)
         try:
             state.write(state_dir, c._data)
         except BaseException:
@@ -107,7 +142,7 @@ class Engine:
             c._kill_and_wait()
             _reap(pid)  # the caller never saw this init
             ctrcgroup.destroy_quietly(cgroup)
-            shutil.rmtree(state_dir, ignore_errors=True)
+            state.remove(state_dir)
             _poststop(cfg.spec, cfg.hook_state)
             raise
         stdio.console_fd = master
@@ -118,7 +153,7 @@ class Engine:
         data = state.read(state_dir)
         if data is None:
             raise ContainerNotFound(container_id)
-        return Container(state_dir, data, self._sys, self._timeout)
+        return Container(state_dir, data, self._sys_given, self._timeout)
 
     def list(self) -> list[str]:
         try:
@@ -129,7 +164,10 @@ class Engine:
                       if os.path.exists(os.path.join(self.root, n, state.STATE_FILE)))
 
 
-def _plan(container_id: str, bundle: str, state_dir: str) -> InitConfig:
+def _plan(container_id: str, bundle: str, state_dir: str) -> "InitConfig":
+    from . import ctrcgroup, mounts
+    from . import spec as spec_mod
+    from .init import InitConfig
     spec = spec_mod.load(os.path.join(bundle, "config.json"))
     spec_mod.check_supported(spec)
     rootfs = spec_mod.root_path(spec, bundle)
@@ -150,19 +188,27 @@ def _state_base(oci_version: str, container_id: str, bundle: str, annotations: d
             "annotations": dict(annotations)}
 
 
-def _runtime_hooks(cfg: InitConfig, pid: int) -> None:
+def _runtime_hooks(cfg: "InitConfig", pid: int) -> None:
     """prestart then createRuntime, here in the runtime's namespaces (launch calls it)."""
+    from . import hooks
     state_doc = {**cfg.hook_state, "status": "creating", "pid": pid}
     for kind in ("prestart", "createRuntime"):
         hooks.run(kind, cfg.spec.hooks.get(kind, []), state_doc)
 
 
-def _poststop(spec: spec_mod.Spec, base: dict) -> None:
+def _poststop(spec: "spec_mod.Spec", base: dict) -> None:
+    if not spec.hooks.get("poststop"):
+        return
+    from . import hooks
     hooks.warn("poststop", spec.hooks.get("poststop", []), {**base, "status": "stopped", "pid": 0})
 
 
-def seccomp_filter(spec: spec_mod.Spec) -> SeccompFilter | None:
+def seccomp_filter(spec: "spec_mod.Spec") -> "SeccompFilter | None":
     """linux.seccomp compiled here, in the caller, before any fork (None: no seccomp)."""
+    if spec.linux.seccomp is None:
+        return None
+    from . import seccomp
+    from .init import SeccompFilter
     profile = seccomp.parse(spec.linux.seccomp)
     if profile is None:
         return None
@@ -173,12 +219,21 @@ def seccomp_filter(spec: spec_mod.Spec) -> SeccompFilter | None:
     return SeccompFilter(seccomp.compile(profile), seccomp.filter_flags(profile))
 
 
-def _state_data(container_id: str, bundle: str, cfg: InitConfig, pid: int, start: int) -> dict:
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+def _state_data(container_id: str, bundle: str, cfg: "InitConfig", pid: int, start: int) -> dict:
+    from . import ctrcgroup
     return {"ociVersion": cfg.spec.oci_version, "id": container_id, "bundle": bundle,
-            "rootfs": cfg.rootfs, "pid": pid, "pidStartTime": start, "created": now,
+            "rootfs": cfg.rootfs, "pid": pid, "pidStartTime": start, "created": utc_now(),
             "annotations": cfg.spec.annotations, "cgroup": ctrcgroup.to_state(cfg.cgroup),
             "config": cfg.spec.raw}
+
+
+def utc_now() -> str:
+    """datetime.now(timezone.utc).isoformat() with a Z (microseconds unless zero), without
+    importing datetime."""
+    ns = time.time_ns()
+    secs, us = divmod(ns // 1000, 1_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{stamp}.{us:06d}Z" if us else f"{stamp}Z"
 
 
 def _reap(pid: int) -> None:
@@ -189,10 +244,10 @@ def _reap(pid: int) -> None:
 
 
 class Container:
-    def __init__(self, state_dir: str, data: dict, sys=LINUX, timeout: float = 10.0):
+    def __init__(self, state_dir: str, data: dict, sys=None, timeout: float = 10.0):
         self._dir = state_dir
         self._data = data
-        self._sys = sys
+        self._sys_given = sys  # None: the real kernel, as Engine
         self._timeout = timeout  # for each exec, like create's
         self.id: str = data["id"]
         self.bundle: str = data["bundle"]
@@ -201,14 +256,36 @@ class Container:
         self.created: str = data["created"]
         self.annotations: dict = data.get("annotations", {})
         self._spec = None
-        self._cgroup = ctrcgroup.from_state(data.get("cgroup"))  # None: made before cgroups
+        self._cgroup_manager = _UNSET  # made from data["cgroup"] on first use
+
+    _sys = Engine._sys
 
     @property
-    def spec(self) -> spec_mod.Spec:
+    def _cgroup(self):
+        """The cgroup Manager recorded at create (runtime.ctrcgroup); None: the container was
+        made before cgroups were wired in."""
+        if self._cgroup_manager is _UNSET:
+            from . import ctrcgroup
+            self._cgroup_manager = ctrcgroup.from_state(self._data.get("cgroup"))
+        return self._cgroup_manager
+
+    @_cgroup.setter
+    def _cgroup(self, manager) -> None:
+        self._cgroup_manager = manager
+
+    @property
+    def spec(self) -> "spec_mod.Spec":
         """The config as validated at create time (later edits to config.json do not count)."""
         if self._spec is None:
+            from . import spec as spec_mod
             self._spec = spec_mod.parse(self._data["config"])
         return self._spec
+
+    def _hooks(self, kind: str) -> list:
+        """The spec's hooks of one kind; the config is parsed only when it has some."""
+        if not (self._data["config"].get("hooks") or {}).get(kind):
+            return []
+        return self.spec.hooks.get(kind, [])
 
     @property
     def _fifo(self) -> str:
@@ -222,6 +299,9 @@ class Container:
         return "created" if os.path.exists(self._fifo) else "running"
 
     def _frozen(self) -> bool:
+        if self._cgroup_manager is _UNSET:  # no Manager made yet: status needs none
+            from . import ctrcgroup
+            return ctrcgroup.is_frozen(self._data.get("cgroup"))
         try:
             return self._cgroup is not None and self._cgroup.freezer_state() == "FROZEN"
         except (OSError, EngineError):
@@ -252,14 +332,20 @@ class Container:
         if answer != b"0":
             raise InvalidState("container init exited before it could start", self.id, "stopped")
         os.unlink(self._fifo)
-        hooks.warn("poststart", self.spec.hooks.get("poststart", []),
-                   {**self._state_base(), "status": "running", "pid": self.pid})
+        if self._hooks("poststart"):
+            from . import hooks
+            hooks.warn("poststart", self._hooks("poststart"),
+                       {**self._state_base(), "status": "running", "pid": self.pid})
 
     def _read_start_answer(self, fd: int) -> bytes:
         """b"0" (started), b"1<error>" (a startContainer hook failed), b"" (the init died)."""
+        import select
         p = select.poll()
         p.register(fd, select.POLLIN)
-        allowed = START_TIMEOUT + hooks.budget(self.spec.hooks.get("startContainer", []))
+        allowed = START_TIMEOUT
+        if self._hooks("startContainer"):
+            from . import hooks
+            allowed += hooks.budget(self._hooks("startContainer"))
         deadline = time.monotonic() + allowed
         while time.monotonic() < deadline:
             if p.poll(100):
@@ -276,6 +362,9 @@ class Container:
         """Run an OCI process object inside the container's namespaces and cgroup; return its
         host pid once it has exec'd (with a terminal, stdio.console_fd is its master). The
         caller reaps it. See runtime.execproc."""
+        load_engine()
+        from . import execproc, namespaces
+        from . import spec as spec_mod
         p = spec_mod.parse_process(process)
         spec_mod.check_process_ids(p, self.spec)
         status = self.status()
@@ -303,7 +392,7 @@ class Container:
         if fd is None:
             raise ProcessFinished(self.id)
         try:
-            signal.pidfd_send_signal(fd, sig)
+            pidfd_send_signal(fd, sig)
         except ProcessLookupError:
             raise ProcessFinished(self.id) from None
         finally:
@@ -367,8 +456,9 @@ class Container:
         if status != "stopped":  # a created one is killed like runc does, force or not
             self._kill_and_wait()
         self._remove_cgroup()
-        shutil.rmtree(self._dir, ignore_errors=True)
-        _poststop(self.spec, self._state_base())
+        state.remove(self._dir)
+        if self._hooks("poststop"):
+            _poststop(self.spec, self._state_base())
 
     def _kill_and_wait(self) -> None:
         """SIGKILL the init and, with a cgroup, every other process in it (a frozen cgroup is
@@ -379,10 +469,10 @@ class Container:
         fd = proc.open_pidfd(self.pid, self.start_time)
         try:
             if m is not None:
-                m.kill_all(signal.SIGKILL)
+                m.kill_all(SIGKILL)
             if fd is not None:
                 try:
-                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                    pidfd_send_signal(fd, SIGKILL)
                 except ProcessLookupError:
                     pass
             if m is not None:
@@ -406,6 +496,6 @@ class Container:
         if m is None:
             return
         if m.pids():  # an init without a pid namespace leaves its children behind (runc kills)
-            m.kill_all(signal.SIGKILL)
+            m.kill_all(SIGKILL)
             self._wait_cgroup_empty()
         m.destroy()

@@ -22,11 +22,11 @@ from . import cgroups
 from .errors import ContainerSetupError, EngineError
 
 
-def for_spec(spec, container_id: str) -> cgroups.Manager:
+def for_spec(spec, container_id: str) -> "cgroups.Manager":
     return cgroups.manager(spec.linux.cgroups_path, container_id)
 
 
-def setup(m: cgroups.Manager, spec) -> None:
+def setup(m: "cgroups.Manager", spec) -> None:
     m.create()
     try:
         m.set(cgroups.with_default_devices(spec.linux.resources, spec.linux.devices))
@@ -35,7 +35,7 @@ def setup(m: cgroups.Manager, spec) -> None:
         raise
 
 
-def destroy_quietly(m: cgroups.Manager | None) -> None:
+def destroy_quietly(m: "cgroups.Manager | None") -> None:
     """For cleanup paths that are already raising another error."""
     if m is None:
         return
@@ -45,7 +45,7 @@ def destroy_quietly(m: cgroups.Manager | None) -> None:
         pass
 
 
-def join(m: cgroups.Manager | None) -> None:
+def join(m: "cgroups.Manager | None") -> None:
     if m is None:
         return
     try:
@@ -54,7 +54,7 @@ def join(m: cgroups.Manager | None) -> None:
         raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
 
 
-def open_procs(m: cgroups.Manager | None) -> list[int]:
+def open_procs(m: "cgroups.Manager | None") -> list[int]:
     """fds on the cgroup's cgroup.procs files, opened here (the host's view, our credentials)
     for join_self() in a process forked later, whatever namespaces it is in by then."""
     if m is None:
@@ -80,16 +80,36 @@ def join_self(fds: list[int]) -> None:
             os.close(fd)
 
 
-def to_state(m: cgroups.Manager) -> dict:
+def to_state(m: "cgroups.Manager") -> dict:
     if m.version == 2:
         return {"version": 2, "path": m.path, "mountpoint": m.mountpoint}
     return {"version": 1, "paths": dict(m.paths), "mounts": dict(m.mounts)}
 
 
-def from_state(data: dict | None) -> cgroups.Manager | None:
+def is_frozen(data: dict | None) -> bool:
+    """Is the cgroup to_state() recorded frozen (its Manager's freezer_state() == "FROZEN")?
+    Read straight from the freezer's file, without making a Manager: the status of every
+    `state`, `list` and `shim delete` needs only this."""
+    if not data:
+        return False
+    try:
+        if data["version"] == 2:  # cgroup.events: "frozen 1" (absent before Linux 5.2)
+            with open(os.path.join(data["path"], "cgroup.events")) as f:
+                return "frozen 1" in f.read().splitlines()
+        freezer = data["paths"].get("freezer")
+        if not freezer:
+            return False
+        with open(os.path.join(freezer, "freezer.state")) as f:
+            return f.read().strip() == "FROZEN"
+    except OSError:
+        return False
+
+
+def from_state(data: dict | None) -> "cgroups.Manager | None":
     if not data:
         return None  # a container created before cgroups were wired in
     if data["version"] == 2:
         return cgroups.V2Manager(data["path"], data["mountpoint"])
-    mounts = {c: cgroups.Mount(point) for c, point in data["mounts"].items()}
-    return cgroups.V1Manager(data["paths"], cgroups.Hierarchy("v1", mounts))
+    from .cgroups.hierarchy import Hierarchy, Mount
+    mounts = {c: Mount(point) for c, point in data["mounts"].items()}
+    return cgroups.V1Manager(data["paths"], Hierarchy("v1", mounts))

@@ -28,18 +28,17 @@ Invariants:
 import os
 import socket
 import time
-from dataclasses import dataclass
 
 from . import console, ctrcgroup, namespaces
 from . import init as _init
 from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child, recv,
                     reopen_devnull, send, spawn)
 from .errors import ContainerSetupError
+from .record import Record
 from .spec import Process
 
 
-@dataclass
-class ExecJob:
+class ExecJob(Record):
     """Everything the children need, computed by the caller before the fork."""
     process: Process
     stdio: Stdio3

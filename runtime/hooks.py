@@ -21,18 +21,18 @@ Invariants:
   warn() logs each failure and runs the rest (poststart, poststop).
 """
 
-import json
-import logging
+from __future__ import annotations
+
 import os
 import select
-import subprocess
 import time
 
+from . import fastjson as json
+from . import log
 from .errors import ContainerSetupError
 
 DEFAULT_TIMEOUT = 60.0  # seconds, for a hook without a timeout (the spec's default is none)
 OUTPUT_TAIL = 4096
-log = logging.getLogger(__name__)
 
 
 def budget(hooks: list) -> float:
@@ -56,7 +56,7 @@ def warn(kind: str, hooks: list, state: dict) -> list[str]:
         err = _run_one(h, payload)
         if err:
             failures.append(f"{kind} hook #{i} ({h.path}): {err}")
-            log.warning("container %s: %s", state.get("id"), failures[-1])
+            log.warning(__name__, f"container {state.get('id')}: {failures[-1]}")
     return failures
 
 
@@ -64,6 +64,7 @@ def _run_one(hook, payload: bytes) -> str | None:
     """None on success, else why it failed (with the tail of its output)."""
     timeout = hook.timeout or DEFAULT_TIMEOUT
     env = dict(e.split("=", 1) for e in hook.env) if hook.env else None  # none: inherit (runc)
+    import subprocess
     try:
         p = subprocess.Popen(hook.args or [hook.path], executable=hook.path, env=env,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -23,11 +23,11 @@ Invariants:
 import os
 import posixpath
 import stat
-from dataclasses import dataclass
 
 from . import caps as _caps
 from . import ctrcgroup, executor
 from .errors import ContainerSetupError
+from .record import Record
 from .spec import Process, Spec, sysctl_path
 from .sys.consts import CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_MAX
 
@@ -35,8 +35,7 @@ DEFAULT_UMASK = 0o022
 _RLIM_INFINITY = 2**64 - 1
 
 
-@dataclass
-class InitConfig:
+class InitConfig(Record):
     """Everything the init needs, computed by the caller before the fork."""
     spec: Spec
     rootfs: str
@@ -47,8 +46,7 @@ class InitConfig:
     hook_state: dict | None = None  # ociVersion, id, bundle, annotations: for in-init hooks
 
 
-@dataclass(frozen=True)
-class SeccompFilter:
+class SeccompFilter(Record, frozen=True):
     """linux.seccomp compiled by the caller (runtime.seccomp.compile and filter_flags)."""
     program: bytes
     flags: int
@@ -62,8 +60,7 @@ def step(name: str, fn, *args, path: str | None = None):
         raise ContainerSetupError(name, e.strerror or str(e), path) from None
 
 
-@dataclass
-class Prepared:
+class Prepared(Record):
     """What prepare() resolved inside the new root for finish() to exec."""
     exe: str
     env: dict[str, str]

@@ -11,11 +11,11 @@ Invariants:
 """
 
 import posixpath
-from dataclasses import dataclass, replace
 
 from . import paths
 from .console import Console, for_process
 from .errors import InvalidSpec
+from .record import Record, replace
 from .spec import Spec
 from .sys.consts import (MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_LAZYTIME, MS_MANDLOCK, MS_NOATIME,
                          MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
@@ -24,8 +24,7 @@ from .sys.consts import (MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_LAZYTIME, MS_MANDLO
 
 
 # --- ops -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Mount:
+class Mount(Record, frozen=True):
     source: str | None
     target: str
     fstype: str | None = None
@@ -36,32 +35,27 @@ class Mount:
     host: bool = False  # target is a host path even before PivotRoot
 
 
-@dataclass(frozen=True)
-class Umount:
+class Umount(Record, frozen=True):
     target: str
     flags: int = 0
 
 
-@dataclass(frozen=True)
-class Chdir:
+class Chdir(Record, frozen=True):
     path: str
     host: bool = False
 
 
-@dataclass(frozen=True)
-class PivotRoot:
+class PivotRoot(Record, frozen=True):
     """pivot_root(".", "."): stack the old root under the new one, to be detached next."""
 
 
-@dataclass(frozen=True)
-class ParentPrivate:
+class ParentPrivate(Record, frozen=True):
     """Make the host mount holding `rootfs` private in our namespace: pivot_root refuses a
     shared parent, and a shared rootfsPropagation would otherwise leave it shared."""
     rootfs: str
 
 
-@dataclass(frozen=True)
-class MakeDevice:
+class MakeDevice(Record, frozen=True):
     path: str
     kind: str  # "c", "b", "u" (unbuffered char, same as "c") or "p" (fifo)
     major: int
@@ -71,25 +65,21 @@ class MakeDevice:
     gid: int = 0
 
 
-@dataclass(frozen=True)
-class Symlink:
+class Symlink(Record, frozen=True):
     target: str
     path: str
 
 
-@dataclass(frozen=True)
-class MakeDirs:
+class MakeDirs(Record, frozen=True):
     path: str
 
 
-@dataclass(frozen=True)
-class MaskPath:
+class MaskPath(Record, frozen=True):
     """/dev/null bound over a file, a read-only tmpfs over a directory, nothing if missing."""
     path: str
 
 
-@dataclass(frozen=True)
-class ReadonlyPath:
+class ReadonlyPath(Record, frozen=True):
     """Bind onto itself then remount ro|nosuid|nodev|noexec; nothing if missing."""
     path: str
 
@@ -110,8 +100,7 @@ PROPAGATION = {"private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
                "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC}
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(Record, frozen=True):
     flags: int = 0
     propagation: tuple[int, ...] = ()
     data: str | None = None
@@ -141,16 +130,14 @@ def parse_options(options: list[str]) -> tuple[int, str | None]:
 
 
 # --- host facts ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CgroupHierarchy:
+class CgroupHierarchy(Record, frozen=True):
     mountpoint: str  # host mount point, e.g. /sys/fs/cgroup/cpu,cpuacct
     fstype: str  # "cgroup" (v1) or "cgroup2"
     options: str | None  # super options naming a v1 hierarchy: "cpu,cpuacct", "name=systemd"
     source: str  # host directory of the container's cgroup in it (what a bind mount shows)
 
 
-@dataclass(frozen=True)
-class HostInfo:
+class HostInfo(Record, frozen=True):
     kcore: bool = False
     cgroups: tuple[CgroupHierarchy, ...] = ()
 

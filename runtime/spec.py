@@ -1,4 +1,4 @@
-"""config.json -> typed, validated dataclasses.
+"""config.json -> typed, validated records (runtime.record).
 
 Invariant: parse() either returns a Spec whose every field has the right type and shape, or
 raises InvalidSpec naming the JSON path of the first bad field ("mounts[2].destination").
@@ -6,12 +6,12 @@ Unknown extra fields are tolerated. linux.resources and linux.seccomp are kept a
 dicts here; runtime.cgroups and runtime.seccomp validate them (naming the field the same way).
 """
 
-import json
 import posixpath
-from dataclasses import dataclass, field
 
 from . import caps as _caps
+from . import fastjson as json
 from .errors import InvalidSpec
+from .record import Record, field
 from .sys.consts import NAMESPACE_FLAGS
 
 _JSON_TYPES = {str: "string", int: "integer", bool: "boolean", dict: "object", list: "array"}
@@ -25,16 +25,14 @@ _PROPAGATIONS = ("shared", "slave", "private", "unbindable",
                  "rshared", "rslave", "rprivate", "runbindable")
 
 
-@dataclass
-class User:
+class User(Record):
     uid: int = 0
     gid: int = 0
     umask: int | None = None
-    additional_gids: list[int] = field(default_factory=list)
+    additional_gids: list[int] = field(list)
 
 
-@dataclass
-class Capabilities:
+class Capabilities(Record):
     """Masks (bit n = capability n), validated against caps.NAMES."""
     bounding: int = 0
     effective: int = 0
@@ -43,23 +41,21 @@ class Capabilities:
     ambient: int = 0
 
 
-@dataclass
-class Rlimit:
+class Rlimit(Record):
     type: str
     soft: int
     hard: int
 
 
-@dataclass
-class Process:
+class Process(Record):
     args: list[str]
     cwd: str
-    env: list[str] = field(default_factory=list)
+    env: list[str] = field(list)
     terminal: bool = False
     console_size: tuple[int, int] | None = None  # (height, width)
-    user: User = field(default_factory=User)
+    user: User = field(User)
     capabilities: Capabilities | None = None  # None: leave the capabilities alone, like runc
-    rlimits: list[Rlimit] = field(default_factory=list)
+    rlimits: list[Rlimit] = field(list)
     no_new_privileges: bool = False
     oom_score_adj: int | None = None
 
@@ -67,43 +63,37 @@ class Process:
         return dict(e.split("=", 1) for e in self.env)
 
 
-@dataclass
-class Root:
+class Root(Record):
     path: str
     readonly: bool = False
 
 
-@dataclass
-class Mount:
+class Mount(Record):
     destination: str
     type: str | None = None
     source: str | None = None
-    options: list[str] = field(default_factory=list)
+    options: list[str] = field(list)
 
 
-@dataclass
-class Hook:
+class Hook(Record):
     path: str
-    args: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
+    args: list[str] = field(list)
+    env: list[str] = field(list)
     timeout: int | None = None
 
 
-@dataclass
-class Namespace:
+class Namespace(Record):
     type: str
     path: str | None = None
 
 
-@dataclass
-class IDMapping:
+class IDMapping(Record):
     container_id: int
     host_id: int
     size: int
 
 
-@dataclass
-class Device:
+class Device(Record):
     path: str
     type: str
     major: int = 0
@@ -113,33 +103,31 @@ class Device:
     gid: int = 0
 
 
-@dataclass
-class Linux:
-    namespaces: list[Namespace] = field(default_factory=list)
-    uid_mappings: list[IDMapping] = field(default_factory=list)
-    gid_mappings: list[IDMapping] = field(default_factory=list)
-    devices: list[Device] = field(default_factory=list)
+class Linux(Record):
+    namespaces: list[Namespace] = field(list)
+    uid_mappings: list[IDMapping] = field(list)
+    gid_mappings: list[IDMapping] = field(list)
+    devices: list[Device] = field(list)
     cgroups_path: str | None = None
     resources: dict | None = None
-    sysctl: dict[str, str] = field(default_factory=dict)
-    masked_paths: list[str] = field(default_factory=list)
-    readonly_paths: list[str] = field(default_factory=list)
+    sysctl: dict[str, str] = field(dict)
+    masked_paths: list[str] = field(list)
+    readonly_paths: list[str] = field(list)
     rootfs_propagation: str | None = None
     seccomp: dict | None = None
 
 
-@dataclass
-class Spec:
+class Spec(Record):
     oci_version: str
     root: Root
     process: Process | None = None
     hostname: str | None = None
     domainname: str | None = None
-    mounts: list[Mount] = field(default_factory=list)
-    hooks: dict[str, list[Hook]] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
-    linux: Linux = field(default_factory=Linux)
-    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    mounts: list[Mount] = field(list)
+    hooks: dict[str, list[Hook]] = field(dict)
+    annotations: dict[str, str] = field(dict)
+    linux: Linux = field(Linux)
+    raw: dict = field(dict, repr=False, compare=False)
 
     def namespace(self, type: str) -> Namespace | None:
         return next((n for n in self.linux.namespaces if n.type == type), None)

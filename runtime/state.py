@@ -5,8 +5,9 @@ the new file, never a torn one. It holds everything later calls need, including 
 as validated at create, so editing config.json afterwards changes nothing.
 """
 
-import json
 import os
+
+from . import fastjson as json
 
 STATE_FILE = "state.json"
 FIFO = "exec.fifo"
@@ -30,3 +31,25 @@ def read(state_dir: str) -> dict | None:
             return json.load(f)
     except FileNotFoundError:
         return None
+
+
+def remove(state_dir: str) -> None:
+    """Remove the state dir and everything in it, ignoring errors (shutil.rmtree(..., True)
+    without importing shutil: ~7 ms of start-up for `delete`). Links are removed, never
+    followed."""
+    try:
+        entries = list(os.scandir(state_dir))
+    except OSError:
+        entries = []
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                remove(e.path)
+            else:
+                os.unlink(e.path)
+        except OSError:
+            pass
+    try:
+        os.rmdir(state_dir)
+    except OSError:
+        pass

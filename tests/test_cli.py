@@ -133,6 +133,12 @@ def test_parse_signal_like_runc(raw, sig):
     assert cli_commands.parse_signal(raw) == sig
 
 
+def test_parse_signal_knows_every_name_of_signal_Signals():
+    import signal
+    for name, sig in signal.Signals.__members__.items():
+        assert cli_commands.parse_signal(name) == cli_commands.parse_signal(name[3:]) == sig
+
+
 @pytest.mark.parametrize("raw", ["FOO", "SIG_DFL", "_DFL", "999", "-1", "", "S I G"])
 def test_unknown_signals_are_errors(raw):
     with pytest.raises(cli.CliError, match="unknown signal"):
@@ -519,11 +525,10 @@ def test_features_reports_what_the_engine_accepts(capsys):
 
 
 def test_engine_warnings_become_log_lines(engine, tmp_path, capsys):
-    import logging
+    from runtime import log as engine_log
     log = tmp_path / "log.json"
     engine.containers["c"] = c = FakeContainer("c")
-    c.start = lambda: logging.getLogger("runtime.hooks").warning("container c: hook %s failed",
-                                                                  "poststart")
+    c.start = lambda: engine_log.warning("runtime.hooks", "container c: hook poststart failed")
     assert run(engine, "--log", str(log), "--log-format", "json", "start", "c") == 0
     line = json.loads(log.read_text())
     assert (line["level"], line["msg"]) == ("warning", "container c: hook poststart failed")

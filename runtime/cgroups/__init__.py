@@ -13,13 +13,15 @@ Only the standard library; devices_bpf (ctypes) is imported on first use of a v2
 
 import os
 
-from .fs import CgroupFS
-from .hierarchy import Hierarchy, Mount, detect, parse_mountinfo, parse_proc_cgroup, resolve_paths
-from .base import CgroupError, Manager
-from .plan import (DEFAULT_DEVICE_RULES, DeviceFilter, DeviceRule, Write, plan_v1, plan_v2,
-                   with_default_devices)
-from .v1 import V1Manager
-from .v2 import V2Manager
+# Each name is imported from its module on first use (PEP 562): rebuilding a container's
+# Manager from state.json (every CLI command, `shim delete`) needs v1 or v2, base and fs, not
+# the planning of linux.resources (plan: its regexes) nor the other version.
+_LAZY = {"CgroupFS": "fs", "Hierarchy": "hierarchy", "Mount": "hierarchy", "detect": "hierarchy",
+         "parse_mountinfo": "hierarchy", "parse_proc_cgroup": "hierarchy",
+         "resolve_paths": "hierarchy", "CgroupError": "base", "Manager": "base",
+         "DEFAULT_DEVICE_RULES": "plan", "DeviceFilter": "plan", "DeviceRule": "plan",
+         "Write": "plan", "plan_v1": "plan", "plan_v2": "plan", "with_default_devices": "plan",
+         "V1Manager": "v1", "V2Manager": "v2"}
 
 __all__ = ["CgroupError", "CgroupFS", "DEFAULT_DEVICE_RULES", "DeviceFilter", "DeviceRule",
            "Hierarchy", "Manager", "Mount", "V1Manager", "V2Manager", "Write", "detect",
@@ -27,14 +29,29 @@ __all__ = ["CgroupError", "CgroupFS", "DEFAULT_DEVICE_RULES", "DeviceFilter", "D
            "resolve_paths", "with_default_devices"]
 
 
-def manager(cgroups_path: str | None, container_id: str, hierarchy: Hierarchy | None = None, *,
-            fs: CgroupFS | None = None, own: dict[str, str] | None = None, kill=os.kill,
-            attach_devices=None) -> Manager:
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def manager(cgroups_path: str | None, container_id: str, hierarchy=None, *, fs=None,
+            own: dict[str, str] | None = None, kill=os.kill, attach_devices=None):
     """The Manager for a container's cgroup. `own` (parsed /proc/self/cgroup) is read only
     for a relative or empty cgroupsPath; see hierarchy.py for the path semantics."""
+    from .hierarchy import detect, resolve_paths
     h = hierarchy or detect()
     paths = resolve_paths(cgroups_path, container_id, h, own)
     if h.mode == "v2":
+        from .v2 import V2Manager
         return V2Manager(paths[""], h.mounts[""].point, fs=fs, kill=kill,
                          attach_devices=attach_devices)
+    from .v1 import V1Manager
     return V1Manager(paths, h, fs=fs, kill=kill)

@@ -13,11 +13,10 @@ cgroupsPath semantics (runc's cgroupfs driver):
   * "slice:prefix:name": systemd-driver syntax -> InvalidSpec (no systemd driver here).
 """
 
-import dataclasses
 import posixpath
-import re
 
 from runtime.errors import EngineError, InvalidSpec
+from runtime.record import Record
 
 FIELD = "linux.cgroupsPath"
 V1_CONTROLLERS = frozenset({
@@ -25,14 +24,12 @@ V1_CONTROLLERS = frozenset({
     "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc"})
 
 
-@dataclasses.dataclass(frozen=True)
-class Mount:
+class Mount(Record, frozen=True):
     point: str  # where the hierarchy is mounted, e.g. /sys/fs/cgroup/memory
     root: str = "/"  # which cgroup of the hierarchy sits at `point` ("/" unless in a container)
 
 
-@dataclasses.dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(Record, frozen=True):
     """mode "v1" (legacy or hybrid): mounts maps each controller (and "name=systemd") to its
     mount, combined mounts (cpu,cpuacct) sharing one. mode "v2": mounts is {"": the cgroup2
     mount}. `unified` is the cgroup2 mount a hybrid host has next to v1 (unused by v1 mode)."""
@@ -42,6 +39,9 @@ class Hierarchy:
 
 
 def _unescape(s: str) -> str:
+    if "\\" not in s:
+        return s
+    import re
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
 
 
@@ -100,7 +100,8 @@ def _components(path: str) -> list[str]:
 
 def _inner(cgroups_path: str | None, container_id: str) -> tuple[bool, list[str]]:
     path = cgroups_path or ""
-    if re.fullmatch(r"[^/:]*:[^/:]*:[^/:]+", path):
+    # slice:prefix:name (systemd driver syntax): two colons, no slash, a non-empty name
+    if path.count(":") == 2 and "/" not in path and not path.endswith(":"):
         raise InvalidSpec(FIELD, f"{path!r} is a systemd cgroup (slice:prefix:name); "
                                  "the systemd cgroup driver is not supported, use a path")
     if not path:

@@ -9,18 +9,18 @@ limit) is expressed as data on the Write (fallback/optional/retry_after) or as a
 so the executor stays a dumb loop.
 """
 
-import dataclasses
 import re
 
 from runtime.errors import InvalidSpec
+from runtime.record import Record
+from runtime.record import field as _field
 
 R = "linux.resources"
 U64 = 2**64 - 1
 I64 = 2**63 - 1
 
 
-@dataclasses.dataclass(frozen=True)
-class Write:
+class Write(Record, frozen=True):
     """Write `value` to `file` in the cgroup dir of `controller` (v2: one dir; the controller
     is kept so the manager can check it is enabled). `field` names the spec field for errors."""
     controller: str
@@ -29,11 +29,10 @@ class Write:
     optional: bool = False  # file missing (feature not in this kernel): skip silently
     fallback: tuple[str, str] | None = None  # file missing: write (file, value) instead
     retry_after: str | None = None  # EINVAL: retry once after a successful write to this file
-    field: str = dataclasses.field(default="", compare=False)
+    field: str = _field(default="", compare=False)
 
 
-@dataclasses.dataclass(frozen=True)
-class DeviceRule:
+class DeviceRule(Record, frozen=True):
     """One OCI device cgroup rule; major/minor None = wildcard; access is canonical "rwm" order."""
     allow: bool
     type: str = "a"
@@ -49,12 +48,11 @@ class DeviceRule:
         return f"{self.type} {major}:{minor} {self.access}"
 
 
-@dataclasses.dataclass(frozen=True)
-class DeviceFilter:
+class DeviceFilter(Record, frozen=True):
     """v2 only: the device rules, compiled to eBPF and attached by runtime.cgroups.devices_bpf."""
     rules: tuple[DeviceRule, ...]
     controller: str = "devices"
-    field: str = dataclasses.field(default=f"{R}.devices", compare=False)
+    field: str = _field(default=f"{R}.devices", compare=False)
 
 
 # --- typed accessors: every one names the JSON field it rejects ------------------------------

@@ -14,8 +14,6 @@ from runtime.errors import InvalidSpec
 
 from . import stats as S
 from .base import CgroupError, Manager, _fail
-from .hierarchy import Hierarchy
-from .plan import plan_v1
 
 FREEZE_TRIES = 1000
 
@@ -23,7 +21,7 @@ FREEZE_TRIES = 1000
 class V1Manager(Manager):
     version = 1
 
-    def __init__(self, paths: dict[str, str], hierarchy: Hierarchy, fs=None, kill=os.kill):
+    def __init__(self, paths: dict[str, str], hierarchy, fs=None, kill=os.kill):
         super().__init__(paths, fs, kill)
         self.mounts = {c: hierarchy.mounts[c].point for c in paths}
 
@@ -76,6 +74,7 @@ class V1Manager(Manager):
 
     # --- set --------------------------------------------------------------------------------------
     def set(self, resources: dict | None) -> None:
+        from .plan import plan_v1
         plan = plan_v1(resources)
         files = {w.file for w in plan if not w.optional}
         if {"memory.limit_in_bytes", "memory.memsw.limit_in_bytes"} <= files:

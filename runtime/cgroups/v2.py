@@ -8,14 +8,14 @@ never in the cgroup itself (v2's no-internal-processes rule: it will hold the co
 
 import os
 import posixpath
-import signal
 import time
+
+from _signal import SIGKILL  # not signal: see base.py
 
 from runtime.errors import InvalidSpec
 
 from . import stats as S
 from .base import CgroupError, Manager, _fail
-from .plan import DeviceFilter, Write, plan_v2
 
 FREEZE_TIMEOUT = 2.0
 
@@ -89,6 +89,7 @@ class V2Manager(Manager):
         return set((self._read("cgroup.controllers") or "").split())
 
     def set(self, resources: dict | None) -> None:
+        from .plan import Write, plan_v2
         plan = plan_v2(resources)
         needed = [w for w in plan if isinstance(w, Write) and w.controller]
         avail = self.controllers() if needed else set()
@@ -100,6 +101,7 @@ class V2Manager(Manager):
         self._execute(plan)
 
     def _write_item(self, item) -> None:
+        from .plan import DeviceFilter
         if not isinstance(item, DeviceFilter):
             return self._write(item)
         attach = self._attach_devices
@@ -148,7 +150,7 @@ class V2Manager(Manager):
     def kill_all(self, sig: int) -> None:
         """SIGKILL through cgroup.kill (kernel 5.14+: atomic, no fork race); anything else,
         or an older kernel, the freeze-signal-thaw way."""
-        if sig == signal.SIGKILL:
+        if sig == SIGKILL:
             try:
                 self.fs.write(self._file("cgroup.kill"), "1")
                 return

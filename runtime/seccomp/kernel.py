@@ -6,10 +6,10 @@ after install() returns, the filter IS in force for this thread (all threads wit
 """
 
 import ctypes
-import json
 import os
 import socket
 
+from .. import fastjson as json
 from ..errors import ContainerSetupError
 from . import bpf
 from .profile import Profile

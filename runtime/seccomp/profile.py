@@ -7,9 +7,9 @@ Nothing here needs libseccomp or the kernel: plan() is what compile() feeds libs
 tests can assert on exactly what runc would add.
 """
 
-from dataclasses import dataclass
 
 from ..errors import InvalidSpec
+from ..record import Record
 
 FIELD = "linux.seccomp"
 EPERM = 1
@@ -38,24 +38,21 @@ MAX_ARGS = 6  # a Linux syscall has at most six arguments
 _U64 = (1 << 64) - 1
 
 
-@dataclass(frozen=True)
-class Arg:
+class Arg(Record, frozen=True):
     index: int
     value: int
     value_two: int
     op: str
 
 
-@dataclass(frozen=True)
-class Syscall:
+class Syscall(Record, frozen=True):
     names: tuple[str, ...]
     action: str
     errno_ret: int | None = None
     args: tuple[Arg, ...] = ()
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(Record, frozen=True):
     default_action: str
     default_errno_ret: int | None = None
     architectures: tuple[str, ...] = ()
@@ -69,8 +66,7 @@ class Profile:
         return any(s.action == "SCMP_ACT_NOTIFY" for s in self.syscalls)
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(Record, frozen=True):
     """One libseccomp rule: a syscall name, an action with its errno (ERRNO/TRACE only) and the
     conditions that must ALL hold. `entry` is the index in syscalls[] it came from."""
     name: str
