@@ -133,6 +133,21 @@ class Pod:
         with open(self.log_path(name)) as f:
             return f.read()
 
+    def wait_log(self, name: str, text: str, timeout: float = 10) -> str:
+        """Wait until container `name`'s log contains `text` (e.g. a line it prints once its
+        signal handlers are in place); return the log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                log = self.log(name)
+            except FileNotFoundError:
+                log = ""
+            if text in log:
+                return log
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not in {self.log_path(name)} after {timeout}s: {log!r}")
+            time.sleep(0.02)
+
     def remove(self) -> None:
         """StopPodSandbox + RemovePodSandbox (which removes its containers), as kubelet does."""
         self.cri.stop_pod(self.id)

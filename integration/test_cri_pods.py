@@ -21,7 +21,8 @@ from integration.cri import (CREATED, EXITED, NODE, POD, RUNNING, SANDBOX_NOTREA
 from integration.cri_pods import ppid_of, proc_ns
 
 # A container that ends on SIGTERM (pid 1 of its pid namespace has no default SIGTERM action:
-# it needs a handler) and otherwise runs until stopped.
+# it needs a handler) and otherwise runs until stopped. A test that stops it and times the stop
+# first waits for "started" in its log: a SIGTERM that comes before the trap is set is ignored.
 STOPPABLE = ["sh", "-c", "trap 'echo bye; exit 0' TERM; echo started; while :; do sleep 0.1; done"]
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)) (stdout|stderr) ([PF]) (.*)$")
 
@@ -112,6 +113,7 @@ def test_container_lifecycle(pods):
     assert st.started_at > 0 and st.finished_at == 0
     assert st.image.image and st.image_ref
     assert [c.id for c in cri.list_containers(pod.id)] == [cid]
+    pod.wait_log("app", "started")
     t0 = time.monotonic()
     cri.stop_container(cid, grace=10)
     assert time.monotonic() - t0 < 5, "a container that exits on SIGTERM took the whole grace"
@@ -183,6 +185,8 @@ def test_stop_graceful_then_sigkill(pods):
                                           "echo up; while :; do sleep 0.1; done"])
     stubborn = pod.container("stubborn", ["sh", "-c", "trap '' TERM; echo up; "
                                           "while :; do sleep 0.1; done"])
+    pod.wait_log("graceful", "up")
+    pod.wait_log("stubborn", "up")
     t0 = time.monotonic()
     cri.stop_container(graceful, grace=10)
     assert time.monotonic() - t0 < 5
