@@ -24,6 +24,25 @@ def pause(tmp_path_factory) -> str:
     return load_mkimage().compile_pause(str(tmp_path_factory.mktemp("pause") / "pause"))
 
 
+def stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: state, ppid, ... ([] if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = stat(int(d))
+            if len(st) > 1 and int(st[1]) == pid:
+                out.append(int(d))
+    return sorted(out)
+
+
 def _wait(p: subprocess.Popen, timeout: float = 10) -> int:
     try:
         return p.wait(timeout)
@@ -58,24 +77,16 @@ def test_reaps_orphans_as_pid1(pause):
     try:
         deadline = time.monotonic() + 10
         while inner is None and time.monotonic() < deadline:
-            kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
-            inner = int(kids[0]) if kids else None
+            kids = children(p.pid)
+            inner = kids[0] if kids else None
             time.sleep(0.05)
         assert inner is not None, "no pause process inside the namespace"
         # Enter its pid namespace and leave a short-lived orphan behind.
         subprocess.run(["nsenter", "-t", str(inner), "-p", "--", "sh", "-c", "(sleep 0.2 &)"],
                        check=True, timeout=10)
         time.sleep(1.0)
-        zombies = [k for k in subprocess.run(["pgrep", "-P", str(inner)], capture_output=True,
-                                             text=True).stdout.split()]
-        states = []
-        for k in zombies:
-            try:
-                with open(f"/proc/{k}/stat") as f:
-                    states.append(f.read().rsplit(")", 1)[1].split()[0])
-            except OSError:
-                pass
-        assert "Z" not in states, f"pause left zombies: {zombies} {states}"
+        states = {k: stat(k)[0] for k in children(inner)}
+        assert "Z" not in states.values(), f"pause left zombies: {states}"
     finally:
         # unshare --fork blocks SIGTERM while it waits: stop pause itself; unshare follows.
         if inner is not None:
