@@ -5,8 +5,6 @@ Invariant: a name the table does not know is an InvalidSpec naming the exact fie
 like runc does, because the kernel cannot grant it anyway.
 """
 
-from functools import lru_cache
-
 from .errors import InvalidSpec
 
 # Kernel order: the index is the capability number (include/uapi/linux/capability.h).
@@ -25,14 +23,19 @@ NUMBERS = {name: i for i, name in enumerate(NAMES)}
 SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 
 
-@lru_cache(maxsize=1)
+_last: list[int] = []  # cached (functools.lru_cache would cost ~2 ms of start-up)
+
+
 def last_cap() -> int:
-    """The highest capability this kernel knows."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except OSError:
-        return len(NAMES) - 1
+    """The highest capability this kernel knows (read once: the container's init asks after
+    pivot_root, where the host's /proc is gone, and gets what its caller read)."""
+    if not _last:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as f:
+                _last.append(int(f.read()))
+        except OSError:
+            _last.append(len(NAMES) - 1)
+    return _last[0]
 
 
 def number(name: str, field: str) -> int:

@@ -15,18 +15,21 @@ Invariants:
   caller being the subreaper that inherits the grandchildren; it waits by pid, never waitpid(-1).
 """
 
-import array
 import fcntl
 import os
 import select
-import signal
-import socket
+import struct
 import time
+
+# _signal and _socket, not signal and socket: their enum wrappers cost ~5 ms of start-up.
+import _signal as signal
+import _socket as socket
 
 from . import fastjson as json
 from . import proc
 from .errors import ContainerSetupError, EngineError, InvalidSpec
 
+_INT = struct.Struct("i")  # an fd in SCM_RIGHTS data (array would import collections)
 Stdio3 = tuple  # (stdin, stdout, stderr): fds or None for /dev/null
 
 
@@ -37,7 +40,7 @@ def send(sock: socket.socket, msg: dict, fd: int | None = None) -> None:
     if fd is None:
         sock.send(data)
     else:
-        socket.send_fds(sock, [data], [fd])
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _INT.pack(fd))])
 
 
 def recv(sock: socket.socket, deadline: float, timeout: float,
@@ -62,11 +65,11 @@ def _recv_with_fds(sock: socket.socket, max_fds: int = 4) -> tuple[bytes, list[i
     # Not socket.recv_fds: it drops its flags argument (so no MSG_CMSG_CLOEXEC).
     data, ancdata, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(max_fds * 4),
                                        socket.MSG_CMSG_CLOEXEC)
-    fds = array.array("i")
+    fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-    return data, list(fds)
+            fds += [v for (v,) in _INT.iter_unpack(payload[:len(payload) - len(payload) % 4])]
+    return data, fds
 
 
 def request(sock: socket.socket, msg: dict, answer: str, step: str, failure: str) -> None:
@@ -118,7 +121,7 @@ def reset_caller_signals() -> None:
         try:
             # getsignal is cheap and a signal() call is not: only touch what is not default
             # (None = a handler installed outside Python, which is not ours either).
-            if signal.getsignal(sig) is not signal.SIG_DFL:
+            if signal.getsignal(sig) != signal.SIG_DFL:
                 signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):
             pass

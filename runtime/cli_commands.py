@@ -161,14 +161,17 @@ class Forwarder:
     SKIP = ("SIGCHLD", "SIGWINCH", "SIGURG", "SIGPIPE", "SIGKILL", "SIGSTOP")
 
     def __init__(self, ctx):
-        import signal
+        import _signal as signal  # not signal: its enum wrappers cost ~4 ms of start-up
         self.target = None  # callable(sig)
         self.pending: list[int] = []
         self.active = ctx.real_process
         if not self.active:
             return
+        named = {getattr(signal, n) for n in dir(signal)  # signal.Signals' members
+                 if n.startswith("SIG") and not n.startswith("SIG_")}
+        skip = {getattr(signal, n) for n in self.SKIP}
         for sig in signal.valid_signals():
-            if isinstance(sig, signal.Signals) and sig.name not in self.SKIP:
+            if sig in named and sig not in skip:
                 try:
                     signal.signal(sig, self._on_signal)
                 except (OSError, ValueError):

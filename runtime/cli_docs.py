@@ -118,7 +118,7 @@ def _mount_options() -> list[str]:
 def features() -> dict:
     from . import caps
     from . import container
-    container.load_engine()  # what create/exec apply a spec with, for the checks below
+    container.load_engine(everything=True)  # what create/exec apply a spec with, for the checks below
     from .sys.consts import NAMESPACE_FLAGS
     wired = sys.modules
     cgroups = "runtime.cgroups" in wired

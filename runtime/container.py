@@ -71,10 +71,13 @@ def _valid_id(container_id: str) -> bool:
             and all(c.isalnum() or c in _ID_CHARS for c in container_id))
 
 
-def load_engine():
-    """Import what create and exec apply a spec with; returns runtime.launch. Also what
-    `pyshim-runc features` asks, to report only what the engine really loads."""
-    from . import execproc, hooks, launch, mounts, namespaces, seccomp  # noqa: F401
+def load_engine(everything: bool = False):
+    """Import what create and exec apply a spec with; returns runtime.launch. everything=True:
+    also what only some specs need (seccomp; imported by seccomp_filter() when a spec has a
+    profile): what `pyshim-runc features` asks, to report only what the engine really loads."""
+    from . import execproc, hooks, launch, mounts, namespaces  # noqa: F401
+    if everything:
+        from . import seccomp  # noqa: F401
     return launch
 
 

@@ -35,6 +35,13 @@ DEFAULT_TIMEOUT = 60.0  # seconds, for a hook without a timeout (the spec's defa
 OUTPUT_TAIL = 4096
 
 
+def preload() -> None:
+    """Import what running a hook needs (subprocess: ~10 ms, so not at import time), in the
+    caller before it forks: the init runs startContainer hooks after pivot_root, where no
+    module can be found any more."""
+    import subprocess  # noqa: F401
+
+
 def budget(hooks: list) -> float:
     """The longest the hooks of one kind can take, in seconds."""
     return sum(h.timeout or DEFAULT_TIMEOUT for h in hooks)

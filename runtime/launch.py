@@ -29,9 +29,10 @@ Invariants:
 
 import errno
 import os
-import signal
-import socket
 import time
+
+import _signal as signal  # not signal, socket: their enum wrappers cost ~5 ms of start-up
+import _socket as socket
 
 from . import hooks, namespaces
 from . import init as _init
@@ -208,6 +209,8 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
     """Fork the init and wait until it is created. Returns (host pid, start time, the master
     of its terminal or None); with a terminal, `stdio` is ignored (pass Nones).
     runtime_hooks(init pid) runs the prestart and createRuntime hooks when the init asks."""
+    if cfg.spec.hooks:
+        hooks.preload()  # the init runs hooks too, some after pivot_root
     def wait(sock, kids):
         start = _await_ready(sock, kids, timeout, cfg.spec, sys, runtime_hooks)
         return kids.pid, start, kids.take_console()  # kids.pid is known only after _await_ready

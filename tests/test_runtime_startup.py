@@ -167,3 +167,42 @@ def test_utc_now_is_datetimes_isoformat_with_a_z(monkeypatch):
 def test_container_ids_follow_runcs_rule(cid, ok):
     from runtime import container
     assert container._valid_id(cid) is ok
+
+
+# --- a fresh CLI process: what the engine imports lazily is there before the forks -----------
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_a_fresh_cli_run_with_hooks_and_seccomp(tmp_path):
+    """Modules imported on first use must be imported before the init pivots into the
+    container's root (nothing can be imported after): hooks (subprocess, for startContainer
+    after pivot_root) and the seccomp filter's loader (the default spec has a profile)."""
+    from test_runtime_root import write_config
+    busybox = "/bin/busybox"
+    if not os.path.exists(busybox):
+        pytest.skip("no static busybox")
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs" / "bin").mkdir(parents=True)
+    import shutil
+    shutil.copy(busybox, bundle / "rootfs/bin/busybox")
+    os.link(bundle / "rootfs/bin/busybox", bundle / "rootfs/bin/sh")
+    marks = tmp_path / "marks"
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", f"echo $0 >> {marks}"]}
+
+    def mutate(c):
+        c["hooks"] = {kind: [{**hook, "args": hook["args"] + [kind]}]
+                      for kind in ("createRuntime", "poststop")}
+        # in the container's root: its own path and file
+        c["hooks"]["startContainer"] = [{"path": "/bin/sh",
+                                         "args": ["sh", "-c", "echo started > /started"]}]
+        c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}
+    write_config(bundle, ["sh", "-c", "mkdir /tmp/x || echo in; exit 3"], mutate)
+    r = subprocess.run([sys.executable, "-IS", "-c",
+                        f"import sys; sys.path.insert(0, {REPO!r})\n"
+                        "from runtime.cli import main\n"
+                        f"sys.exit(main(['--root', {str(tmp_path / 'state')!r}, 'run', "
+                        f"'--bundle', {str(bundle)!r}, 'c1']))"],
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (3, "in\n"), r.stderr
+    assert "mkdir" in r.stderr  # busybox: Operation not permitted
+    assert marks.read_text().split() == ["createRuntime", "poststop"]
+    assert (bundle / "rootfs" / "started").read_text() == "started\n"

@@ -9,13 +9,13 @@ import ctypes
 import errno
 import fcntl
 import os
-import platform
 import resource
-import signal
-import socket
 import struct
 
-from ..seccomp import kernel as _seccomp  # ctypes only: loading a filter needs no libseccomp
+# _signal and _socket, not signal and socket: their enum wrappers cost ~5 ms of start-up.
+import _signal as signal
+import _socket as socket
+
 from . import consts as C
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -28,7 +28,7 @@ _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, _ulong, _ulong, _ulong, _ulong]
 _libc.syscall.restype = ctypes.c_long
-_SYSCALLS = C.SYSCALL_NUMBERS.get(platform.machine(), C.SYSCALL_NUMBERS["x86_64"])
+_SYSCALLS = C.SYSCALL_NUMBERS.get(os.uname().machine, C.SYSCALL_NUMBERS["x86_64"])
 
 
 _STATVFS_FLAGS = ((os.ST_RDONLY, C.MS_RDONLY), (os.ST_NOSUID, C.MS_NOSUID),
@@ -120,13 +120,16 @@ class Linux:
 
     def loopback_up(self) -> None:
         # SIOCSIFFLAGS on a throwaway socket: the netlink alternative (pyroute2) costs 200 ms.
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
             req = struct.pack("16sh22x", b"lo", 0)
             try:
                 flags = struct.unpack("16sh22x", fcntl.ioctl(s, C.SIOCGIFFLAGS, req))[1]
                 fcntl.ioctl(s, C.SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | C.IFF_UP))
             except OSError as e:
                 raise OSError(e.errno, f"set lo up: {os.strerror(e.errno)}") from None
+        finally:
+            s.close()
 
     # --- credentials and capabilities ------------------------------------------------------
     def capget(self) -> tuple[int, int, int]:
@@ -202,7 +205,11 @@ class Linux:
 
     def seccomp_install(self, program: bytes, flags: int) -> None:
         """Load a compiled filter (runtime.seccomp.install; a ContainerSetupError on failure)."""
-        _seccomp.install(program, flags)
+        # ctypes only: loading a filter needs no libseccomp. Imported on use, in the caller
+        # already (container.seccomp_filter imports runtime.seccomp before any fork): this
+        # runs inside the container's root, where no module can be found any more.
+        from ..seccomp import kernel
+        kernel.install(program, flags)
 
     # --- terminals and fds ------------------------------------------------------------------
     def open_pty(self) -> tuple[int, int, str]:
