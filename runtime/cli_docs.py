@@ -112,7 +112,8 @@ def _namespace_supported(ns_type: str) -> bool:
 
 def _mount_options() -> list[str]:
     from . import mounts
-    return sorted(set(mounts._SET) | set(mounts._CLEAR) | set(mounts.PROPAGATION))
+    return sorted(set(mounts._SET) | set(mounts._CLEAR) | set(mounts.PROPAGATION)
+                  | set(mounts.RECURSIVE))
 
 
 def features() -> dict:

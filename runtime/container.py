@@ -369,6 +369,7 @@ class Container:
         from . import execproc, namespaces
         from . import spec as spec_mod
         p = spec_mod.parse_process(process)
+        spec_mod.check_process_supported(p)
         spec_mod.check_process_ids(p, self.spec)
         status = self.status()
         if status not in ("created", "running"):
@@ -457,11 +458,27 @@ class Container:
             raise InvalidState(f"cannot delete a {status} container without force", self.id,
                                status)
         if status != "stopped":  # a created one is killed like runc does, force or not
+            self._net_devices_back()
             self._kill_and_wait()
         self._remove_cgroup()
         state.remove(self._dir)
         if self._hooks("poststop"):
             _poststop(self.spec, self._state_base())
+
+    def _net_devices_back(self) -> None:
+        """linux.netDevices go back to the host while the init still holds the namespace."""
+        if not (self._data["config"].get("linux") or {}).get("netDevices"):
+            return
+        try:
+            fd = os.open(f"/proc/{self.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if proc.is_alive(self.pid, self.start_time):  # the fd is that init's namespace
+                from . import netdev
+                netdev.move_out(fd, self.spec.linux.net_devices, self.id)
+        finally:
+            os.close(fd)
 
     def _kill_and_wait(self) -> None:
         """SIGKILL the init and, with a cgroup, every other process in it (a frozen cgroup is

@@ -18,7 +18,7 @@ from . import mounts as M
 from .errors import ContainerSetupError
 from .paths import secure_join
 
-_STEPS = {M.Mount: "mount", M.Umount: "umount", M.Chdir: "chdir", M.PivotRoot: "pivot_root",
+_STEPS = {M.Mount: "mount", M.SetAttr: "mount_setattr", M.Umount: "umount", M.Chdir: "chdir", M.PivotRoot: "pivot_root",
           M.ParentPrivate: "mount", M.MakeDevice: "mknod", M.Symlink: "symlink",
           M.MakeDirs: "mkdir", M.MaskPath: "mask", M.ReadonlyPath: "readonly",
           _console.Console: "console"}
@@ -72,6 +72,9 @@ class _Executor:
             if retry == flags or (atime and atime != locked & _ATIME):
                 raise
         self.sys.mount(source, target, fstype, retry, data)
+
+    def SetAttr(self, op: M.SetAttr) -> None:
+        self.sys.mount_setattr(self.resolve(op.target), op.attr_set, op.attr_clr, True)
 
     def Umount(self, op: M.Umount) -> None:
         self.sys.umount2(self.resolve(op.target), op.flags)

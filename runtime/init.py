@@ -5,8 +5,9 @@ Invariants:
   namespace: the cgroup (create's only: an exec'd process joins it itself, runtime.execproc),
   the oom score.
 - prepare() runs during create, before the init reports "ready": namespaced kernel settings,
-  the whole filesystem plan, then prepare_process(): the executable lookup and the checks that
-  would otherwise only fail after start (capabilities, rlimits). Any failure is a
+  the whole filesystem plan, linux.personality, then prepare_process(): the executable lookup
+  and what would otherwise only fail after start (capabilities, rlimits, process.scheduler,
+  process.ioPriority: both set on ourselves, kept across the exec). Any failure is a
   ContainerSetupError or InvalidSpec.
 - finish() runs after the start byte: become() sets credentials, capabilities, umask, cwd, then
   execs. Nothing from the runtime survives the exec: every fd >= 3 is marked close-on-exec and
@@ -84,6 +85,8 @@ def prepare(cfg: InitConfig, sys, before_pivot=None, send_master=None) -> Prepar
         path = sysctl_path(key)
         step("sysctl", sys.write_file, path, value, path=path)
     executor.apply(cfg.ops, cfg.rootfs, sys, before_pivot, send_master)
+    if spec.linux.personality is not None:  # linux.personality (the init's)
+        step("personality", sys.personality, spec.linux.personality)
     return prepare_process(proc, sys)
 
 
@@ -98,6 +101,12 @@ def prepare_process(proc: Process, sys) -> Prepared:
     _check_capabilities(proc, sys)
     for r in proc.rlimits:
         step("rlimits", sys.setrlimit, r.type, _rlim(r.soft), _rlim(r.hard))
+    s = proc.scheduler
+    if s is not None:  # after the rlimits: RLIMIT_RTPRIO may be what allows it
+        step("scheduler", sys.sched_setattr, s.policy, s.flags, s.nice, s.priority, s.runtime,
+             s.deadline, s.period)
+    if proc.io_priority is not None:
+        step("ioPriority", sys.ioprio_set, proc.io_priority.value())
     return Prepared(exe, env)
 
 

@@ -19,6 +19,11 @@ Invariants:
 - process.terminal (runtime.console): the init makes the pty after pivot_root and sends
   {"type": "console"} with the master attached (SCM_RIGHTS) before "ready"; launch() returns
   it, and closes it if create fails after all. The init's 0-2 are the slave from then on.
+- linux.netDevices (runtime.netdev): the init sends {"type": "netdevices"} before anything
+  else and waits; the caller moves the devices into its network namespace and answers
+  {"type": "netdevices-done"}.
+- linux.timeOffsets: the intermediate writes them to its /proc/self/timens_offsets right after
+  it unshared the time namespace, before it forks the init (the first process in it).
 - Hooks (runtime.hooks): when the spec has prestart/createRuntime hooks, the init sends
   {"type": "hooks"} before pivot_root and waits; the caller runs them and answers
   {"type": "hooks-done"} (on failure it kills the init instead). The init then runs the
@@ -67,6 +72,17 @@ def _enter_namespaces(spec, sock: socket.socket, sys) -> None:
             sys.unshare(flags)
         except OSError as e:
             raise ContainerSetupError("namespaces", e.strerror or str(e)) from None
+    if spec.linux.time_offsets:  # a new time namespace (spec.py checks): before anyone is in it
+        _init.step("timeOffsets", sys.write_file, TIMENS_OFFSETS,
+                   time_offsets_text(spec.linux.time_offsets), path=TIMENS_OFFSETS)
+
+
+TIMENS_OFFSETS = "/proc/self/timens_offsets"  # of the time namespace our children will enter
+
+
+def time_offsets_text(offsets: dict) -> str:
+    """linux.timeOffsets as /proc/<pid>/timens_offsets takes them: "<clock> <secs> <nsecs>"."""
+    return "".join(f"{clock} {secs} {nsecs}\n" for clock, (secs, nsecs) in sorted(offsets.items()))
 
 
 def _needs_second_fork(spec) -> bool:
@@ -149,6 +165,9 @@ def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
         dup_stdio(stdio)
         # An O_PATH handle on the state dir still reaches exec.fifo after pivot_root.
         state_fd = os.open(cfg.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        if cfg.spec.linux.net_devices:  # moved in by the caller, before our sysctls see them
+            request(sock, {"type": "netdevices"}, "netdevices-done", "netDevices",
+                    "the runtime did not move the network devices")
         prepared = _init.prepare(cfg, sys, lambda: _before_pivot(cfg, sock, pid),
                                  lambda master: send(sock, {"type": "console"}, master))
         if not cfg.spec.process.terminal:  # else 0-2 are the terminal already
@@ -187,6 +206,13 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
         elif msg["type"] == "idmap":  # the intermediate's new user namespace
             namespaces.write_id_mappings(kids.mid, spec.linux, sys)
             send(sock, {"type": "idmap-done"})
+        elif msg["type"] == "netdevices":  # into the init's network namespace (runtime.netdev)
+            kids.await_pid(sock, deadline, allowed)
+            if kids.pid is None:
+                raise ContainerSetupError("init", "the intermediate exited without reporting")
+            from . import netdev
+            netdev.move_in(kids.pid, spec.linux.net_devices)
+            send(sock, {"type": "netdevices-done"})
         elif msg["type"] == "hooks":
             kids.await_pid(sock, deadline, allowed)  # the hooks get the init's pid
             if kids.pid is None:

@@ -35,6 +35,13 @@ class Mount(Record, frozen=True):
     host: bool = False  # target is a host path even before PivotRoot
 
 
+class SetAttr(Record, frozen=True):
+    """mount_setattr(2) on the mount at target, recursively: the "r" options (rro...)."""
+    target: str
+    attr_set: int = 0
+    attr_clr: int = 0
+
+
 class Umount(Record, frozen=True):
     target: str
     flags: int = 0
@@ -100,18 +107,31 @@ PROPAGATION = {"private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC,
                "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC}
 
 
+# Recursive mount attributes (mount_setattr(2), runc's "rro" family): set, clear.
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
+RECURSIVE = {"rro": (MOUNT_ATTR_RDONLY, 0), "rrw": (0, MOUNT_ATTR_RDONLY),
+             "rnosuid": (MOUNT_ATTR_NOSUID, 0), "rsuid": (0, MOUNT_ATTR_NOSUID),
+             "rnodev": (MOUNT_ATTR_NODEV, 0), "rdev": (0, MOUNT_ATTR_NODEV),
+             "rnoexec": (MOUNT_ATTR_NOEXEC, 0), "rexec": (0, MOUNT_ATTR_NOEXEC)}
+
+
 class Options(Record, frozen=True):
     flags: int = 0
     propagation: tuple[int, ...] = ()
     data: str | None = None
+    attr_set: int = 0  # recursive mount attributes (RECURSIVE)
+    attr_clr: int = 0
 
 
 def parse_mount_options(options: list[str]) -> Options:
     """mount(8)-style options -> flags, propagation changes (each its own mount call, since
     the kernel takes one propagation type per call) and the fs-specific data string."""
-    flags, prop, data = 0, [], []
+    flags, prop, data, attr_set, attr_clr = 0, [], [], 0, 0
     for opt in options:
-        if opt in _SET:
+        if opt in RECURSIVE:
+            on, off = RECURSIVE[opt]
+            attr_set, attr_clr = (attr_set | on) & ~off, (attr_clr | off) & ~on
+        elif opt in _SET:
             flags |= _SET[opt]
         elif opt in _CLEAR:
             flags &= ~_CLEAR[opt]
@@ -119,7 +139,7 @@ def parse_mount_options(options: list[str]) -> Options:
             prop.append(PROPAGATION[opt])
         else:
             data.append(opt)
-    return Options(flags, tuple(prop), ",".join(data) or None)
+    return Options(flags, tuple(prop), ",".join(data) or None, attr_set, attr_clr)
 
 
 def parse_options(options: list[str]) -> tuple[int, str | None]:
@@ -288,6 +308,8 @@ def _plan_mount(i: int, m, dest: str, bundle: str) -> list:
         create = None if flags & MS_REMOUNT else "dir"
         ops.append(Mount(m.source or m.type, dest, m.type, flags, o.data, create=create))
     ops += [Mount(None, dest, None, p) for p in o.propagation]
+    if o.attr_set or o.attr_clr:
+        ops.append(SetAttr(dest, o.attr_set, o.attr_clr))
     return ops
 
 

@@ -21,6 +21,16 @@ _RLIMITS = {"RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSI
             "RLIMIT_STACK"}
 _HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
                "poststop")
+SCHED_POLICIES = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3,
+                  "SCHED_ISO": 4, "SCHED_IDLE": 5, "SCHED_DEADLINE": 6}
+SCHED_FLAGS = {"SCHED_FLAG_RESET_ON_FORK": 0x01, "SCHED_FLAG_RECLAIM": 0x02,
+               "SCHED_FLAG_DL_OVERRUN": 0x04, "SCHED_FLAG_KEEP_POLICY": 0x08,
+               "SCHED_FLAG_KEEP_PARAMS": 0x10, "SCHED_FLAG_UTIL_CLAMP_MIN": 0x20,
+               "SCHED_FLAG_UTIL_CLAMP_MAX": 0x40}
+IOPRIO_CLASSES = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE": 3}
+IOPRIO_CLASS_SHIFT = 13
+PERSONALITY_DOMAINS = {"LINUX": 0x0000, "LINUX32": 0x0008}
+TIME_CLOCKS = ("boottime", "monotonic")
 _PROPAGATIONS = ("shared", "slave", "private", "unbindable",
                  "rshared", "rslave", "rprivate", "runbindable")
 
@@ -47,6 +57,26 @@ class Rlimit(Record):
     hard: int
 
 
+class Scheduler(Record):
+    """process.scheduler, for sched_setattr(2): policy and flags as the kernel's numbers."""
+    policy: int
+    nice: int = 0
+    priority: int = 0
+    flags: int = 0
+    runtime: int = 0
+    deadline: int = 0
+    period: int = 0
+
+
+class IOPriority(Record):
+    """process.ioPriority, for ioprio_set(2): the class's number and the level (0-7)."""
+    klass: int
+    priority: int = 0
+
+    def value(self) -> int:
+        return self.klass << IOPRIO_CLASS_SHIFT | self.priority
+
+
 class Process(Record):
     args: list[str]
     cwd: str
@@ -58,6 +88,10 @@ class Process(Record):
     rlimits: list[Rlimit] = field(list)
     no_new_privileges: bool = False
     oom_score_adj: int | None = None
+    scheduler: Scheduler | None = None
+    io_priority: IOPriority | None = None
+    apparmor_profile: str = ""  # no LSM is supported: check_lsm() refuses a non-empty one
+    selinux_label: str = ""
 
     def env_dict(self) -> dict[str, str]:
         return dict(e.split("=", 1) for e in self.env)
@@ -115,6 +149,11 @@ class Linux(Record):
     readonly_paths: list[str] = field(list)
     rootfs_propagation: str | None = None
     seccomp: dict | None = None
+    personality: int | None = None  # personality(2)'s domain (PER_LINUX, PER_LINUX32)
+    time_offsets: dict[str, tuple[int, int]] = field(dict)  # clock -> (secs, nanosecs)
+    net_devices: dict[str, str] = field(dict)  # host interface -> its name in the container
+    mount_label: str = ""
+    intel_rdt: dict | None = None
 
 
 class Spec(Record):
@@ -220,6 +259,54 @@ def _parse_rlimits(obj: dict, path: str) -> list[Rlimit]:
     return out
 
 
+def _int_in(obj: dict, key: str, path: str, lo: int, hi: int, default=0) -> int:
+    v = _get(obj, key, int, path, default=default)
+    if v is not None and not lo <= v <= hi:
+        raise InvalidSpec(f"{path}.{key}", f"must be within [{lo}, {hi}], got {v}")
+    return v
+
+
+def _parse_scheduler(obj: dict, path: str) -> Scheduler:
+    """runc's validation: nice in [-20, 19]; a priority only for SCHED_FIFO/SCHED_RR (and then
+    1-99, the kernel's range); runtime/deadline/period only for SCHED_DEADLINE."""
+    name = _get(obj, "policy", str, path, required=True)
+    if name not in SCHED_POLICIES:
+        raise InvalidSpec(f"{path}.policy", f"unknown policy {name!r}")
+    flags = 0
+    for i, f in enumerate(_list(obj, "flags", str, path)):
+        if f not in SCHED_FLAGS:
+            raise InvalidSpec(f"{path}.flags[{i}]", f"unknown flag {f!r}")
+        flags |= SCHED_FLAGS[f]
+    u64 = 2**64 - 1
+    sched = Scheduler(SCHED_POLICIES[name], _int_in(obj, "nice", path, -20, 19),
+                      _int_in(obj, "priority", path, -(2**31), 2**31 - 1), flags,
+                      _int_in(obj, "runtime", path, 0, u64), _int_in(obj, "deadline", path, 0, u64),
+                      _int_in(obj, "period", path, 0, u64))
+    realtime = name in ("SCHED_FIFO", "SCHED_RR")
+    if sched.priority and not realtime:
+        raise InvalidSpec(f"{path}.priority", "can only be set for SCHED_FIFO or SCHED_RR")
+    if realtime and not 1 <= sched.priority <= 99:
+        raise InvalidSpec(f"{path}.priority", f"must be within [1, 99] for {name}, "
+                                              f"got {sched.priority}")
+    if name != "SCHED_DEADLINE":
+        for key in ("runtime", "deadline", "period"):
+            if getattr(sched, key):
+                raise InvalidSpec(f"{path}.{key}", "can only be set for SCHED_DEADLINE")
+    elif not sched.runtime <= (sched.deadline or sched.runtime) <= (sched.period or u64):
+        raise InvalidSpec(f"{path}.runtime", "SCHED_DEADLINE needs runtime <= deadline <= "
+                                             "period")
+    if name == "SCHED_ISO":
+        raise InvalidSpec(f"{path}.policy", "SCHED_ISO is not implemented by Linux")
+    return sched
+
+
+def _parse_io_priority(obj: dict, path: str) -> IOPriority:
+    klass = _get(obj, "class", str, path, required=True)
+    if klass not in IOPRIO_CLASSES:
+        raise InvalidSpec(f"{path}.class", f"unknown class {klass!r}")
+    return IOPriority(IOPRIO_CLASSES[klass], _int_in(obj, "priority", path, 0, 7))
+
+
 def parse_process(obj) -> Process:
     """Validate an OCI process object: config.json's "process", or the one an exec sends.
     Errors name the field as "process.<path>" in both cases."""
@@ -236,6 +323,8 @@ def parse_process(obj) -> Process:
     size = _get(obj, "consoleSize", dict, P)
     user = _get(obj, "user", dict, P)
     caps = _get(obj, "capabilities", dict, P)
+    sched = _get(obj, "scheduler", dict, P)
+    ioprio = _get(obj, "ioPriority", dict, P)
     oom = _get(obj, "oomScoreAdj", int, P)
     if oom is not None and not -1000 <= oom <= 1000:
         raise InvalidSpec(f"{P}.oomScoreAdj", f"must be within [-1000, 1000], got {oom}")
@@ -249,7 +338,11 @@ def parse_process(obj) -> Process:
         capabilities=None if caps is None else _parse_caps(caps, f"{P}.capabilities"),
         rlimits=_parse_rlimits(obj, P),
         no_new_privileges=_get(obj, "noNewPrivileges", bool, P, default=False),
-        oom_score_adj=oom)
+        oom_score_adj=oom,
+        scheduler=None if sched is None else _parse_scheduler(sched, f"{P}.scheduler"),
+        io_priority=None if ioprio is None else _parse_io_priority(ioprio, f"{P}.ioPriority"),
+        apparmor_profile=_get(obj, "apparmorProfile", str, P, default=""),
+        selinux_label=_get(obj, "selinuxLabel", str, P, default=""))
 
 
 def _parse_mounts(obj: dict) -> list[Mount]:
@@ -340,9 +433,52 @@ def _parse_devices(obj: dict, path: str) -> list[Device]:
     return out
 
 
+def _parse_personality(obj: dict, path: str) -> int:
+    domain = _get(obj, "domain", str, path, required=True)
+    if domain not in PERSONALITY_DOMAINS:
+        raise InvalidSpec(f"{path}.domain", f"unknown domain {domain!r} (LINUX or LINUX32)")
+    if _list(obj, "flags", str, path):  # the spec: "currently no flag values are supported"
+        raise InvalidSpec(f"{path}.flags", "no personality flag is supported")
+    return PERSONALITY_DOMAINS[domain]
+
+
+def _parse_time_offsets(obj: dict, path: str) -> dict[str, tuple[int, int]]:
+    out = {}
+    for clock, offset in _get(obj, "timeOffsets", dict, path, default={}).items():
+        p = f"{path}.timeOffsets.{clock}"
+        if clock not in TIME_CLOCKS:
+            raise InvalidSpec(p, f"unknown clock {clock!r} (boottime or monotonic)")
+        _check(offset, dict, p)
+        out[clock] = (_int_in(offset, "secs", p, -(2**63), 2**63 - 1),
+                      _int_in(offset, "nanosecs", p, 0, 999_999_999))
+    return out
+
+
+def _valid_ifname(name: str) -> bool:
+    """What the kernel's dev_valid_name() accepts."""
+    return (0 < len(name) < 16 and name not in (".", "..")
+            and not any(c == "/" or c == ":" or c.isspace() for c in name))
+
+
+def _parse_net_devices(obj: dict, path: str) -> dict[str, str]:
+    out = {}
+    for host, dev in _get(obj, "netDevices", dict, path, default={}).items():
+        p = f"{path}.netDevices.{host}"
+        if not _valid_ifname(host):
+            raise InvalidSpec(p, f"{host!r} is not a valid interface name")
+        name = _get(_check(dev, dict, p), "name", str, p) or host
+        if not _valid_ifname(name):
+            raise InvalidSpec(f"{p}.name", f"{name!r} is not a valid interface name")
+        if name in out.values():
+            raise InvalidSpec(f"{p}.name", f"{name!r} is given to two devices")
+        out[host] = name
+    return out
+
+
 def _parse_linux(obj: dict) -> Linux:
     L = "linux"
     prop = _get(obj, "rootfsPropagation", str, L)
+    personality = _get(obj, "personality", dict, L)
     if prop is not None and prop not in _PROPAGATIONS:
         raise InvalidSpec(f"{L}.rootfsPropagation", f"unknown propagation {prop!r}")
     return Linux(
@@ -358,7 +494,13 @@ def _parse_linux(obj: dict) -> Linux:
         readonly_paths=[_absolute(v, f"{L}.readonlyPaths[{i}]")
                         for i, v in enumerate(_list(obj, "readonlyPaths", str, L))],
         rootfs_propagation=prop,
-        seccomp=_get(obj, "seccomp", dict, L))
+        seccomp=_get(obj, "seccomp", dict, L),
+        personality=None if personality is None else _parse_personality(personality,
+                                                                         f"{L}.personality"),
+        time_offsets=_parse_time_offsets(obj, L),
+        net_devices=_parse_net_devices(obj, L),
+        mount_label=_get(obj, "mountLabel", str, L, default=""),
+        intel_rdt=_get(obj, "intelRdt", dict, L))
 
 
 def parse(config: dict) -> Spec:
@@ -440,7 +582,52 @@ def _check_consistency(spec: Spec) -> None:
                               ("gidMappings", spec.linux.gid_mappings)):
             if not mappings:
                 raise InvalidSpec(f"linux.{key}", "a new user namespace needs id mappings")
+    if spec.linux.time_offsets:
+        ns = spec.namespace("time")
+        if ns is None or ns.path is not None:
+            raise InvalidSpec("linux.timeOffsets", "needs a new time namespace (linux.namespaces "
+                                                   "type time, without a path)")
+    if spec.linux.net_devices and not spec.namespace("network"):
+        raise InvalidSpec("linux.netDevices", "moving network devices needs a network namespace")
     _check_sysctl(spec)
+
+
+def host_lsms() -> set[str]:
+    """The LSMs this host enforces that the runtime spec has fields for."""
+    out = set()
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            if f.read().strip() == "Y":
+                out.add("apparmor")
+    except OSError:
+        pass
+    if posixpath.exists("/sys/fs/selinux/enforce"):
+        out.add("selinux")
+    return out
+
+
+def _no_lsm(field_: str, value: str, lsm: str, name: str) -> None:
+    """runc refuses a label or profile the host cannot apply; so do we (and we apply none)."""
+    if not value:
+        return
+    if lsm in host_lsms():
+        raise InvalidSpec(field_, f"{name} is not supported by this engine yet")
+    raise InvalidSpec(field_, f"{name} is not enabled on this host ({value!r} cannot be "
+                              "applied)")
+
+
+def check_process_supported(process: Process) -> None:
+    """What a process (the init's, or one to exec) asks that this engine cannot do."""
+    _no_lsm("process.apparmorProfile", process.apparmor_profile, "apparmor", "AppArmor")
+    _no_lsm("process.selinuxLabel", process.selinux_label, "selinux", "SELinux")
+
+
+def _resctrl_mounted() -> bool:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return any(" - resctrl " in line for line in f)
+    except OSError:
+        return False
 
 
 def check_supported(spec: Spec) -> None:
@@ -449,6 +636,22 @@ def check_supported(spec: Spec) -> None:
         raise InvalidSpec("process", "is required to create a container")
     if not spec.namespace("mount"):
         raise InvalidSpec("linux.namespaces", "a mount namespace is required")
+    check_process_supported(spec.process)
+    for i, m in enumerate(spec.mounts):
+        for j, opt in enumerate(m.options):
+            if opt in ("idmap", "ridmap"):
+                raise InvalidSpec(f"mounts[{i}].options[{j}]", f"{opt!r}: idmapped mounts are "
+                                  "not supported by this engine yet")
+        for key in ("uidMappings", "gidMappings"):
+            if spec.raw.get("mounts", [])[i].get(key):
+                raise InvalidSpec(f"mounts[{i}].{key}", "idmapped mounts are not supported by "
+                                                        "this engine yet")
+    _no_lsm("linux.mountLabel", spec.linux.mount_label, "selinux", "SELinux")
+    if spec.linux.intel_rdt is not None:
+        raise InvalidSpec("linux.intelRdt", "Intel RDT is not supported by this engine yet"
+                          if _resctrl_mounted() else
+                          "Intel RDT needs the resctrl filesystem, which is not mounted on this "
+                          "host")
     check_process_ids(spec.process, spec)
 
 

@@ -76,9 +76,19 @@ IFF_UP = 0x1
 
 # syscall numbers without a libc wrapper we can rely on
 SYSCALL_NUMBERS = {
-    "x86_64": {"pivot_root": 155, "close_range": 436},
-    "aarch64": {"pivot_root": 41, "close_range": 436},
+    "x86_64": {"pivot_root": 155, "close_range": 436, "ioprio_set": 251, "sched_setattr": 314,
+               "mount_setattr": 442},
+    "aarch64": {"pivot_root": 41, "close_range": 436, "ioprio_set": 30, "sched_setattr": 274,
+                "mount_setattr": 442},
 }
+
+# ioprio_set(2)
+IOPRIO_WHO_PROCESS = 1
+
+# mount_setattr(2)
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
 
 # Terminal ioctls (asm-generic values: x86_64 and aarch64)
 TIOCSCTTY = 0x540E

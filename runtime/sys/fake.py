@@ -57,6 +57,9 @@ class FakeSys:
     def mount_flags(self, path) -> int:
         return self.flags_of.get(path, C.MS_RELATIME)
 
+    def mount_setattr(self, target, attr_set, attr_clr=0, recursive=False) -> None:
+        self._record("mount_setattr", target, attr_set, attr_clr, recursive)
+
     def umount2(self, target, flags) -> None:
         self._record("umount2", target, flags)
 
@@ -117,6 +120,15 @@ class FakeSys:
     # --- process ---------------------------------------------------------------------------
     def setrlimit(self, name, soft, hard) -> None:
         self._record("setrlimit", name, soft, hard)
+
+    def ioprio_set(self, value) -> None:
+        self._record("ioprio_set", value)
+
+    def sched_setattr(self, policy, flags, nice, priority, runtime, deadline, period) -> None:
+        self._record("sched_setattr", policy, flags, nice, priority, runtime, deadline, period)
+
+    def personality(self, persona) -> None:
+        self._record("personality", persona)
 
     def umask(self, mask) -> int:
         self._record("umask", mask)

@@ -83,6 +83,15 @@ class Linux:
             flags |= C.MS_STRICTATIME
         return flags
 
+    def mount_setattr(self, target: str, attr_set: int, attr_clr: int = 0,
+                      recursive: bool = False) -> None:
+        """mount_setattr(2) on the mount at `target` (and every mount below it: recursive)."""
+        attr = struct.pack("QQQQ", attr_set, attr_clr, 0, 0)  # struct mount_attr
+        flags = C.AT_RECURSIVE if recursive else 0
+        if _libc.syscall(_SYSCALLS["mount_setattr"], C.AT_FDCWD, _b(target), ctypes.c_uint(flags),
+                         attr, ctypes.c_size_t(len(attr))) != 0:
+            raise _fail("mount_setattr", target)
+
     def umount2(self, target: str, flags: int) -> None:
         if _libc.umount2(_b(target), flags) != 0:
             raise _fail("umount", target)
@@ -183,6 +192,23 @@ class Linux:
             _wrap("setrlimit", name, resource.setrlimit, getattr(resource, name), (soft, hard))
         except ValueError as e:  # Python checks soft <= hard itself
             raise OSError(22, f"setrlimit {name}: {e}") from None
+
+    def ioprio_set(self, value: int) -> None:
+        """ioprio_set(IOPRIO_WHO_PROCESS, 0: ourselves, value)."""
+        if _libc.syscall(_SYSCALLS["ioprio_set"], C.IOPRIO_WHO_PROCESS, 0, value) != 0:
+            raise _fail("ioprio_set", hex(value))
+
+    def sched_setattr(self, policy: int, flags: int, nice: int, priority: int, runtime: int,
+                      deadline: int, period: int) -> None:
+        """sched_setattr(0: ourselves, struct sched_attr (VER0, 48 bytes), 0)."""
+        attr = struct.pack("IIQiIQQQ", 48, policy, flags, nice, priority, runtime, deadline,
+                           period)
+        if _libc.syscall(_SYSCALLS["sched_setattr"], 0, attr, 0) != 0:
+            raise _fail("sched_setattr", f"policy {policy}")
+
+    def personality(self, persona: int) -> None:
+        if _libc.personality(ctypes.c_ulong(persona)) == -1:
+            raise _fail("personality", hex(persona))
 
     def umask(self, mask: int) -> int:
         return os.umask(mask)
@@ -332,6 +358,10 @@ setresgid = LINUX.setresgid
 setresuid = LINUX.setresuid
 setrlimit = LINUX.setrlimit
 umask = LINUX.umask
+mount_setattr = LINUX.mount_setattr
+ioprio_set = LINUX.ioprio_set
+sched_setattr = LINUX.sched_setattr
+personality = LINUX.personality
 close_range = LINUX.close_range
 reset_signals = LINUX.reset_signals
 execve = LINUX.execve

@@ -1,0 +1,247 @@
+"""The runtime-spec 1.0.2-1.2 fields: process.scheduler, process.ioPriority,
+linux.personality, the LSM fields, linux.intelRdt, linux.timeOffsets, the "rro" mount options
+(and the refused idmapped ones), linux.netDevices: validation naming the field, and what the
+init and the executor do with them through the fake syscall object."""
+
+import pytest
+from test_runtime_spec import DELETE, cfg, field_of  # noqa: F401
+
+from runtime import executor, init, launch
+from runtime import mounts as M
+from runtime import spec as S
+from runtime.errors import ContainerSetupError, InvalidSpec
+from runtime.sys.fake import FakeSys
+
+
+def with_process(**fields):
+    c = cfg()
+    c["process"].update(fields)
+    return c
+
+
+def with_linux(**fields):
+    c = cfg()
+    c["linux"].update(fields)
+    return c
+
+
+def refused(c) -> InvalidSpec:
+    with pytest.raises(InvalidSpec) as e:
+        S.check_supported(S.parse(c))
+    return e.value
+
+
+# --- process.scheduler -----------------------------------------------------------------------
+def test_scheduler_parses_to_the_kernels_numbers():
+    p = S.parse(with_process(scheduler={"policy": "SCHED_FIFO", "priority": 10, "nice": 0,
+                                        "flags": ["SCHED_FLAG_RESET_ON_FORK"]})).process
+    assert p.scheduler == S.Scheduler(1, 0, 10, 0x01)
+    dl = S.parse(with_process(scheduler={"policy": "SCHED_DEADLINE", "runtime": 10**6,
+                                         "deadline": 2 * 10**6, "period": 4 * 10**6}))
+    assert dl.process.scheduler == S.Scheduler(6, 0, 0, 0, 10**6, 2 * 10**6, 4 * 10**6)
+
+
+@pytest.mark.parametrize("sched,field", [
+    ({}, "process.scheduler.policy"),
+    ({"policy": "SCHED_NOPE"}, "process.scheduler.policy"),
+    ({"policy": "SCHED_ISO"}, "process.scheduler.policy"),
+    ({"policy": "SCHED_OTHER", "nice": 20}, "process.scheduler.nice"),
+    ({"policy": "SCHED_OTHER", "priority": 5}, "process.scheduler.priority"),
+    ({"policy": "SCHED_RR", "priority": 0}, "process.scheduler.priority"),
+    ({"policy": "SCHED_FIFO", "priority": 100}, "process.scheduler.priority"),
+    ({"policy": "SCHED_OTHER", "runtime": 5}, "process.scheduler.runtime"),
+    ({"policy": "SCHED_BATCH", "period": 5}, "process.scheduler.period"),
+    ({"policy": "SCHED_DEADLINE", "runtime": 9, "deadline": 5}, "process.scheduler.runtime"),
+    ({"policy": "SCHED_OTHER", "flags": ["SCHED_FLAG_X"]}, "process.scheduler.flags[0]"),
+    ({"policy": "SCHED_OTHER", "flags": "x"}, "process.scheduler.flags"),
+    ("fifo", "process.scheduler"),
+])
+def test_bad_schedulers_name_the_field(sched, field):
+    assert field_of(with_process(scheduler=sched)) == field
+
+
+# --- process.ioPriority ----------------------------------------------------------------------
+def test_io_priority_parses_to_ioprio_value():
+    p = S.parse(with_process(ioPriority={"class": "IOPRIO_CLASS_IDLE", "priority": 4})).process
+    assert p.io_priority == S.IOPriority(3, 4) and p.io_priority.value() == 3 << 13 | 4
+
+
+@pytest.mark.parametrize("io,field", [({"priority": 1}, "process.ioPriority.class"),
+                                      ({"class": "RT"}, "process.ioPriority.class"),
+                                      ({"class": "IOPRIO_CLASS_BE", "priority": 8},
+                                       "process.ioPriority.priority"),
+                                      ({"class": "IOPRIO_CLASS_BE", "priority": -1},
+                                       "process.ioPriority.priority")])
+def test_bad_io_priorities_name_the_field(io, field):
+    assert field_of(with_process(ioPriority=io)) == field
+
+
+# --- linux.personality -----------------------------------------------------------------------
+def test_personality_domains():
+    assert S.parse(with_linux(personality={"domain": "LINUX32"})).linux.personality == 8
+    assert S.parse(with_linux(personality={"domain": "LINUX"})).linux.personality == 0
+    assert S.parse(cfg()).linux.personality is None
+    assert field_of(with_linux(personality={"domain": "BSD"})) == "linux.personality.domain"
+    assert field_of(with_linux(personality={})) == "linux.personality.domain"
+    assert field_of(with_linux(personality={"domain": "LINUX", "flags": ["X"]})) == \
+        "linux.personality.flags"
+
+
+# --- LSMs and Intel RDT: this host has neither -------------------------------------------------
+@pytest.mark.parametrize("where,key,field", [
+    ("process", "apparmorProfile", "process.apparmorProfile"),
+    ("process", "selinuxLabel", "process.selinuxLabel"),
+    ("linux", "mountLabel", "linux.mountLabel")])
+def test_lsm_fields_are_refused_naming_the_field_when_set(monkeypatch, where, key, field):
+    monkeypatch.setattr(S, "host_lsms", lambda: set())
+    c = cfg()
+    c[where][key] = ""
+    S.check_supported(S.parse(c))  # empty: fine
+    c[where][key] = "unconfined_u:system_r:container_t:s0"
+    e = refused(c)
+    assert e.field == field and "not enabled on this host" in str(e)
+    monkeypatch.setattr(S, "host_lsms", lambda: {"apparmor", "selinux"})
+    assert "not supported by this engine yet" in str(refused(c))
+
+
+def test_an_exec_process_with_an_apparmor_profile_is_refused(monkeypatch):
+    monkeypatch.setattr(S, "host_lsms", lambda: set())
+    p = S.parse_process({"args": ["sh"], "cwd": "/", "apparmorProfile": "docker-default"})
+    with pytest.raises(InvalidSpec) as e:
+        S.check_process_supported(p)
+    assert e.value.field == "process.apparmorProfile"
+
+
+def test_intel_rdt_is_refused_naming_the_field(monkeypatch):
+    monkeypatch.setattr(S, "_resctrl_mounted", lambda: False)
+    e = refused(with_linux(intelRdt={"closID": "x", "l3CacheSchema": "L3:0=ff"}))
+    assert e.field == "linux.intelRdt" and "resctrl" in str(e)
+    assert field_of(with_linux(intelRdt="x")) == "linux.intelRdt"
+
+
+# --- linux.timeOffsets -------------------------------------------------------------------------
+def timens(c):
+    c["linux"]["namespaces"].append({"type": "time"})
+    return c
+
+
+def test_time_offsets_parse_and_need_a_new_time_namespace():
+    offsets = {"monotonic": {"secs": 86400, "nanosecs": 5}, "boottime": {"secs": -7}}
+    s = S.parse(timens(with_linux(timeOffsets=offsets)))
+    assert s.linux.time_offsets == {"monotonic": (86400, 5), "boottime": (-7, 0)}
+    assert launch.time_offsets_text(s.linux.time_offsets) == \
+        "boottime -7 0\nmonotonic 86400 5\n"
+    assert field_of(with_linux(timeOffsets=offsets)) == "linux.timeOffsets"  # no time ns
+    joined = with_linux(timeOffsets=offsets)
+    joined["linux"]["namespaces"].append({"type": "time", "path": "/proc/1/ns/time"})
+    assert field_of(joined) == "linux.timeOffsets"
+    assert field_of(timens(with_linux(timeOffsets={"realtime": {"secs": 1}}))) == \
+        "linux.timeOffsets.realtime"
+    assert field_of(timens(with_linux(timeOffsets={"boottime": {"nanosecs": 10**9}}))) == \
+        "linux.timeOffsets.boottime.nanosecs"
+
+
+def test_the_intermediate_writes_the_offsets_right_after_unsharing():
+    s = S.parse(timens(with_linux(timeOffsets={"monotonic": {"secs": 3}})))
+    f = FakeSys()
+    launch._enter_namespaces(s, None, f)
+    assert f.ops("unshare", "write_file") == [
+        ("unshare", sum(S.NAMESPACE_FLAGS[n.type] for n in s.linux.namespaces)),
+        ("write_file", "/proc/self/timens_offsets", "monotonic 3 0\n")]
+
+
+# --- mounts: rro, and the idmapped ones refused ------------------------------------------------
+def test_rro_plans_a_recursive_read_only_setattr_after_the_bind(tmp_path):
+    c = cfg()
+    c["mounts"].append({"destination": "/data", "type": "bind", "source": "/srv",
+                        "options": ["rbind", "rro", "nosuid"]})
+    s = S.parse(c)
+    ops = M.plan_rootfs(s, str(tmp_path / "rootfs"), str(tmp_path), M.HostInfo())
+    i = ops.index(M.Mount("/srv", "/data", None, M.MS_BIND | M.MS_REC, create="source"))
+    assert ops[i + 1:i + 3] == [
+        M.Mount(None, "/data", None, M.MS_NOSUID | M.MS_REMOUNT | M.MS_BIND),
+        M.SetAttr("/data", M.MOUNT_ATTR_RDONLY, 0)]
+    assert M.parse_mount_options(["rro", "rrw"]).attr_clr == M.MOUNT_ATTR_RDONLY
+
+
+def test_the_executor_applies_setattr_recursively_inside_the_rootfs(tmp_path):
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "data").mkdir(parents=True)
+    f = FakeSys()
+    executor.apply([M.SetAttr("/data", M.MOUNT_ATTR_RDONLY)], str(rootfs), f)
+    assert f.ops("mount_setattr") == [("mount_setattr", str(rootfs / "data"), 1, 0, True)]
+    f.fail[("mount_setattr", str(rootfs / "data"))] = 38
+    with pytest.raises(ContainerSetupError) as e:
+        executor.apply([M.SetAttr("/data", M.MOUNT_ATTR_RDONLY)], str(rootfs), f)
+    assert (e.value.step, e.value.path) == ("mount_setattr", "/data")
+
+
+@pytest.mark.parametrize("opt", ["idmap", "ridmap"])
+def test_idmapped_mounts_are_refused_naming_the_option(opt):
+    c = cfg()
+    c["mounts"].append({"destination": "/data", "type": "bind", "source": "/srv",
+                        "options": ["rbind", opt]})
+    e = refused(c)
+    assert e.field == f"mounts[{len(c['mounts']) - 1}].options[1]"
+    c["mounts"][-1]["options"] = ["rbind"]
+    c["mounts"][-1]["uidMappings"] = [{"containerID": 0, "hostID": 1000, "size": 1}]
+    assert refused(c).field == f"mounts[{len(c['mounts']) - 1}].uidMappings"
+
+
+# --- linux.netDevices --------------------------------------------------------------------------
+def test_net_devices_parse_with_their_container_names():
+    s = S.parse(with_linux(netDevices={"eth1": {"name": "net0"}, "eth2": {}}))
+    assert s.linux.net_devices == {"eth1": "net0", "eth2": "eth2"}
+
+
+@pytest.mark.parametrize("devices,field", [
+    ({"eth1": {"name": "a" * 16}}, "linux.netDevices.eth1.name"),
+    ({"bad/name": {}}, "linux.netDevices.bad/name"),
+    ({"eth1": {"name": "x"}, "eth2": {"name": "x"}}, "linux.netDevices.eth2.name"),
+    ({"eth1": "net0"}, "linux.netDevices.eth1"),
+    ({"eth1": {"name": 3}}, "linux.netDevices.eth1.name")])
+def test_bad_net_devices_name_the_field(devices, field):
+    assert field_of(with_linux(netDevices=devices)) == field
+
+
+def test_net_devices_need_a_network_namespace():
+    c = with_linux(netDevices={"eth1": {}})
+    c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "network"]
+    assert field_of(c) == "linux.netDevices"
+
+
+def test_pyroute2_is_not_imported_to_parse_or_plan():
+    import sys
+    S.parse(with_linux(netDevices={"eth1": {}}))
+    assert "pyroute2" not in sys.modules
+
+
+# --- the init: scheduler, ioPriority, personality through the syscall object ---------------------
+def test_prepare_process_sets_scheduler_then_io_priority_after_the_rlimits(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "sh").write_text("")
+    (tmp_path / "bin" / "sh").chmod(0o755)
+    p = S.parse(with_process(scheduler={"policy": "SCHED_RR", "priority": 3},
+                             ioPriority={"class": "IOPRIO_CLASS_BE", "priority": 2},
+                             rlimits=[{"type": "RLIMIT_RTPRIO", "soft": 5, "hard": 5}],
+                             env=["PATH=/bin"])).process
+    f = FakeSys()
+    f.root = str(tmp_path)
+    init.prepare_process(p, f)
+    assert f.ops("setrlimit", "sched_setattr", "ioprio_set") == [
+        ("setrlimit", "RLIMIT_RTPRIO", 5, 5), ("sched_setattr", 2, 0, 0, 3, 0, 0, 0),
+        ("ioprio_set", 2 << 13 | 2)]
+
+
+def test_a_refused_scheduler_is_a_setup_error_at_create(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "sh").write_text("")
+    (tmp_path / "bin" / "sh").chmod(0o755)
+    p = S.parse(with_process(scheduler={"policy": "SCHED_FIFO", "priority": 1},
+                             env=["PATH=/bin"])).process
+    f = FakeSys()
+    f.root = str(tmp_path)
+    f.fail[("sched_setattr", "")] = 1
+    with pytest.raises(ContainerSetupError) as e:
+        init.prepare_process(p, f)
+    assert e.value.step == "scheduler"
