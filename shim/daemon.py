@@ -114,12 +114,28 @@ def _adapter(name: str, impl, request_type):
     return handle
 
 
+def preload_engine() -> None:
+    """Import every engine module a container may need. The engine imports them lazily (a CLI
+    call should pay only for what it uses); a fork server must not leave that to each daemon's
+    first Create, which would pay the imports again and keep private copies of them."""
+    import importlib
+    import pkgutil
+
+    import runtime
+
+    for module in pkgutil.walk_packages(runtime.__path__, "runtime."):
+        if not module.name.startswith("runtime.cli"):  # the command line is not the shim's
+            importlib.import_module(module.name)
+
+
 def warm_up() -> None:
     """Run the daemon's common paths once, without side effects (the fork server calls this
     before forking): Python 3.11 specializes bytecode in place and fills lazy caches the first
     time code runs, and every daemon doing that itself would copy those pages (~0.4 MB each)."""
     from proto.containerd.task.v2 import shim_pb2 as api
     from shim.ttrpc import codec
+
+    preload_engine()
 
     class _NoEvents:
         def publish(self, topic, event):

@@ -125,3 +125,16 @@ def test_launch_and_wait_returns_once_the_server_listens(tmp_path, monkeypatch):
         with open(forkserver.pid_path(address)) as f:
             pid = int(f.read())
         os.kill(pid, 15)  # ...or now: it is ours, by pid
+
+
+def test_the_fork_server_preloads_what_a_create_imports_lazily():
+    # The engine imports launch/mounts/... on first use; a daemon forked without them would
+    # import them on its first Create (slower, and private memory in every daemon).
+    code = ("import sys; from shim import daemon; daemon.preload_engine(); "
+            "need = ['runtime.launch', 'runtime.execproc', 'runtime.mounts', 'runtime.init', "
+            "'runtime.hooks', 'runtime.ctrcgroup', 'runtime.cgroups.v1', 'runtime.seccomp'];"
+            "print([m for m in need if m not in sys.modules]); "
+            "print([m for m in sys.modules if m.startswith('runtime.cli') or m == 'pyroute2'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT)
+    assert out.stdout.split("\n")[:2] == ["[]", "[]"], out.stdout + out.stderr
