@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from integration.containerd import BUSYBOX_IMAGE as IMAGE, PYSHIM_RUNTIME
 from integration.test_ctr import T, gone, ok
 
@@ -47,9 +45,9 @@ def test_containers_of_one_pod_share_a_shim(containerd, runtime, container_ids):
 
 
 def test_namespace_grouping_one_shim_for_all_and_one_crash_disturbs_no_other(
-        containerd, runtime, container_ids, tmp_path):
-    if runtime != PYSHIM_RUNTIME:
-        pytest.skip("a pyshim policy; the runc shim has no equivalent")
+        containerd, container_ids, tmp_path):
+    # A pyshim policy: the runc shim has no equivalent, so this runs for pyshim alone.
+    runtime = PYSHIM_RUNTIME
     c = containerd
     cfg = tmp_path / "pyshim.toml"
     cfg.write_text('grouping = "namespace"\n')
@@ -73,9 +71,8 @@ def test_namespace_grouping_one_shim_for_all_and_one_crash_disturbs_no_other(
     assert not _wait_no_shims(c, shims), "the namespace shim did not exit after the last container"
 
 
-def test_bad_runtime_config_is_a_clear_error(containerd, runtime, cid, tmp_path):
-    if runtime != PYSHIM_RUNTIME:
-        pytest.skip("pyshim's own configuration")
+def test_bad_runtime_config_is_a_clear_error(containerd, cid, tmp_path):
+    runtime = PYSHIM_RUNTIME  # pyshim's own configuration: no runc counterpart
     cfg = tmp_path / "pyshim.toml"
     cfg.write_text('grouping = "cluster"\n')
     r = containerd.ctr("run", "--rm", "--runtime", runtime, "--runtime-config-path", str(cfg),
