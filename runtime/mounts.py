@@ -13,7 +13,7 @@ Invariants:
 import posixpath
 
 from . import paths
-from .console import Console, for_process
+from .console import for_process
 from .errors import InvalidSpec
 from .record import Record, replace
 from .spec import Spec
