@@ -220,6 +220,22 @@ def become(proc: Process, sys, prepared: Prepared, seccomp: SeccompFilter | None
     sys.chdir(proc.cwd)
     sys.close_range(3, CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC)
     sys.reset_signals()
+    _exec_lsm_attributes(proc, sys)
     if seccomp is not None and proc.no_new_privileges:
         sys.seccomp_install(seccomp.program, seccomp.flags)
     sys.execve(prepared.exe, proc.args, prepared.env)
+
+
+# The kernel applies these at the next execve of this thread, as runc's apparmor.ApplyProfile
+# and selinux.SetExecLabel do (spec.check_process_supported refused them if the host lacks the
+# LSM). /proc is the container's by now.
+_APPARMOR_EXEC = ("/proc/thread-self/attr/apparmor/exec", "/proc/thread-self/attr/exec")
+_SELINUX_EXEC = "/proc/thread-self/attr/exec"
+
+
+def _exec_lsm_attributes(proc: Process, sys) -> None:
+    if proc.apparmor_profile:
+        path = next((p for p in _APPARMOR_EXEC if sys.exists(p)), _APPARMOR_EXEC[-1])
+        step("apparmor", sys.write_file, path, f"exec {proc.apparmor_profile}", path=path)
+    if proc.selinux_label:
+        step("selinux", sys.write_file, _SELINUX_EXEC, proc.selinux_label, path=_SELINUX_EXEC)

@@ -90,7 +90,7 @@ class Process(Record):
     oom_score_adj: int | None = None
     scheduler: Scheduler | None = None
     io_priority: IOPriority | None = None
-    apparmor_profile: str = ""  # no LSM is supported: check_lsm() refuses a non-empty one
+    apparmor_profile: str = ""  # applied by init.become() where the host has the LSM
     selinux_label: str = ""
 
     def env_dict(self) -> dict[str, str]:
@@ -606,11 +606,14 @@ def host_lsms() -> set[str]:
     return out
 
 
-def _no_lsm(field_: str, value: str, lsm: str, name: str) -> None:
-    """runc refuses a label or profile the host cannot apply; so do we (and we apply none)."""
+def _no_lsm(field_: str, value: str, lsm: str, name: str, applied: bool = False) -> None:
+    """runc refuses a label or profile the host cannot apply; so do we. applied: the engine
+    applies it where the host has the LSM (process profiles and labels, in init.become)."""
     if not value:
         return
     if lsm in host_lsms():
+        if applied:
+            return
         raise InvalidSpec(field_, f"{name} is not supported by this engine yet")
     raise InvalidSpec(field_, f"{name} is not enabled on this host ({value!r} cannot be "
                               "applied)")
@@ -618,8 +621,9 @@ def _no_lsm(field_: str, value: str, lsm: str, name: str) -> None:
 
 def check_process_supported(process: Process) -> None:
     """What a process (the init's, or one to exec) asks that this engine cannot do."""
-    _no_lsm("process.apparmorProfile", process.apparmor_profile, "apparmor", "AppArmor")
-    _no_lsm("process.selinuxLabel", process.selinux_label, "selinux", "SELinux")
+    _no_lsm("process.apparmorProfile", process.apparmor_profile, "apparmor", "AppArmor",
+            applied=True)
+    _no_lsm("process.selinuxLabel", process.selinux_label, "selinux", "SELinux", applied=True)
 
 
 def _resctrl_mounted() -> bool:
