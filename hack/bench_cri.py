@@ -35,19 +35,11 @@ from integration.containerd import (BUSYBOX_IMAGE, CRI_NAMESPACE, PYSHIM_BINARY,
 from integration.cri import CriClient  # noqa: E402
 from integration.cri_pods import remove_cgroup_tree  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_memory import pss_kib  # noqa: E402  (one reader of smaps_rollup for both benches)
+
 CGROUP_TOP = "pyshim-cri-bench"
 SLEEP = ["sleep", "100000"]
-
-
-def pss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 class Bench:
