@@ -9,6 +9,8 @@ one shim as a CRI pod's containers do; or pyshim runs under its per-namespace gr
 (--namespace-policy: one shim for all; the runc shim has no such policy and runs ungrouped).
 Prints the totals, per-container figures and the ratio.
 
+BENCH_MEMORY_DETAIL=1 prints each shim process's Rss/Pss/private figures to stderr.
+
 Usage: hack/bench_memory.py [--containers 20] [--grouped | --namespace-policy] [--runtimes runc,pyshim]
 """
 from __future__ import annotations
@@ -40,6 +42,21 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
+def rollup_summary(pid: int) -> str:
+    """Rss, Pss and how much of it is private (dirty = heap), in MB, for one process."""
+    fields = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3 and parts[2] == "kB":
+                    fields[parts[0].rstrip(":")] = int(parts[1])
+    except OSError:
+        return "gone"
+    return " ".join(f"{k}={fields.get(k, 0) / 1024:.1f}" for k in
+                    ("Rss", "Pss", "Pss_Anon", "Pss_File", "Private_Dirty", "Shared_Dirty"))
+
+
 def measure(c: PrivateContainerd, runtime: str, n: int, opts: list[str]) -> tuple[int, int, bool]:
     """(summed PSS in KiB, number of shim processes, fork server counted) with n containers of
     runtime running."""
@@ -54,6 +71,10 @@ def measure(c: PrivateContainerd, runtime: str, n: int, opts: list[str]) -> tupl
         shims = c.shim_processes()
         forkserver = c.forkserver_pid()
         pids = shims + ([forkserver] if forkserver else [])
+        if os.environ.get("BENCH_MEMORY_DETAIL"):
+            for p in pids:
+                print(f"  {runtime} pid {p}{' (fork server)' if p == forkserver else ''}: "
+                      + rollup_summary(p), file=sys.stderr)
         return sum(pss_kib(p) for p in pids), len(shims), bool(forkserver)
     finally:
         c.reap(ids)
