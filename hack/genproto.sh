@@ -18,3 +18,5 @@ mapfile -t grpc_protos < <( { find proto/containerd/services -name '*.proto' -no
 "$py" -m grpc_tools.protoc -I "$root" --grpc_python_out="$out" "${grpc_protos[@]}"
 # Every directory on the way to a generated module is a package.
 find "$out/proto" -type d | while read -r d; do [ -e "$d/__init__.py" ] || : > "$d/__init__.py"; done
+# The daemon's pure-Python messages (proto/lite.py) from the modules just made.
+"$py" "$root/hack/gen_lite.py" "$out"
