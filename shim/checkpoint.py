@@ -25,7 +25,6 @@ so /tasks/checkpointed always precedes the /tasks/exit of a checkpoint with `exi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
@@ -40,6 +39,7 @@ from proto.containerd.events import task_pb2 as ev
 from proto.containerd.runc.options import oci_pb2 as runc_options
 from runtime import checkpoint as ck
 from runtime.errors import InvalidState, ProcessFinished
+from shim import aio
 from shim import errors
 
 log = logging.getLogger("pyshim.checkpoint")
@@ -96,17 +96,17 @@ def _require_criu(criu: str) -> None:
 async def wait_criu(service, job: ck.CriuJob, timeout: float) -> int | None:
     """Await the exit of criu (job.pid) without blocking the loop; its exit code. At the
     deadline (or on cancellation) criu is SIGKILLed; a deadline raises ttrpc DeadlineExceeded."""
-    loop = asyncio.get_running_loop()
+    loop = aio.get_running_loop()
     pid = job.pid
     done = loop.create_future()
     pidfd = os.pidfd_open(pid)
     loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
     try:
-        await asyncio.wait_for(done, timeout)
+        await aio.wait_for(done, timeout)
     except BaseException as e:
         _kill(pid)
         _reap(pid)
-        if isinstance(e, asyncio.TimeoutError):
+        if isinstance(e, TimeoutError):
             raise errors.TTRPCError(errors.Code.DEADLINE_EXCEEDED,
                                     str(ck.timeout_error(job, timeout))) from None
         raise
@@ -185,7 +185,7 @@ async def checkpoint(service, container, request) -> empty_pb2.Empty:
                 copy = _copy_log(e.log_file, os.path.join(c.bundle, DUMP_LOG_COPY))
                 e = e.with_log(copy) if copy else e
             raise errors.to_ttrpc(e) from e
-        except (errors.TTRPCError, asyncio.CancelledError):
+        except (errors.TTRPCError, aio.CancelledError):
             raise
         except BaseException as e:
             raise errors.to_ttrpc(e) from e

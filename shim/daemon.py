@@ -1,4 +1,4 @@
-"""The long-lived shim: one asyncio loop serving the Task API on the socket `start` created.
+"""The long-lived shim: one event loop (shim.aio) serving the Task API on the socket `start` created.
 
 Invariants:
 - One thread. The engine forks from it; no other thread ever exists (forking with threads is
@@ -10,24 +10,17 @@ Invariants:
 
 from __future__ import annotations
 
-import sys
-
-# The shim never speaks TLS. asyncio imports ssl only if it can (every import is guarded), and
-# OpenSSL's initialisation costs ~6.5 MB of PSS per process here, so it is kept out. This must
-# run before asyncio is first imported (the fork server and `start` import this module first).
-sys.modules.setdefault("ssl", None)
-
-import asyncio  # noqa: E402
 import logging
 import os
 import socket
+import sys
 
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 
 from proto.containerd.task.v2 import shim_pb2
 from runtime.container import Engine
-from shim import bootstrap, errors
+from shim import aio, bootstrap, errors
 from shim.events import EventQueue
 from shim.service import TaskService
 from shim.ttrpc import Code, Server, TTRPCError
@@ -58,12 +51,12 @@ def run(sock, flags: bootstrap.Flags, options: bytes, bundle: str, path: str) ->
     """Serve until shut down. `sock` is start's listening _socket.socket."""
     _setup_logging(flags.debug)
     os.chdir("/")  # hold no bundle directory busy
-    listener = socket.socket(fileno=sock.detach())  # asyncio wants the full socket class
-    return asyncio.run(_serve(listener, flags, path))
+    listener = socket.socket(fileno=sock.detach())
+    return aio.run(_serve(listener, flags, path))
 
 
 async def _serve(sock: socket.socket, flags: bootstrap.Flags, path: str) -> int:
-    loop = asyncio.get_running_loop()
+    loop = aio.get_running_loop()
     events = EventQueue(os.environ.get("TTRPC_ADDRESS", flags.address + ".ttrpc"), flags.namespace)
     events.start()
     service = TaskService(flags.namespace, Engine(bootstrap.engine_root(flags.namespace)), events)
@@ -154,8 +147,8 @@ def warm_up() -> None:
             except TTRPCError:
                 pass
             codec.encode_response(payload=b"")
-        await asyncio.sleep(0)
+        await aio.sleep(0)
 
     for _ in range(3):
-        asyncio.run(exercise())
+        aio.run(exercise())
 

@@ -10,7 +10,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import time
@@ -18,6 +17,7 @@ import time
 from google.protobuf import any_pb2
 
 from proto.containerd.services.events.ttrpc.v1 import events_pb2
+from shim import aio
 from shim.ttrpc import Client, Code, TTRPCError
 
 log = logging.getLogger("pyshim.events")
@@ -41,14 +41,14 @@ class EventQueue:
         self._address = address
         self._namespace = namespace
         self._queue: collections.deque[bytes] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
+        self._wakeup = aio.Event()
+        self._idle = aio.Event()
         self._idle.set()
         self._client: Client | None = None
-        self._task: asyncio.Task | None = None
+        self._task: aio.Task | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = aio.get_running_loop().create_task(self._run())
 
     def publish(self, topic: str, event) -> None:
         envelope = events_pb2.Envelope(namespace=self._namespace, topic=topic, event=pack_any(event))
@@ -60,16 +60,16 @@ class EventQueue:
 
     async def flush(self, timeout: float) -> bool:
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await aio.wait_for(self._idle.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%d events not delivered at shutdown", len(self._queue))
             return False
 
     async def close(self) -> None:
         if self._task:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await aio.gather(self._task, return_exceptions=True)
         if self._client:
             self._client.close()
 
@@ -90,13 +90,13 @@ class EventQueue:
                     continue
                 log.warning("forwarding event failed (retrying in %.2fs): %s", backoff, e)
                 self._drop_client()
-                await asyncio.sleep(backoff)
+                await aio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
                 continue
-            except (OSError, ConnectionError, asyncio.TimeoutError) as e:
+            except (OSError, ConnectionError, TimeoutError) as e:
                 log.warning("forwarding event failed (retrying in %.2fs): %s", backoff, e)
                 self._drop_client()
-                await asyncio.sleep(backoff)
+                await aio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
                 continue
             self._queue.popleft()
@@ -104,7 +104,7 @@ class EventQueue:
 
     async def _send(self, payload: bytes) -> None:
         if self._client is None:
-            self._client = await asyncio.wait_for(Client.connect(self._address), _SEND_TIMEOUT)
+            self._client = await aio.wait_for(Client.connect(self._address), _SEND_TIMEOUT)
         await self._client.call(FORWARD_SERVICE, "Forward", payload, timeout=_SEND_TIMEOUT)
 
     def _drop_client(self) -> None:

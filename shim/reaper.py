@@ -10,7 +10,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
@@ -18,6 +17,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from runtime.sys import linux
+from shim import aio
 
 ExitHandler = Callable[[int, int, int], bool]  # (pid, exit_status, exited_at_ns) -> claimed?
 
@@ -44,7 +44,7 @@ class Reaper:
         else:
             self._watchers[pid] = callback
 
-    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+    def install(self, loop: aio.Loop) -> None:
         linux.set_child_subreaper()
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
         self.reap()  # children that exited before the handler was installed

@@ -1,7 +1,7 @@
 """The Task service: containers, their processes, and the transitions containerd drives.
 
 Invariants:
-- One asyncio thread owns this state; handlers never block it for long (the engine's calls are
+- One event-loop thread (shim.aio) owns this state; handlers never block it for long (the engine's calls are
   short and bounded; waits are awaited).
 - A process moves only along TRANSITIONS; anything else is FailedPrecondition or NotFound,
   decided here, not by the engine.
@@ -18,7 +18,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ from proto.containerd.runc.options import oci_pb2 as runc_options
 from proto.containerd.task.v2 import shim_pb2 as api
 from proto.containerd.types.task import task_pb2 as types
 from runtime.container import Engine
-from shim import checkpoint, errors, metrics, rootfs
+from shim import aio, checkpoint, errors, metrics, rootfs
 from shim.events import EventQueue
 from shim.reaper import Reaper
 from shim.stdio import ProcessIO
@@ -70,7 +69,7 @@ class Process:
     state: str = CREATED
     exit_status: int = 0
     exited_at_ns: int = 0
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    exited: aio.Event = field(default_factory=aio.Event)
     held_exit: tuple[int, int] | None = None
     spec: dict | None = None  # an exec's OCI process; None for the init
 
@@ -112,7 +111,7 @@ class TaskService:
         self.signal_pid = _kill_quietly  # tests replace it: they must never signal real pids
         self.containers: dict[str, Container] = {}
         self._by_pid: dict[int, Process] = {}
-        self.shutdown_requested = asyncio.Event()
+        self.shutdown_requested = aio.Event()
 
     # ---- lookups -------------------------------------------------------------------------
 
@@ -274,8 +273,8 @@ class TaskService:
             else:
                 c.engine.kill(signal.SIGKILL)
                 try:
-                    await asyncio.wait_for(p.exited.wait(), DELETE_KILL_TIMEOUT)
-                except asyncio.TimeoutError:
+                    await aio.wait_for(p.exited.wait(), DELETE_KILL_TIMEOUT)
+                except TimeoutError:
                     raise errors.failed_precondition(
                         f"process {p.id} did not exit after SIGKILL") from None
         try:
@@ -421,7 +420,7 @@ class TaskService:
             p.held_exit = (status, when_ns)
             for e in c.running_execs():  # with a private pid ns the kernel kills them anyway
                 self.signal_pid(e.pid, signal.SIGKILL)
-            asyncio.get_running_loop().call_later(INIT_EXIT_HOLD, self._release_init, c)
+            aio.get_running_loop().call_later(INIT_EXIT_HOLD, self._release_init, c)
             return
         self._publish_exit(p, status, when_ns)
         if p is not c.init and c.init.held_exit and c.init.state == STOPPED:
@@ -437,11 +436,11 @@ class TaskService:
             log.warning("container %s: cannot watch for OOM: %s", c.id, e)
             return
         if c.oom_fd is not None:
-            asyncio.get_running_loop().add_reader(c.oom_fd, self._on_oom_event, c)
+            aio.get_running_loop().add_reader(c.oom_fd, self._on_oom_event, c)
 
     def _unwatch_oom(self, c: Container) -> None:
         if c.oom_fd is not None:
-            asyncio.get_running_loop().remove_reader(c.oom_fd)
+            aio.get_running_loop().remove_reader(c.oom_fd)
             os.close(c.oom_fd)
             c.oom_fd = None
 

@@ -22,7 +22,6 @@ on close it gets SIGTERM, and SIGKILL LOGGER_KILL_TIMEOUT later if it is still t
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import fcntl
 import logging
@@ -34,6 +33,7 @@ import termios
 from dataclasses import dataclass, field
 
 from runtime.container import Stdio
+from shim import aio
 
 log = logging.getLogger("pyshim.stdio")
 
@@ -243,7 +243,7 @@ class _Logger:
         if self.exited:
             return
         _signal(self.pid, signal.SIGTERM)
-        asyncio.get_running_loop().call_later(LOGGER_KILL_TIMEOUT, self._kill)
+        aio.get_running_loop().call_later(LOGGER_KILL_TIMEOUT, self._kill)
 
     def _kill(self) -> None:
         if not self.exited:
@@ -312,11 +312,11 @@ class _Console:
         self.master, self.out = master, out
         self._pending = b""
         self._eof = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: aio.Loop | None = None
         self._input = _StdinPump(stdin_fifo, os.dup(master)) if stdin_fifo is not None else None
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._loop = aio.get_running_loop()
         self._loop.add_reader(self.master, self._on_master)
         if self._input:
             self._input.start()
@@ -406,12 +406,12 @@ class _StdinPump:
         os.set_blocking(pipe, False)
         self._pending = b""
         self._draining = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: aio.Loop | None = None
 
     def start(self) -> None:
         if self._fifo < 0:
             return
-        self._loop = asyncio.get_running_loop()
+        self._loop = aio.get_running_loop()
         if self._draining:  # CloseIO came before Start (ctr with no stdin does that)
             self._on_readable()
         else:

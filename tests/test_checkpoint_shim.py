@@ -3,7 +3,7 @@
 /tasks/checkpointed after success (before the exit of a dump with `exit`), and the restore
 path's Create/Start/Delete halves."""
 
-import asyncio
+from shim import aio as asyncio
 import os
 import signal
 import time

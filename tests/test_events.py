@@ -1,6 +1,6 @@
 """The event queue: strict order, retried while containerd is unreachable, nothing dropped."""
 
-import asyncio
+from shim import aio as asyncio
 import os
 
 from proto.containerd.events import task_pb2 as ev

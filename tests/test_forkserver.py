@@ -1,6 +1,6 @@
 """The fork server: a real one in a subprocess forks a daemon that serves the Task API (no root)."""
 
-import asyncio
+from shim import aio as asyncio
 import marshal
 import os
 import socket

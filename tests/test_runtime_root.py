@@ -281,10 +281,11 @@ def test_joined_namespaces(env):
     first.delete()
 
 
-def test_inside_an_asyncio_loop_that_reaps_everything(env):
-    """The shim's situation: one asyncio thread with a wakeup fd and a SIGCHLD handler that
-    reaps every child. The engine reaps its intermediate itself; the loop sees only the init."""
-    import asyncio
+def test_inside_the_shim_loop_that_reaps_everything(env):
+    """The shim's situation: one shim.aio loop thread with a wakeup fd and a SIGCHLD handler
+    that reaps every child. The engine reaps its intermediate itself; the loop sees only the
+    init."""
+    from shim import aio as asyncio
     engine, bundle = env
     write_config(bundle, ["sh", "-c", "exit 5"])
     reaped = {}

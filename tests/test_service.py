@@ -1,6 +1,6 @@
 """The Task service's state table and event ordering, against a stub engine (no root)."""
 
-import asyncio
+from shim import aio as asyncio
 import signal
 
 import pytest

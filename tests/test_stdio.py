@@ -1,6 +1,6 @@
 """Stdio wiring over real FIFOs (no root): direct stdout, stdin copy, CloseIO drain, EOF."""
 
-import asyncio
+from shim import aio as asyncio
 import os
 
 import pytest

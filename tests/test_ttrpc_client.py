@@ -1,7 +1,7 @@
 """ttrpc client, against the library's Server and against a fake server that reads
 and writes frames with struct directly (to pin the wire bytes and misbehave)."""
 
-import asyncio
+from shim import aio as asyncio
 import socket
 import struct
 import time
@@ -54,7 +54,12 @@ class Fake:
         self.writers = []
 
     async def start(self, path):
-        self.server = await asyncio.start_unix_server(self._serve, path=str(path))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        sock.listen()
+        self.tasks = []
+        self.server = asyncio.Listener(
+            sock, lambda stream: self.tasks.append(asyncio.create_task(self._serve(stream, stream))))
 
     async def _serve(self, reader, writer):
         self.writers.append(writer)
@@ -72,7 +77,7 @@ class Fake:
         for writer in self.writers:
             writer.close()
         self.server.close()
-        await self.server.wait_closed()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 async def ok_script(fake, stream_id, frame, writer):

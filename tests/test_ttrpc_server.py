@@ -1,7 +1,7 @@
 """ttrpc server, driven by a raw socket client that speaks the wire format with
 struct directly (so these tests do not rely on the library's own client)."""
 
-import asyncio
+from shim import aio as asyncio
 import logging
 import os
 import socket
@@ -44,12 +44,12 @@ def request(stream_id, service, method, payload=b"", timeout_nano=0):
 class Raw:
     """A bare ttrpc client: write bytes, read whole frames."""
 
-    def __init__(self, reader, writer):
-        self.reader, self.writer = reader, writer
+    def __init__(self, stream):
+        self.reader = self.writer = stream
 
     @classmethod
     async def open(cls, path):
-        return cls(*await asyncio.open_unix_connection(str(path)))
+        return cls(await asyncio.open_unix_connection(str(path)))
 
     async def send(self, data):
         self.writer.write(data)
@@ -402,7 +402,7 @@ def test_close_cancels_handlers_and_closes_connections(tmp_path):
         await asyncio.wait_for(server.wait_closed(), 2)
         assert was_cancelled.is_set()
         assert server.connection_count == 0
-        assert await asyncio.wait_for(conn.reader.read(), 2) == b""  # EOF, no reply
+        assert await asyncio.wait_for(conn.reader.read(65536), 2) == b""  # EOF, no reply
         conn.close()
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_unix_connection(path)
@@ -459,7 +459,7 @@ def test_peer_with_other_uid_is_disconnected(tmp_path, monkeypatch):
         server, path = await start(tmp_path, {"s": {"Echo": echo}})
         conn = await Raw.open(path)
         # Nothing sent, so the server's close arrives as a clean EOF (not a reset).
-        assert await asyncio.wait_for(conn.reader.read(), 2) == b""
+        assert await asyncio.wait_for(conn.reader.read(65536), 2) == b""
         assert server.connection_count == 0
         conn.close()
         await stop(server)

@@ -1,7 +1,7 @@
 """ttrpc for pyshim: the containerd ttrpc protocol (v1.1 wire format), unary calls only.
 
 Layers: ``codec`` (frames and envelopes, no I/O) under ``server`` and ``client``
-(asyncio). Payloads are raw bytes here; protobuf typing of the payload belongs
+(on shim.aio, the daemon's own event loop). Payloads are raw bytes here; protobuf typing of the payload belongs
 to the service adapters one level up.
 
 Wire invariants:

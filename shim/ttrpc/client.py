@@ -1,4 +1,4 @@
-"""asyncio ttrpc client (unary calls only).
+"""ttrpc client on the shim's event loop (shim.aio; unary calls only).
 
 Invariants:
 - Stream ids are odd and increase (1, 3, 5, ...) per connection.
@@ -12,8 +12,9 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import logging
+
+from shim import aio
 
 from . import codec
 from .codes import Code
@@ -28,15 +29,14 @@ _MAX_STREAM_ID = 0xFFFFFFFF
 class Client:
     """One ttrpc connection. Create with ``await Client.connect(path)``."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, stream: aio.Stream) -> None:
+        self._stream = stream
         self._next_id = 1
-        self._pending: dict[int, asyncio.Future] = {}
-        self._lock = asyncio.Lock()
+        self._pending: dict[int, aio.Future] = {}
+        self._lock = aio.Lock()
         self._closed = False
         self._close_reason = "connection closed"
-        self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
+        self._read_task = aio.create_task(self._read_loop())
 
     @classmethod
     async def connect(cls, path: str, timeout: float | None = None) -> "Client":
@@ -46,9 +46,9 @@ class Client:
         connection is not established within ``timeout`` seconds (a server
         whose accept backlog is full never answers).
         """
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_unix_connection(path)
-        return cls(reader, writer)
+        async with aio.timeout(timeout):
+            stream = await aio.open_unix_connection(path)
+        return cls(stream)
 
     @property
     def closed(self) -> bool:
@@ -72,7 +72,7 @@ class Client:
         timeout_nano = 0 if timeout is None else max(1, int(timeout * 1e9))
         body = codec.encode_request(service, method, payload, timeout_nano, metadata)
         try:
-            async with asyncio.timeout(timeout):
+            async with aio.timeout(timeout):
                 reply = await self._roundtrip(body)
         except TimeoutError:
             raise TTRPCError(Code.DEADLINE_EXCEEDED, f"{service}/{method}: timed out after {timeout}s") from None
@@ -86,7 +86,7 @@ class Client:
             raise ConnectionClosed(self._close_reason)
         stream_id = self._allocate_id()
         frame = codec.encode_frame(stream_id, codec.MESSAGE_TYPE_REQUEST, body)
-        future = asyncio.get_running_loop().create_future()
+        future = aio.get_running_loop().create_future()
         self._pending[stream_id] = future
         try:
             await self._send(frame)
@@ -108,8 +108,8 @@ class Client:
             if self._closed:
                 raise ConnectionClosed(self._close_reason)
             try:
-                self._writer.write(frame)  # one write: header and body never split
-                await self._writer.drain()
+                self._stream.write(frame)  # one write: header and body never split
+                await self._stream.drain()
             except (ConnectionError, OSError) as exc:
                 self._shutdown(f"write failed: {exc}")
                 raise ConnectionClosed(self._close_reason) from exc
@@ -118,12 +118,12 @@ class Client:
         decoder = codec.FrameDecoder()
         reason = "connection closed by server"
         try:
-            while data := await self._reader.read(_READ_SIZE):
+            while data := await self._stream.read(_READ_SIZE):
                 for event in decoder.feed(data):
                     self._deliver(event)
         except (ConnectionError, OSError) as exc:
             reason = f"connection error: {exc}"
-        except asyncio.CancelledError:
+        except aio.CancelledError:
             reason = "client closed"
             raise
         finally:
@@ -145,7 +145,7 @@ class Client:
         if not self._closed:
             self._closed = True
             self._close_reason = reason
-        self._writer.close()
+        self._stream.close()
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
@@ -158,11 +158,7 @@ class Client:
 
     async def wait_closed(self) -> None:
         """Wait until the connection is fully torn down (after ``close()``)."""
-        await asyncio.gather(self._read_task, return_exceptions=True)
-        try:
-            await self._writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass  # already broken; closed is closed
+        await aio.gather(self._read_task, return_exceptions=True)
 
     async def __aenter__(self) -> "Client":
         return self

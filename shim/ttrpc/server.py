@@ -1,4 +1,4 @@
-"""asyncio ttrpc server (unary calls only).
+"""ttrpc server on the shim's event loop (shim.aio; unary calls only).
 
 Invariants:
 - Every request frame gets its own task, so a blocked handler (e.g. Wait) never
@@ -15,7 +15,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -23,7 +22,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Mapping
 
-from proto.ttrpc import ttrpc_pb2
+from shim import aio
 
 from . import codec
 from .codes import Code
@@ -59,7 +58,7 @@ class Context:
         """Seconds left before the deadline (may be negative), None if no deadline."""
         if self.deadline is None:
             return None
-        return self.deadline - asyncio.get_running_loop().time()
+        return self.deadline - aio.get_running_loop().time()
 
 
 Handler = Callable[[bytes, Context], Awaitable[bytes]]
@@ -86,10 +85,10 @@ class Server:
         # Captured once, like Go: a later seteuid must not widen who may connect.
         self._uid, self._gid = os.geteuid(), os.getegid()
         self._services: dict[str, dict[str, Handler]] = {}
-        self._server: asyncio.AbstractServer | None = None
+        self._server: aio.Listener | None = None
         self._connections: set[_Connection] = set()
-        self._tasks: set[asyncio.Task] = set()  # connection and request tasks
-        self._closed: asyncio.Event | None = None
+        self._tasks: set[aio.Task] = set()  # connection and request tasks
+        self._closed: aio.Event | None = None
         self._closing = False
 
     @property
@@ -114,8 +113,8 @@ class Server:
         """
         if self._server is not None or self._closing:
             raise RuntimeError("server already started or closed")
-        self._closed = asyncio.Event()
-        self._server = await asyncio.start_unix_server(self._on_connect, sock=sock)
+        self._closed = aio.Event()
+        self._server = aio.Listener(sock, self._on_connect)
 
     async def serve(self, sock: socket.socket) -> None:
         """Serve on ``sock`` until ``close()`` is called and everything has stopped."""
@@ -140,11 +139,10 @@ class Server:
         if self._closed is None:
             return
         await self._closed.wait()
-        await self._server.wait_closed()
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await aio.gather(*list(self._tasks), return_exceptions=True)
 
-    def _track(self, task: asyncio.Task) -> asyncio.Task:
+    def _track(self, task: aio.Task) -> aio.Task:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -158,11 +156,11 @@ class Server:
             raise TTRPCError(Code.UNIMPLEMENTED, f"method {method}")
         return handler
 
-    def _peer_allowed(self, writer: asyncio.StreamWriter) -> bool:
+    def _peer_allowed(self, stream: aio.Stream) -> bool:
         if not self._check_peer:
             return True
         try:
-            creds = get_peer_credentials(writer.get_extra_info("socket"))
+            creds = get_peer_credentials(stream.sock)
         except (OSError, AttributeError) as exc:  # not a unix socket, or gone
             log.warning("ttrpc: cannot read peer credentials: %s", exc)
             return False
@@ -171,13 +169,11 @@ class Server:
         log.warning("ttrpc: rejected connection from pid=%d uid=%d gid=%d", *creds)
         return False
 
-    def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # A plain callback that starts our own task: asyncio 3.11 mishandles a
-        # cancelled client_connected_cb task, and close() must cancel it.
-        if self._closing or not self._peer_allowed(writer):
-            writer.close()
+    def _on_connect(self, stream: aio.Stream) -> None:
+        if self._closing or not self._peer_allowed(stream):
+            stream.close()
             return
-        conn = _Connection(self, reader, writer)
+        conn = _Connection(self, stream)
         self._connections.add(conn)
         task = self._track(conn.start())
         task.add_done_callback(lambda _: self._connections.discard(conn))
@@ -186,24 +182,23 @@ class Server:
 class _Connection:
     """One accepted connection: a read loop plus one task per request."""
 
-    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, server: Server, stream: aio.Stream) -> None:
         self._server = server
-        self._reader = reader
-        self._writer = writer
-        self._lock = asyncio.Lock()
-        self._requests: set[asyncio.Task] = set()
-        self._task: asyncio.Task | None = None
+        self._stream = stream
+        self._lock = aio.Lock()
+        self._requests: set[aio.Task] = set()
+        self._task: aio.Task | None = None
 
-    def start(self) -> asyncio.Task:
+    def start(self) -> aio.Task:
         """Start the read loop in its own task (kept so ``close`` can cancel it)."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = aio.create_task(self._run())
         return self._task
 
     async def _run(self) -> None:
         """Read frames until EOF/error, then cancel this connection's handlers."""
         decoder = codec.FrameDecoder()
         try:
-            while data := await self._reader.read(_READ_SIZE):
+            while data := await self._stream.read(_READ_SIZE):
                 for event in decoder.feed(data):
                     self._dispatch(event)
             if not decoder.idle:
@@ -215,10 +210,10 @@ class _Connection:
 
     def close(self) -> None:
         """Close the socket and cancel the reader and every in-flight request."""
-        self._writer.close()
+        self._stream.close()
         for task in list(self._requests):
             task.cancel()
-        if self._task is not None and self._task is not asyncio.current_task():
+        if self._task is not None and self._task is not aio.current_task():
             self._task.cancel()
 
     def _dispatch(self, event: codec.Event) -> None:
@@ -231,7 +226,7 @@ class _Connection:
         # Other types (responses, future stream data) are ignored for forward compat.
 
     def _spawn(self, coro: Awaitable[None]) -> None:
-        task = self._server._track(asyncio.ensure_future(coro))
+        task = self._server._track(aio.ensure_future(coro))
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
 
@@ -252,7 +247,7 @@ class _Connection:
         ctx = _make_context(stream_id, request)
         # On expiry the scope cancels the handler (this task) and turns the
         # cancellation into TimeoutError once the handler has unwound.
-        scope = asyncio.timeout_at(ctx.deadline)
+        scope = aio.timeout_at(ctx.deadline)
         try:
             async with scope:
                 result = await handler(request.payload, ctx)
@@ -261,8 +256,8 @@ class _Connection:
             return result
         except TTRPCError:
             raise
-        except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():
+        except aio.CancelledError:
+            if aio.current_task().cancelling():
                 raise  # we are being cancelled (connection/server closing): no reply
             # The handler let a cancellation of its own escape; it is not ours.
             raise TTRPCError(Code.CANCELED, "handler cancelled") from None
@@ -272,7 +267,7 @@ class _Connection:
             log.exception("ttrpc: %s/%s failed", request.service, request.method)
             raise TTRPCError(Code.UNKNOWN, str(exc)) from exc
 
-    async def _reply(self, stream_id: int, payload: bytes | None = None, status: ttrpc_pb2.Status | None = None) -> None:
+    async def _reply(self, stream_id: int, payload: bytes | None = None, status=None) -> None:
         body = codec.encode_response(payload, status)
         try:
             frame = codec.encode_frame(stream_id, codec.MESSAGE_TYPE_RESPONSE, body)
@@ -282,21 +277,21 @@ class _Connection:
             body = codec.encode_response(status=exc.to_status())
             frame = codec.encode_frame(stream_id, codec.MESSAGE_TYPE_RESPONSE, body)
         async with self._lock:
-            if self._writer.is_closing():
+            if self._stream.is_closing():
                 return  # connection gone: nobody is left to read the reply
             try:
-                self._writer.write(frame)  # one write: header and body never split
-                await self._writer.drain()
+                self._stream.write(frame)  # one write: header and body never split
+                await self._stream.drain()
             except (ConnectionError, OSError) as exc:
                 log.debug("ttrpc: write failed: %s", exc)
                 self.close()
 
 
-def _make_context(stream_id: int, request: ttrpc_pb2.Request) -> Context:
+def _make_context(stream_id: int, request) -> Context:
     metadata: dict[str, list[str]] = {}
     for kv in request.metadata:
         metadata.setdefault(kv.key, []).append(kv.value)
     deadline = None
     if request.timeout_nano > 0:
-        deadline = asyncio.get_running_loop().time() + request.timeout_nano / 1e9
+        deadline = aio.get_running_loop().time() + request.timeout_nano / 1e9
     return Context(request.service, request.method, stream_id, metadata, deadline)
