@@ -87,10 +87,13 @@ else
     mode="GOPATH mode over /usr/share/gocode"
     export GO111MODULE=off GOPATH=$BUILD/gopath:/usr/share/gocode
     gobuild() { (cd "$tree" && go build -o "$@"); }
-    for dep in github.com/mndrix/tap-go github.com/opencontainers/runtime-spec/specs-go; do
-        (cd "$tree" && go list "$dep" >/dev/null 2>&1) || unavailable "$dep is not in GOPATH" \
-            "($GOPATH) and this tree has no vendor/: nothing may be downloaded"
-    done
+    # Resolve the imports as the build will: a vendor/ directory inside the tree counts in GOPATH
+    # mode too (a bare `go list IMPORT_PATH` run at the tree's root would not look there).
+    unresolved=$(cd "$tree" && go list -e -deps -f '{{with .Error}}{{.Err}}{{"\n"}}{{end}}' \
+        ./cmd/runtimetest ./validation/... 2>&1 | grep -o 'cannot find package "[^"]*"' \
+        | sort -u | tr '\n' ' ' || true)
+    [[ -z $unresolved ]] || unavailable "${unresolved}in neither GOPATH ($GOPATH) nor the" \
+        "tree's vendor/: nothing may be downloaded"
 fi
 built=0
 build() {  # OUTPUT PACKAGE_DIR
@@ -113,14 +116,20 @@ done
 echo "oci-validation: ${#all_tests[@]} validation executables ($mode; $built built now)"
 
 # The executables unpack rootfs-<GOARCH>.tar.gz from their working directory and copy
-# runtimetest into it: use the tree's tarball, else make one from Debian's static busybox.
+# runtimetest into it: use the tree's tarball, else make one from Debian's static busybox
+# (made again when this script is newer than it).
 rootfs_tar=$RUN/rootfs-$GOARCH_.tar.gz
-if [[ ! -f $rootfs_tar ]]; then
+if [[ ! -f $rootfs_tar || $rootfs_tar -ot ${BASH_SOURCE[0]} ]]; then
     if [[ -f $tree/rootfs-$GOARCH_.tar.gz ]]; then
         cp "$tree/rootfs-$GOARCH_.tar.gz" "$rootfs_tar"
     else
         r=$(mktemp -d)
         mkdir -p "$r"/{bin,dev,etc,proc,sys,tmp,root}
+        # The tarball's "./" entry gives the bundle directory (the container's /) its mode when
+        # unpacked: mktemp's 0700 would leave / untraversable for a non-root process.user or a
+        # user-namespace root (process_user, linux_uid_mappings), under any runtime.
+        chmod 0755 "$r"
+        chmod 1777 "$r/tmp"
         cp /bin/busybox "$r/bin/busybox"
         for a in $(/bin/busybox --list); do
             [[ -e $r/bin/$a ]] || ln "$r/bin/busybox" "$r/bin/$a"
