@@ -27,20 +27,16 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import time
-from dataclasses import dataclass
 
-from google.protobuf import empty_pb2
-from google.protobuf.message import DecodeError
-
-from proto.containerd.events import task_pb2 as ev
-from proto.containerd.runc.options import oci_pb2 as runc_options
-from runtime import checkpoint as ck
+from proto import wkt_lite as wkt
+from proto.containerd.events import task_lite as ev
+from proto.containerd.runc.options import oci_lite as runc_options
+from proto.lite import DecodeError
 from runtime.errors import InvalidState, ProcessFinished
-from shim import aio
-from shim import errors
+from runtime.record import Record
+from shim import aio, errors
 
 log = logging.getLogger("pyshim.checkpoint")
 
@@ -50,8 +46,19 @@ CHECKPOINTED_TOPIC = "/tasks/checkpointed"
 WORK_DIR = "criu-work"  # under the bundle, when the options name none
 DUMP_LOG_COPY = "criu-dump.log"
 RESTORE_LOG_COPY = "criu-restore.log"
-DUMP_TIMEOUT = ck.DUMP_TIMEOUT
-RESTORE_TIMEOUT = ck.RESTORE_TIMEOUT
+
+
+class _LazyEngineCheckpoint:
+    """runtime.checkpoint, imported on first use: it pulls subprocess, shutil, datetime and
+    dataclasses (~2 MB RSS) that no daemon needs until it checkpoints or restores."""
+
+    def __getattr__(self, name):
+        from runtime import checkpoint
+        globals()["ck"] = checkpoint
+        return getattr(checkpoint, name)
+
+
+ck = _LazyEngineCheckpoint()
 
 
 def criu_path(service) -> str:
@@ -141,6 +148,7 @@ def _collect(service, pid: int) -> int | None:
 
 def _copy_log(src: str, dst: str) -> str | None:
     try:
+        import shutil
         shutil.copyfile(src, dst)
         return dst
     except OSError as e:
@@ -149,7 +157,7 @@ def _copy_log(src: str, dst: str) -> str | None:
 
 
 # --- checkpoint ------------------------------------------------------------------------------
-async def checkpoint(service, container, request) -> empty_pb2.Empty:
+async def checkpoint(service, container, request) -> wkt.Empty:
     """The Checkpoint RPC for `container` (the service's Container of request.id)."""
     from shim.service import CREATED, RUNNING, STARTING
 
@@ -179,7 +187,7 @@ async def checkpoint(service, container, request) -> empty_pb2.Empty:
         try:
             job = ck.prepare_dump(c.engine, opts, criu=criu)
             ck.spawn(job)
-            ck.finish_dump(job, await wait_criu(service, job, DUMP_TIMEOUT))
+            ck.finish_dump(job, await wait_criu(service, job, ck.DUMP_TIMEOUT))
         except ck.CriuError as e:
             if temporary_work:
                 copy = _copy_log(e.log_file, os.path.join(c.bundle, DUMP_LOG_COPY))
@@ -195,17 +203,17 @@ async def checkpoint(service, container, request) -> empty_pb2.Empty:
     finally:
         c.checkpointing = False
         if temporary_work:
+            import shutil
             shutil.rmtree(opts.work_path, ignore_errors=True)
         if held is not None:
             service._watch(held)  # an exit reaped meanwhile is published now
     log.debug("container %s checkpointed to %s (event published: %s)", c.id, opts.image_path,
               published)
-    return empty_pb2.Empty()
+    return wkt.Empty()
 
 
 # --- restore ---------------------------------------------------------------------------------
-@dataclass
-class PendingRestore:
+class PendingRestore(Record):
     """The engine's place in a Container created from a checkpoint, until Start restores it.
     Nothing runs yet: no pids, nothing to kill, pause, update or measure."""
     id: str
@@ -291,7 +299,7 @@ async def start_restored(service, container) -> int:
             raise errors.to_ttrpc(e) from e
         try:
             ck.spawn(job)
-            status = await wait_criu(service, job, RESTORE_TIMEOUT)
+            status = await wait_criu(service, job, ck.RESTORE_TIMEOUT)
         except BaseException:
             ck.abort_restore(job)
             raise
@@ -309,6 +317,7 @@ async def start_restored(service, container) -> int:
         raise
     finally:
         if temporary_work:
+            import shutil
             shutil.rmtree(work, ignore_errors=True)
     c.engine = handle
     p.pid = handle.pid

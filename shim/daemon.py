@@ -15,10 +15,8 @@ import os
 import socket
 import sys
 
-from google.protobuf import message_factory
-from google.protobuf.message import DecodeError
-
-from proto.containerd.task.v2 import shim_pb2
+from proto.containerd.task.v2 import shim_lite
+from proto.lite import DecodeError
 from runtime.container import Engine
 from shim import aio, bootstrap, errors
 from shim.events import EventQueue
@@ -81,10 +79,9 @@ async def _serve(sock: socket.socket, flags: bootstrap.Flags, path: str) -> int:
 
 def task_handlers(service: TaskService) -> dict:
     """Adapt each Task RPC to the ttrpc server's bytes-in/bytes-out handler shape."""
-    methods = shim_pb2.DESCRIPTOR.services_by_name["Task"].methods
-    return {m.name: _adapter(m.name, getattr(service, m.name, None),
-                             message_factory.GetMessageClass(m.input_type))
-            for m in methods}
+    methods = shim_lite.SERVICES["containerd.task.v2.Task"]
+    return {name: _adapter(name, getattr(service, name, None), request_type)
+            for name, (request_type, _response_type) in methods.items()}
 
 
 def _adapter(name: str, impl, request_type):
@@ -107,25 +104,38 @@ def _adapter(name: str, impl, request_type):
     return handle
 
 
+# Not preloaded: the command line and `spec` generator (not the shim's), the unit tests' fake
+# sys, and checkpoint/restore (subprocess, shutil, datetime, dataclasses: ~2 MB), rare enough
+# to be imported by the daemon that needs it.
+_NOT_PRELOADED = ("runtime.cli", "runtime.specgen", "runtime.sys.fake", "runtime.checkpoint")
+
+
 def preload_engine() -> None:
     """Import every engine module a container may need. The engine imports them lazily (a CLI
     call should pay only for what it uses); a fork server must not leave that to each daemon's
     first Create, which would pay the imports again and keep private copies of them."""
     import importlib
-    import pkgutil
 
     import runtime
 
-    for module in pkgutil.walk_packages(runtime.__path__, "runtime."):
-        if not module.name.startswith("runtime.cli"):  # the command line is not the shim's
-            importlib.import_module(module.name)
+    # Walked by hand: pkgutil.walk_packages imports typing and inspect (~1.5 MB) to do it.
+    top = runtime.__path__[0]
+    for root, dirs, files in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if os.path.exists(os.path.join(root, d, "__init__.py")))
+        package = "runtime" + root[len(top):].replace(os.sep, ".")
+        for name in sorted(files):
+            if not name.endswith(".py"):
+                continue
+            module = package if name == "__init__.py" else f"{package}.{name[:-3]}"
+            if not module.startswith(_NOT_PRELOADED):
+                importlib.import_module(module)
 
 
 def warm_up() -> None:
     """Run the daemon's common paths once, without side effects (the fork server calls this
     before forking): Python 3.11 specializes bytecode in place and fills lazy caches the first
     time code runs, and every daemon doing that itself would copy those pages (~0.4 MB each)."""
-    from proto.containerd.task.v2 import shim_pb2 as api
+    from proto.containerd.task.v2 import shim_lite as api
     from shim.ttrpc import codec
 
     preload_engine()

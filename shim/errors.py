@@ -5,7 +5,8 @@ Handlers raise typed errors; nothing here looks at message text.
 
 from __future__ import annotations
 
-from runtime import checkpoint as criu
+import sys
+
 from runtime import errors as engine
 from shim.stdio import StdioError
 from shim.ttrpc import Code, TTRPCError
@@ -34,7 +35,6 @@ _ENGINE_CODES: list[tuple[type[BaseException], Code]] = [
     (engine.InvalidState, Code.FAILED_PRECONDITION),
     (engine.ContainerSetupError, Code.FAILED_PRECONDITION),
     (engine.CgroupError, Code.FAILED_PRECONDITION),
-    (criu.CriuUnavailable, Code.FAILED_PRECONDITION),
     (StdioError, Code.INVALID_ARGUMENT),
     (engine.EngineError, Code.UNKNOWN),
 ]
@@ -44,6 +44,11 @@ def to_ttrpc(exc: BaseException) -> TTRPCError:
     """Map an error raised below the service to the status containerd will see."""
     if isinstance(exc, TTRPCError):
         return exc
+    # runtime.checkpoint is imported only by a daemon that checkpoints or restores; if it is not
+    # loaded, exc cannot be one of its errors.
+    criu = sys.modules.get("runtime.checkpoint")
+    if criu is not None and isinstance(exc, criu.CriuUnavailable):
+        return TTRPCError(Code.FAILED_PRECONDITION, str(exc))
     for cls, code in _ENGINE_CODES:
         if isinstance(exc, cls):
             return TTRPCError(code, str(exc))

@@ -14,9 +14,8 @@ import collections
 import logging
 import time
 
-from google.protobuf import any_pb2
-
-from proto.containerd.services.events.ttrpc.v1 import events_pb2
+from proto import wkt_lite as wkt
+from proto.containerd.services.events.ttrpc.v1 import events_lite as events_api
 from shim import aio
 from shim.ttrpc import Client, Code, TTRPCError
 
@@ -31,9 +30,9 @@ _PERMANENT = {Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.ALREADY_EXISTS,
               Code.FAILED_PRECONDITION, Code.UNIMPLEMENTED, Code.PERMISSION_DENIED}
 
 
-def pack_any(message) -> any_pb2.Any:
+def pack_any(message) -> wkt.Any:
     # containerd's typeurl registers its types under the bare full name, no type.googleapis.com/.
-    return any_pb2.Any(type_url=message.DESCRIPTOR.full_name, value=message.SerializeToString())
+    return wkt.Any(type_url=message.DESCRIPTOR.full_name, value=message.SerializeToString())
 
 
 class EventQueue:
@@ -51,9 +50,9 @@ class EventQueue:
         self._task = aio.get_running_loop().create_task(self._run())
 
     def publish(self, topic: str, event) -> None:
-        envelope = events_pb2.Envelope(namespace=self._namespace, topic=topic, event=pack_any(event))
+        envelope = events_api.Envelope(namespace=self._namespace, topic=topic, event=pack_any(event))
         envelope.timestamp.FromNanoseconds(time.time_ns())
-        self._queue.append(events_pb2.ForwardRequest(envelope=envelope).SerializeToString())
+        self._queue.append(events_api.ForwardRequest(envelope=envelope).SerializeToString())
         self._idle.clear()
         self._wakeup.set()
         log.debug("event %s", topic)

@@ -7,10 +7,9 @@ sections stay unset; values are copied, never invented.
 
 from __future__ import annotations
 
-from google.protobuf import any_pb2
-
-from proto.cgroups.v1 import metrics_pb2 as v1
-from proto.cgroups.v2 import metrics_pb2 as v2
+from proto import wkt_lite as wkt
+from proto.cgroups.v1 import metrics_lite as v1
+from proto.cgroups.v2 import metrics_lite as v2
 
 # memory.stat keys -> MemoryStat fields where the names differ (v1); the rest match by name.
 _V1_MEMORY_RENAMES = {"pgpgin": "pg_pg_in", "pgpgout": "pg_pg_out", "pgfault": "pg_fault",
@@ -20,9 +19,9 @@ _V1_MEMORY_RENAMES = {"pgpgin": "pg_pg_in", "pgpgout": "pg_pg_out", "pgfault": "
                       "total_pgmajfault": "total_pg_maj_fault"}
 
 
-def to_any(stats: dict) -> any_pb2.Any:
+def to_any(stats: dict) -> wkt.Any:
     message = metrics_v2(stats) if stats.get("version") == 2 else metrics_v1(stats)
-    return any_pb2.Any(type_url=message.DESCRIPTOR.full_name, value=message.SerializeToString())
+    return wkt.Any(type_url=message.DESCRIPTOR.full_name, value=message.SerializeToString())
 
 
 def _fill(message, values: dict, renames: dict | None = None) -> None:

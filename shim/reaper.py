@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from runtime.sys import linux
 from shim import aio

@@ -23,15 +23,14 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 
-from google.protobuf import empty_pb2
-
-from proto.containerd.events import task_pb2 as ev
-from proto.containerd.runc.options import oci_pb2 as runc_options
-from proto.containerd.task.v2 import shim_pb2 as api
-from proto.containerd.types.task import task_pb2 as types
+from proto import wkt_lite as wkt
+from proto.containerd.events import task_lite as ev
+from proto.containerd.runc.options import oci_lite as runc_options
+from proto.containerd.task.v2 import shim_lite as api
+from proto.containerd.types.task import task_lite as types
 from runtime.container import Engine
+from runtime.record import Record, field
 from shim import aio, checkpoint, errors, metrics, rootfs
 from shim.events import EventQueue
 from shim.reaper import Reaper
@@ -59,8 +58,8 @@ PROCESS_SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 RESOURCES_SPEC_SUFFIX = "runtime-spec/1/LinuxResources"
 
 
-@dataclass(eq=False)
-class Process:
+class Process(Record):
+    __eq__, __hash__ = object.__eq__, object.__hash__  # identity: one entry per process
     container_id: str
     id: str  # exec id, or the container id for the init process
     io: ProcessIO
@@ -86,8 +85,8 @@ class Process:
             ts.seconds = GO_ZERO_TIME_SECONDS
 
 
-@dataclass(eq=False)
-class Container:
+class Container(Record):
+    __eq__, __hash__ = object.__eq__, object.__hash__
     id: str
     bundle: str
     init: Process
@@ -202,7 +201,7 @@ class TaskService:
             self._exited(c, p, *p.held_exit)
         return api.StartResponse(pid=p.pid)
 
-    async def Exec(self, req: api.ExecProcessRequest) -> empty_pb2.Empty:
+    async def Exec(self, req: api.ExecProcessRequest) -> wkt.Empty:
         c = self._container(req.id)
         if not req.exec_id:
             raise errors.invalid_argument("exec_id is required")
@@ -219,7 +218,7 @@ class TaskService:
         c.execs[req.exec_id] = Process(c.id, req.exec_id, pio, req.terminal, spec=spec)
         self.events.publish("/tasks/exec-added", ev.TaskExecAdded(container_id=c.id,
                                                                   exec_id=req.exec_id))
-        return empty_pb2.Empty()
+        return wkt.Empty()
 
     async def State(self, req: api.StateRequest) -> api.StateResponse:
         c = self._container(req.id)
@@ -239,7 +238,7 @@ class TaskService:
         p.exited_at(resp.exited_at)
         return resp
 
-    async def Kill(self, req: api.KillRequest) -> empty_pb2.Empty:
+    async def Kill(self, req: api.KillRequest) -> wkt.Empty:
         c = self._container(req.id)
         p = self._process(req.id, req.exec_id)
         if p.state == STOPPED:
@@ -254,7 +253,7 @@ class TaskService:
             raise errors.failed_precondition(f"exec {p.id} is not started")
         else:
             self.signal_pid(p.pid, sig)  # not reaped yet, so the pid is still this process's
-        return empty_pb2.Empty()
+        return wkt.Empty()
 
     async def Delete(self, req: api.DeleteRequest) -> api.DeleteResponse:
         c = self._container(req.id)
@@ -308,26 +307,26 @@ class TaskService:
                 info.info.value = details.SerializeToString()
         return resp
 
-    async def Pause(self, req: api.PauseRequest) -> empty_pb2.Empty:
+    async def Pause(self, req: api.PauseRequest) -> wkt.Empty:
         c = self._running(req.id)
         self._engine_call(c.engine.pause)
         c.paused = True
         self.events.publish("/tasks/paused", ev.TaskPaused(container_id=c.id))
-        return empty_pb2.Empty()
+        return wkt.Empty()
 
-    async def Resume(self, req: api.ResumeRequest) -> empty_pb2.Empty:
+    async def Resume(self, req: api.ResumeRequest) -> wkt.Empty:
         c = self._container(req.id)
         if not c.paused:
             raise errors.failed_precondition(f"container {c.id} is not paused")
         self._engine_call(c.engine.resume)
         c.paused = False
         self.events.publish("/tasks/resumed", ev.TaskResumed(container_id=c.id))
-        return empty_pb2.Empty()
+        return wkt.Empty()
 
-    async def Checkpoint(self, req: api.CheckpointTaskRequest) -> empty_pb2.Empty:
+    async def Checkpoint(self, req: api.CheckpointTaskRequest) -> wkt.Empty:
         return await checkpoint.checkpoint(self, self._container(req.id), req)
 
-    async def Update(self, req: api.UpdateTaskRequest) -> empty_pb2.Empty:
+    async def Update(self, req: api.UpdateTaskRequest) -> wkt.Empty:
         c = self._running(req.id)
         if not req.resources.value or not req.resources.type_url.endswith(RESOURCES_SPEC_SUFFIX):
             raise errors.invalid_argument(
@@ -337,7 +336,7 @@ class TaskService:
         except ValueError as e:
             raise errors.invalid_argument(f"resources: not JSON: {e}") from None
         self._engine_call(c.engine.update, resources)
-        return empty_pb2.Empty()
+        return wkt.Empty()
 
     async def Stats(self, req: api.StatsRequest) -> api.StatsResponse:
         c = self._container(req.id)
@@ -360,24 +359,24 @@ class TaskService:
         c = self.containers.get(req.id)
         return api.ConnectResponse(shim_pid=os.getpid(), task_pid=c.init.pid if c else 0)
 
-    async def Shutdown(self, req: api.ShutdownRequest) -> empty_pb2.Empty:
+    async def Shutdown(self, req: api.ShutdownRequest) -> wkt.Empty:
         if not self.containers:
             self.shutdown_requested.set()
-        return empty_pb2.Empty()
+        return wkt.Empty()
 
-    async def CloseIO(self, req: api.CloseIORequest) -> empty_pb2.Empty:
+    async def CloseIO(self, req: api.CloseIORequest) -> wkt.Empty:
         p = self._process(req.id, req.exec_id)
         if req.stdin:
             p.io.close_stdin()
-        return empty_pb2.Empty()
+        return wkt.Empty()
 
-    async def ResizePty(self, req: api.ResizePtyRequest) -> empty_pb2.Empty:
+    async def ResizePty(self, req: api.ResizePtyRequest) -> wkt.Empty:
         p = self._process(req.id, req.exec_id)
         try:
             p.io.resize(req.width, req.height)  # a no-op without a terminal (as runc)
         except OSError as e:
             raise errors.failed_precondition(f"resize {p.id}: {e.strerror or e}") from None
-        return empty_pb2.Empty()
+        return wkt.Empty()
 
     def _open_io(self, cid: str, stdin: str, stdout: str, stderr: str,
                  terminal: bool = False) -> ProcessIO:

@@ -30,9 +30,9 @@ import select
 import signal
 import struct
 import termios
-from dataclasses import dataclass, field
 
 from runtime.container import Stdio
+from runtime.record import Record, field
 from shim import aio
 
 log = logging.getLogger("pyshim.stdio")
@@ -50,8 +50,7 @@ class StdioError(Exception):
         self.path = path
 
 
-@dataclass
-class ProcessIO:
+class ProcessIO(Record):
     stdin: str = ""
     stdout: str = ""
     stderr: str = ""

@@ -355,11 +355,13 @@ def test_no_running_loop_outside_run():
         aio.get_running_loop()
 
 
-def test_the_daemon_does_not_import_asyncio():
-    """The point of shim.aio: the daemon's modules must not pull asyncio (or ssl) in."""
+def test_the_daemon_imports_neither_asyncio_nor_protobuf():
+    """The point of shim.aio and proto/lite: the daemon, with the whole engine preloaded as the
+    fork server has it, must not pull asyncio, ssl or google.protobuf in (~9 MB RSS)."""
     code = ("import sys; import shim.daemon, shim.service, shim.stdio, shim.events, "
-            "shim.checkpoint, shim.ttrpc; "
-            "print(sorted(m for m in ('asyncio', 'ssl') if m in sys.modules))")
+            "shim.checkpoint, shim.metrics, shim.ttrpc; shim.daemon.preload_engine(); "
+            "shim.daemon.warm_up(); "
+            "print(sorted(m for m in ('asyncio', 'ssl', 'google.protobuf') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == "[]"

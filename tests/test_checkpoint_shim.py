@@ -9,10 +9,10 @@ import signal
 import time
 
 import pytest
-from google.protobuf import any_pb2
+from proto import wkt_lite as any_pb2
 
-from proto.containerd.runc.options import oci_pb2 as runc_options
-from proto.containerd.task.v2 import shim_pb2 as api
+from proto.containerd.runc.options import oci_lite as runc_options
+from proto.containerd.task.v2 import shim_lite as api
 from runtime import checkpoint as ck
 from runtime.specgen import default_config
 from shim import checkpoint as sck

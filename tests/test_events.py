@@ -3,7 +3,7 @@
 from shim import aio as asyncio
 import os
 
-from proto.containerd.events import task_pb2 as ev
+from proto.containerd.events import task_lite as ev
 from proto.containerd.services.events.ttrpc.v1 import events_pb2
 from shim.events import FORWARD_SERVICE, EventQueue
 from shim.ttrpc import Code, Server, TTRPCError

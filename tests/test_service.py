@@ -5,8 +5,8 @@ import signal
 
 import pytest
 
-from proto.containerd.task.v2 import shim_pb2 as api
-from proto.containerd.types.task import task_pb2 as types
+from proto.containerd.task.v2 import shim_lite as api
+from proto.containerd.types.task import task_lite as types
 from runtime import errors as engine_errors
 from shim.service import GO_ZERO_TIME_SECONDS, TaskService
 from shim.ttrpc import Code, TTRPCError
@@ -77,7 +77,7 @@ class RecordingEvents:
 def exec_request(cid="c1", exec_id="e1", args=("true",)):
     import json
 
-    from google.protobuf import any_pb2
+    from proto import wkt_lite as any_pb2
     spec = any_pb2.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/Process",
                        value=json.dumps({"args": list(args), "cwd": "/"}).encode())
     return api.ExecProcessRequest(id=cid, exec_id=exec_id, spec=spec)
@@ -356,7 +356,7 @@ def test_exec_errors_match_the_runc_shim():
 
 
 def test_exec_spec_must_be_a_json_process():
-    from google.protobuf import any_pb2
+    from proto import wkt_lite as any_pb2
 
     async def scenario():
         svc = make_service()
@@ -374,7 +374,7 @@ def test_exec_spec_must_be_a_json_process():
 def test_pids_pause_resume_update_stats():
     import json
 
-    from google.protobuf import any_pb2
+    from proto import wkt_lite as any_pb2
 
     from proto.cgroups.v1 import metrics_pb2
     from proto.containerd.runc.options import oci_pb2
@@ -415,7 +415,7 @@ def test_pids_pause_resume_update_stats():
 
 
 def test_update_rejects_resources_that_are_not_linux_resources_json():
-    from google.protobuf import any_pb2
+    from proto import wkt_lite as any_pb2
 
     async def scenario():
         svc = make_service()

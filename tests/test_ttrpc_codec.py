@@ -4,6 +4,7 @@ incremental decoder. No I/O."""
 import pytest
 
 from proto.ttrpc import ttrpc_pb2
+from proto.ttrpc import ttrpc_lite
 from shim.ttrpc import (
     HEADER_SIZE,
     MAX_MESSAGE_SIZE,
@@ -87,12 +88,12 @@ def test_ok_reply_with_payload_has_no_status():
 
 
 def test_explicit_ok_status_is_ok():
-    body = encode_response(b"x", ttrpc_pb2.Status(code=0, message="fine"))
+    body = encode_response(b"x", ttrpc_lite.Status(code=0, message="fine"))
     assert decode_response(body) == (None, b"x")
 
 
 def test_golden_error_status():
-    body = encode_response(status=ttrpc_pb2.Status(code=5, message="not found"))
+    body = encode_response(status=ttrpc_lite.Status(code=5, message="not found"))
     assert body == NOT_FOUND_BODY
     status, payload = decode_response(NOT_FOUND_BODY)
     assert (status.code, status.message, payload) == (5, "not found", b"")
@@ -174,6 +175,6 @@ def test_decoder_discards_oversized_body_without_buffering():
 
 def test_error_str_and_unknown_code():
     assert str(TTRPCError(Code.NOT_FOUND, "x")) == "NOT_FOUND: x"
-    err = TTRPCError.from_status(ttrpc_pb2.Status(code=99, message="new"))
+    err = TTRPCError.from_status(ttrpc_lite.Status(code=99, message="new"))
     assert (err.code, str(err)) == (99, "99: new")
-    assert err.to_status() == ttrpc_pb2.Status(code=99, message="new")
+    assert err.to_status() == ttrpc_lite.Status(code=99, message="new")

@@ -15,12 +15,12 @@ Invariants:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Iterable, Mapping, Union
+from collections import namedtuple
+from collections.abc import Iterable, Mapping
 
-from google.protobuf.message import DecodeError
 
-from proto.ttrpc import ttrpc_pb2
+from proto.lite import DecodeError
+from proto.ttrpc import ttrpc_lite as messages
 
 from .codes import Code
 from .errors import TTRPCError
@@ -32,30 +32,16 @@ MESSAGE_TYPE_REQUEST = 1
 MESSAGE_TYPE_RESPONSE = 2
 
 # Metadata as callers give it: {"key": "v"} or {"key": ["v1", "v2"]}.
-Metadata = Mapping[str, Union[str, Iterable[str]]]
+Metadata = Mapping[str, str | Iterable[str]]
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One complete frame whose body fitted the size limit."""
+# Immutable records as namedtuples: dataclasses would import inspect (~1 MB per daemon).
+Frame = namedtuple("Frame", "stream_id type flags body")
+Frame.__doc__ = "One complete frame whose body fitted the size limit."
+OversizedFrame = namedtuple("OversizedFrame", "stream_id type flags length")
+OversizedFrame.__doc__ = "A frame whose declared length exceeded the limit; its body was discarded."
 
-    stream_id: int
-    type: int
-    flags: int
-    body: bytes
-
-
-@dataclass(frozen=True)
-class OversizedFrame:
-    """A frame whose declared length exceeded the limit; its body was discarded."""
-
-    stream_id: int
-    type: int
-    flags: int
-    length: int
-
-
-Event = Union[Frame, OversizedFrame]
+Event = Frame | OversizedFrame
 
 
 def oversized_error(length: int, limit: int = MAX_MESSAGE_SIZE) -> TTRPCError:
@@ -135,12 +121,12 @@ class FrameDecoder:
         self._buf.clear()
 
 
-def _metadata_pairs(metadata: Metadata | None) -> list[ttrpc_pb2.KeyValue]:
+def _metadata_pairs(metadata: Metadata | None) -> list[messages.KeyValue]:
     pairs = []
     for key, values in (metadata or {}).items():
         # A bare string is one value, not an iterable of characters.
         for value in [values] if isinstance(values, str) else values:
-            pairs.append(ttrpc_pb2.KeyValue(key=key, value=value))
+            pairs.append(messages.KeyValue(key=key, value=value))
     return pairs
 
 
@@ -152,7 +138,7 @@ def encode_request(
     metadata: Metadata | None = None,
 ) -> bytes:
     """Serialized ``ttrpc.Request``. ``timeout_nano`` 0 means no deadline."""
-    return ttrpc_pb2.Request(
+    return messages.Request(
         service=service,
         method=method,
         payload=bytes(payload),
@@ -161,9 +147,9 @@ def encode_request(
     ).SerializeToString()
 
 
-def decode_request(body: bytes) -> ttrpc_pb2.Request:
+def decode_request(body: bytes) -> messages.Request:
     """Parse a request body; ``TTRPCError(INVALID_ARGUMENT)`` if it is not one."""
-    request = ttrpc_pb2.Request()
+    request = messages.Request()
     try:
         request.ParseFromString(body)
     except (DecodeError, ValueError) as exc:  # ValueError: bad UTF-8 in a string
@@ -172,14 +158,14 @@ def decode_request(body: bytes) -> ttrpc_pb2.Request:
 
 
 def encode_response(
-    payload: bytes | None = None, status: ttrpc_pb2.Status | None = None
+    payload: bytes | None = None, status: messages.Status | None = None
 ) -> bytes:
     """Serialized ``ttrpc.Response``.
 
     OK is expressed by leaving ``status`` unset, exactly as Go ttrpc does, so an OK
     reply with an empty payload is a zero-length body.
     """
-    response = ttrpc_pb2.Response()
+    response = messages.Response()
     if status is not None:
         response.status.CopyFrom(status)
     if payload:
@@ -187,13 +173,13 @@ def encode_response(
     return response.SerializeToString()
 
 
-def decode_response(body: bytes) -> tuple[ttrpc_pb2.Status | None, bytes]:
+def decode_response(body: bytes) -> tuple[messages.Status | None, bytes]:
     """Parse a response body into ``(status, payload)``.
 
     ``status`` is None for OK: both an absent status (what Go sends) and an explicit
     code 0. Raises ``TTRPCError(UNKNOWN)`` if the body is not a Response.
     """
-    response = ttrpc_pb2.Response()
+    response = messages.Response()
     try:
         response.ParseFromString(body)
     except (DecodeError, ValueError) as exc:

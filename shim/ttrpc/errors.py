@@ -7,7 +7,7 @@ the connection is gone and no reply will ever arrive for a pending call.
 
 from __future__ import annotations
 
-from proto.ttrpc import ttrpc_pb2
+from proto.ttrpc import ttrpc_lite as messages
 
 from .codes import Code
 
@@ -37,13 +37,13 @@ class TTRPCError(Exception):
         return f"TTRPCError({self.code!r}, {self.message!r})"
 
     @classmethod
-    def from_status(cls, status: ttrpc_pb2.Status) -> "TTRPCError":
+    def from_status(cls, status: messages.Status) -> "TTRPCError":
         """Build from a wire ``Status`` (details are not kept)."""
         return cls(status.code, status.message)
 
-    def to_status(self) -> ttrpc_pb2.Status:
+    def to_status(self) -> messages.Status:
         """The wire ``Status`` for this error."""
-        return ttrpc_pb2.Status(code=int(self.code), message=self.message)
+        return messages.Status(code=int(self.code), message=self.message)
 
 
 class ConnectionClosed(ConnectionError):

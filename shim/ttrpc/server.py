@@ -19,8 +19,7 @@ import logging
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from shim import aio
 
@@ -34,7 +33,6 @@ _UCRED = struct.Struct("iII")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 _READ_SIZE = 64 * 1024
 
 
-@dataclass
 class Context:
     """Per-request information handed to a handler.
 
@@ -43,11 +41,14 @@ class Context:
     None when the client set no timeout.
     """
 
-    service: str
-    method: str
-    stream_id: int
-    metadata: dict[str, list[str]] = field(default_factory=dict)
-    deadline: float | None = None
+    __slots__ = ("service", "method", "stream_id", "metadata", "deadline")
+
+    def __init__(self, service: str, method: str, stream_id: int,
+                 metadata: dict[str, list[str]] | None = None,
+                 deadline: float | None = None) -> None:
+        self.service, self.method, self.stream_id = service, method, stream_id
+        self.metadata = {} if metadata is None else metadata
+        self.deadline = deadline
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """The last value sent for ``key`` (a later value overrides an earlier)."""
