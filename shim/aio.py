@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import heapq
-import logging
 import os
 import select
 import signal
@@ -29,7 +28,9 @@ import time
 from collections import deque
 from types import coroutine
 
-log = logging.getLogger("pyshim.aio")
+from shim.log import getLogger
+
+log = getLogger("pyshim.aio")
 
 __all__ = ["CancelledError", "Event", "Future", "IncompleteReadError", "InvalidStateError",
            "Listener", "Lock", "Loop", "Stream",

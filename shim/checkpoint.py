@@ -25,7 +25,6 @@ so /tasks/checkpointed always precedes the /tasks/exit of a checkpoint with `exi
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
@@ -37,8 +36,9 @@ from proto.lite import DecodeError
 from runtime.errors import InvalidState, ProcessFinished
 from runtime.record import Record
 from shim import aio, errors
+from shim.log import getLogger
 
-log = logging.getLogger("pyshim.checkpoint")
+log = getLogger("pyshim.checkpoint")
 
 CHECKPOINT_OPTIONS_TYPE = "containerd.runc.v1.CheckpointOptions"
 RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options"

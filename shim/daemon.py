@@ -10,44 +10,32 @@ Invariants:
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
-import sys
 
 from proto.containerd.task.v2 import shim_lite
 from proto.lite import DecodeError
+from runtime import log as engine_log
 from runtime.container import Engine
 from shim import aio, bootstrap, errors
+from shim import log as shimlog
 from shim.events import EventQueue
 from shim.service import TaskService
 from shim.ttrpc import Code, Server, TTRPCError
 
-log = logging.getLogger("pyshim")
+log = shimlog.getLogger("pyshim")
 
 TASK_SERVICES = ("containerd.task.v2.Task", "containerd.task.v3.Task")
 EVENT_FLUSH_TIMEOUT = 5.0
 
 
-class _QuietStderr(logging.StreamHandler):
-    """stderr is containerd's log FIFO: while containerd is down, writes fail; never raise."""
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        pass
-
-
-def _setup_logging(debug: bool) -> None:
-    handler = _QuietStderr(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        'time="%(asctime)s" level=%(levelname)s msg="%(message)s" logger=%(name)s'))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-
-
 def run(sock, flags: bootstrap.Flags, options: bytes, bundle: str, path: str) -> int:
     """Serve until shut down. `sock` is start's listening _socket.socket."""
-    _setup_logging(flags.debug)
+    shimlog.configure(debug=flags.debug)
+    # The engine's warnings (failed poststart/poststop hooks) go to the same log, and the
+    # logging module is never imported.
+    engine_log.sink = lambda level, message: shimlog.getLogger("pyshim.engine").warning(
+        "%s", message)
     os.chdir("/")  # hold no bundle directory busy
     listener = socket.socket(fileno=sock.detach())
     return aio.run(_serve(listener, flags, path))

@@ -11,15 +11,15 @@ Invariants:
 from __future__ import annotations
 
 import collections
-import logging
 import time
 
 from proto import wkt_lite as wkt
 from proto.containerd.services.events.ttrpc.v1 import events_lite as events_api
 from shim import aio
+from shim.log import getLogger
 from shim.ttrpc import Client, Code, TTRPCError
 
-log = logging.getLogger("pyshim.events")
+log = getLogger("pyshim.events")
 
 FORWARD_SERVICE = "containerd.services.events.ttrpc.v1.Events"
 _SEND_TIMEOUT = 5.0

@@ -19,7 +19,6 @@ Invariants:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import time
@@ -33,10 +32,11 @@ from runtime.container import Engine
 from runtime.record import Record, field
 from shim import aio, checkpoint, errors, metrics, rootfs
 from shim.events import EventQueue
+from shim.log import getLogger
 from shim.reaper import Reaper
 from shim.stdio import ProcessIO
 
-log = logging.getLogger("pyshim.service")
+log = getLogger("pyshim.service")
 
 CREATED, STARTING, RUNNING, STOPPED, DELETED = "created", "starting", "running", "stopped", "deleted"
 TRANSITIONS = {

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import select
 import signal
@@ -34,8 +33,9 @@ import termios
 from runtime.container import Stdio
 from runtime.record import Record, field
 from shim import aio
+from shim.log import getLogger
 
-log = logging.getLogger("pyshim.stdio")
+log = getLogger("pyshim.stdio")
 
 _CHUNK = 65536
 LOGGER_READY_TIMEOUT = 10.0

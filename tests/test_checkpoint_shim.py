@@ -3,18 +3,18 @@
 /tasks/checkpointed after success (before the exit of a dump with `exit`), and the restore
 path's Create/Start/Delete halves."""
 
-from shim import aio as asyncio
 import os
 import signal
 import time
 
 import pytest
-from proto import wkt_lite as any_pb2
+from proto import wkt_lite
 
 from proto.containerd.runc.options import oci_lite as runc_options
 from proto.containerd.task.v2 import shim_lite as api
 from runtime import checkpoint as ck
 from runtime.specgen import default_config
+from shim import aio
 from shim import checkpoint as sck
 from shim.service import STOPPED, TaskService
 from shim.ttrpc import Code, TTRPCError
@@ -82,14 +82,14 @@ def make_service():
 
 
 def run(coro):
-    return asyncio.run(coro)
+    return aio.run(coro)
 
 
 async def reaping(svc):
     """What the installed reaper does on SIGCHLD, polled (no subreaper for the test process)."""
     while True:
         svc.reaper.reap()
-        await asyncio.sleep(0.005)
+        await aio.sleep(0.005)
 
 
 def cleanup(svc):
@@ -126,7 +126,7 @@ esac
 
 
 def pack(msg):
-    return any_pb2.Any(type_url=msg.DESCRIPTOR.full_name, value=msg.SerializeToString())
+    return wkt_lite.Any(type_url=msg.DESCRIPTOR.full_name, value=msg.SerializeToString())
 
 
 async def started(svc, tmp_path, cid="c1"):
@@ -140,14 +140,14 @@ async def started(svc, tmp_path, cid="c1"):
 # --- options ---------------------------------------------------------------------------------
 def test_decode_options():
     assert sck.decode_options(None) == ck.CheckpointOptions()
-    assert sck.decode_options(any_pb2.Any()) == ck.CheckpointOptions()
+    assert sck.decode_options(wkt_lite.Any()) == ck.CheckpointOptions()
     o = runc_options.CheckpointOptions(exit=True, open_tcp=True, external_unix_sockets=True,
                                        terminal=True, file_locks=True,
                                        empty_namespaces=["network"], cgroups_mode="soft",
                                        image_path="/i", work_path="/w")
     want = ck.CheckpointOptions(True, True, True, True, True, ["network"], "soft", "/i", "/w")
     assert sck.decode_options(pack(o)) == want
-    prefixed = any_pb2.Any(type_url="type.googleapis.com/containerd.runc.v1.CheckpointOptions",
+    prefixed = wkt_lite.Any(type_url="type.googleapis.com/containerd.runc.v1.CheckpointOptions",
                            value=o.SerializeToString())
     assert sck.decode_options(prefixed) == want
     with pytest.raises(TTRPCError) as e:
@@ -227,12 +227,12 @@ def test_checkpointed_is_published_after_success_and_before_the_exit(tmp_path, m
 
     async def scenario():
         svc = make_service()
-        reaper = asyncio.get_running_loop().create_task(reaping(svc))
+        reaper = aio.get_running_loop().create_task(reaping(svc))
         try:
             c = await started(svc, tmp_path)
             await sck.checkpoint(svc, c, api.CheckpointTaskRequest(
                 id="c1", path=img, options=pack(runc_options.CheckpointOptions(exit=True))))
-            await asyncio.wait_for(c.init.exited.wait(), 5)
+            await aio.wait_for(c.init.exited.wait(), 5)
         finally:
             reaper.cancel()
             cleanup(svc)

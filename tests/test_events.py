@@ -1,10 +1,9 @@
 """The event queue: strict order, retried while containerd is unreachable, nothing dropped."""
 
-from shim import aio as asyncio
-import os
 
 from proto.containerd.events import task_lite as ev
 from proto.containerd.services.events.ttrpc.v1 import events_pb2
+from shim import aio
 from shim.events import FORWARD_SERVICE, EventQueue
 from shim.ttrpc import Code, Server, TTRPCError
 import shim.events
@@ -53,7 +52,7 @@ def test_events_arrive_in_order_with_namespace_topic_and_timestamp(tmp_path):
         server.close()
         return received
 
-    got = asyncio.run(scenario())
+    got = aio.run(scenario())
     assert [e.topic for e in got] == ["/tasks/exit"] * 20
     assert [ev.TaskExit.FromString(e.event.value).id for e in got] == [f"p{i}" for i in range(20)]
     assert all(e.namespace == "ns1" and e.timestamp.seconds > 0 for e in got)
@@ -68,7 +67,7 @@ def test_containerd_unreachable_then_back_nothing_lost_or_reordered(tmp_path, mo
         q.start()
         for e in _exits(5):  # containerd is down: nobody listens yet
             q.publish("/tasks/exit", e)
-        await asyncio.sleep(0.3)
+        await aio.sleep(0.3)
         server = await _containerd(path, received, fail_first=2)  # back, but refusing at first
         for e in _exits(10)[5:]:
             q.publish("/tasks/exit", e)
@@ -78,7 +77,7 @@ def test_containerd_unreachable_then_back_nothing_lost_or_reordered(tmp_path, mo
         return received
 
     monkeypatch.setattr(shim.events, "_MAX_BACKOFF", 0.1)
-    got = asyncio.run(scenario())
+    got = aio.run(scenario())
     assert [ev.TaskExit.FromString(e.event.value).id for e in got] == [f"p{i}" for i in range(10)]
 
 
@@ -91,7 +90,7 @@ def test_flush_is_bounded_when_containerd_never_comes(tmp_path):
         await q.close()
         return ok
 
-    assert asyncio.run(scenario()) is False
+    assert aio.run(scenario()) is False
 
 
 def test_an_event_containerd_rejects_is_dropped_not_retried_forever(tmp_path):
@@ -118,5 +117,5 @@ def test_an_event_containerd_rejects_is_dropped_not_retried_forever(tmp_path):
         server.close()
         return received, calls["n"]
 
-    received, calls = asyncio.run(scenario())
+    received, calls = aio.run(scenario())
     assert received == ["/tasks/exit"] and calls == 2

@@ -1,6 +1,5 @@
 """The fork server: a real one in a subprocess forks a daemon that serves the Task API (no root)."""
 
-from shim import aio as asyncio
 import marshal
 import os
 import socket
@@ -11,6 +10,7 @@ import time
 import pytest
 
 from proto.containerd.task.v2 import shim_pb2 as api
+from shim import aio
 from shim import bootstrap, forkserver
 from shim.ttrpc import Client
 
@@ -63,7 +63,7 @@ def test_forked_daemon_serves_the_task_api_and_exits_on_shutdown(server, tmp_pat
         client.close()
         return reply
 
-    reply = asyncio.run(talk())
+    reply = aio.run(talk())
     assert (reply.shim_pid, reply.task_pid) == (pid, 0)
     deadline = time.monotonic() + 5
     while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:

@@ -285,13 +285,13 @@ def test_inside_the_shim_loop_that_reaps_everything(env):
     """The shim's situation: one shim.aio loop thread with a wakeup fd and a SIGCHLD handler
     that reaps every child. The engine reaps its intermediate itself; the loop sees only the
     init."""
-    from shim import aio as asyncio
+    from shim import aio
     engine, bundle = env
     write_config(bundle, ["sh", "-c", "exit 5"])
     reaped = {}
 
     async def main():
-        loop = asyncio.get_running_loop()
+        loop = aio.get_running_loop()
         done = loop.create_future()
 
         def on_sigchld():
@@ -309,12 +309,12 @@ def test_inside_the_shim_loop_that_reaps_everything(env):
         try:
             c = engine.create("c1", str(bundle))  # synchronous, inside a callback
             c.start()
-            pid = await asyncio.wait_for(done, 5)
+            pid = await aio.wait_for(done, 5)
             return c, pid
         finally:
             loop.remove_signal_handler(signal.SIGCHLD)
 
-    c, pid = asyncio.run(main())
+    c, pid = aio.run(main())
     assert pid == c.pid and reaped == {c.pid: 5}
     assert c.status() == "stopped"
     c.delete()

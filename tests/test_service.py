@@ -1,6 +1,5 @@
 """The Task service's state table and event ordering, against a stub engine (no root)."""
 
-from shim import aio as asyncio
 import signal
 
 import pytest
@@ -8,6 +7,7 @@ import pytest
 from proto.containerd.task.v2 import shim_lite as api
 from proto.containerd.types.task import task_lite as types
 from runtime import errors as engine_errors
+from shim import aio
 from shim.service import GO_ZERO_TIME_SECONDS, TaskService
 from shim.ttrpc import Code, TTRPCError
 
@@ -77,8 +77,8 @@ class RecordingEvents:
 def exec_request(cid="c1", exec_id="e1", args=("true",)):
     import json
 
-    from proto import wkt_lite as any_pb2
-    spec = any_pb2.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/Process",
+    from proto import wkt_lite
+    spec = wkt_lite.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/Process",
                        value=json.dumps({"args": list(args), "cwd": "/"}).encode())
     return api.ExecProcessRequest(id=cid, exec_id=exec_id, spec=spec)
 
@@ -91,7 +91,7 @@ def make_service():
 
 
 def run(coro):
-    return asyncio.run(coro)
+    return aio.run(coro)
 
 
 async def create(svc, cid="c1", bundle="/nonexistent/bundle"):
@@ -163,11 +163,11 @@ def test_wait_blocks_until_exit_and_many_waiters_are_woken():
         svc = make_service()
         pid = (await create(svc)).pid
         await svc.Start(api.StartRequest(id="c1"))
-        waiters = [asyncio.create_task(svc.Wait(api.WaitRequest(id="c1"))) for _ in range(5)]
-        await asyncio.sleep(0.01)
+        waiters = [aio.create_task(svc.Wait(api.WaitRequest(id="c1"))) for _ in range(5)]
+        await aio.sleep(0.01)
         assert not any(w.done() for w in waiters)
         svc.on_exit(pid, 137, 42)
-        return await asyncio.gather(*waiters)
+        return await aio.gather(*waiters)
 
     results = run(scenario())
     assert [r.exit_status for r in results] == [137] * 5
@@ -236,7 +236,7 @@ def test_delete_of_created_task_kills_and_collects_the_init():
         svc = make_service()
         pid = (await create(svc)).pid
         handle = svc.engine.handles["c1"]
-        handle.kill = lambda sig: asyncio.get_running_loop().call_soon(svc.on_exit, pid, 128 + sig, 1)
+        handle.kill = lambda sig: aio.get_running_loop().call_soon(svc.on_exit, pid, 128 + sig, 1)
         resp = await svc.Delete(api.DeleteRequest(id="c1"))
         return svc, resp
 
@@ -282,7 +282,7 @@ def test_exec_lifecycle_events_and_state():
         await svc.Exec(exec_request(args=["sh", "-c", "exit 4"]))
         created = await svc.State(api.StateRequest(id="c1", exec_id="e1"))
         pid = (await svc.Start(api.StartRequest(id="c1", exec_id="e1"))).pid
-        waiter = asyncio.create_task(svc.Wait(api.WaitRequest(id="c1", exec_id="e1")))
+        waiter = aio.create_task(svc.Wait(api.WaitRequest(id="c1", exec_id="e1")))
         svc.on_exit(pid, 4, 77)
         waited = await waiter
         deleted = await svc.Delete(api.DeleteRequest(id="c1", exec_id="e1"))
@@ -356,13 +356,13 @@ def test_exec_errors_match_the_runc_shim():
 
 
 def test_exec_spec_must_be_a_json_process():
-    from proto import wkt_lite as any_pb2
+    from proto import wkt_lite
 
     async def scenario():
         svc = make_service()
         await create(svc)
         await svc.Start(api.StartRequest(id="c1"))
-        bad = api.ExecProcessRequest(id="c1", exec_id="x", spec=any_pb2.Any(value=b"{nope"))
+        bad = api.ExecProcessRequest(id="c1", exec_id="x", spec=wkt_lite.Any(value=b"{nope"))
         with pytest.raises(TTRPCError) as e:
             await svc.Exec(bad)
         return e.value
@@ -374,7 +374,7 @@ def test_exec_spec_must_be_a_json_process():
 def test_pids_pause_resume_update_stats():
     import json
 
-    from proto import wkt_lite as any_pb2
+    from proto import wkt_lite
 
     from proto.cgroups.v1 import metrics_pb2
     from proto.containerd.runc.options import oci_pb2
@@ -391,7 +391,7 @@ def test_pids_pause_resume_update_stats():
         await svc.Resume(api.ResumeRequest(id="c1"))
         with pytest.raises(TTRPCError) as not_paused:
             await svc.Resume(api.ResumeRequest(id="c1"))
-        resources = any_pb2.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+        resources = wkt_lite.Any(type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
                                 value=json.dumps({"pids": {"limit": 5}}).encode())
         await svc.Update(api.UpdateTaskRequest(id="c1", resources=resources))
         stats = await svc.Stats(api.StatsRequest(id="c1"))
@@ -415,14 +415,14 @@ def test_pids_pause_resume_update_stats():
 
 
 def test_update_rejects_resources_that_are_not_linux_resources_json():
-    from proto import wkt_lite as any_pb2
+    from proto import wkt_lite
 
     async def scenario():
         svc = make_service()
         await create(svc)
         await svc.Start(api.StartRequest(id="c1"))
         with pytest.raises(TTRPCError) as e:
-            await svc.Update(api.UpdateTaskRequest(id="c1", resources=any_pb2.Any(type_url="x", value=b"{}")))
+            await svc.Update(api.UpdateTaskRequest(id="c1", resources=wkt_lite.Any(type_url="x", value=b"{}")))
         return e.value
 
     assert run(scenario()).code == Code.INVALID_ARGUMENT

@@ -1,10 +1,10 @@
 """Stdio wiring over real FIFOs (no root): direct stdout, stdin copy, CloseIO drain, EOF."""
 
-from shim import aio as asyncio
 import os
 
 import pytest
 
+from shim import aio
 from shim.stdio import ProcessIO, StdioError
 
 
@@ -52,14 +52,14 @@ def test_missing_fifo_is_an_error_naming_the_path(tmp_path):
 
 def _read_all(fd, timeout=2.0):
     async def go():
-        loop = asyncio.get_running_loop()
+        loop = aio.get_running_loop()
         data = b""
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             try:
                 chunk = os.read(fd, 65536)
             except BlockingIOError:
-                await asyncio.sleep(0.005)
+                await aio.sleep(0.005)
                 continue
             if not chunk:
                 return data, True
@@ -82,7 +82,7 @@ def test_stdin_is_copied_and_writer_close_gives_eof(fifos):
         pio.close()
         return data, eof
 
-    data, eof = asyncio.run(scenario())
+    data, eof = aio.run(scenario())
     assert data == b"hi\n" * 1000 and eof
 
 
@@ -101,7 +101,7 @@ def test_close_io_copies_what_is_already_written_then_closes(fifos):
         pio.close()
         return data, eof
 
-    data, eof = asyncio.run(scenario())
+    data, eof = aio.run(scenario())
     assert (data, eof) == (b"last words\n", True)
 
 
@@ -163,7 +163,7 @@ def test_binary_uri_feeds_a_logger_on_fds_3_and_4(tmp_path):
         pio.close()
         return status
 
-    assert asyncio.run(scenario()) == 0
+    assert aio.run(scenario()) == 0
     assert (tmp_path / "meta").read_text() == "ns1/c1 mode json tag x\n"
     assert (tmp_path / "stdout").read_text() == "to stdout\n"
     assert (tmp_path / "stderr").read_text() == "to stderr\n"
@@ -191,7 +191,7 @@ def test_close_io_before_start_still_delivers_what_was_written(fifos):
         pio.close()
         return data, eof
 
-    assert asyncio.run(scenario()) == (b"early\n", True)
+    assert aio.run(scenario()) == (b"early\n", True)
 
 
 def test_terminal_copies_between_pty_master_and_fifos_and_drains_at_exit(fifos):
@@ -205,10 +205,10 @@ def test_terminal_copies_between_pty_master_and_fifos_and_drains_at_exit(fifos):
         pio.started()
         writer = os.open(fifos["stdin"], os.O_WRONLY)
         os.write(writer, b"typed\n")
-        deadline = asyncio.get_running_loop().time() + 2
+        deadline = aio.get_running_loop().time() + 2
         got = b""
-        while b"typed" not in got and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        while b"typed" not in got and aio.get_running_loop().time() < deadline:
+            await aio.sleep(0.01)
             try:
                 got += os.read(slave, 100)  # the process reads its terminal
             except BlockingIOError:
@@ -223,7 +223,7 @@ def test_terminal_copies_between_pty_master_and_fifos_and_drains_at_exit(fifos):
         os.close(reader)
         return got, out, eof
 
-    got, out, eof = asyncio.run(scenario())
+    got, out, eof = aio.run(scenario())
     assert b"typed" in got
     assert out.endswith(b"last words\r\n") and eof
 

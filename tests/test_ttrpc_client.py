@@ -1,7 +1,6 @@
 """ttrpc client, against the library's Server and against a fake server that reads
 and writes frames with struct directly (to pin the wire bytes and misbehave)."""
 
-from shim import aio as asyncio
 import socket
 import struct
 import time
@@ -9,6 +8,7 @@ import time
 import pytest
 
 from proto.ttrpc import ttrpc_pb2
+from shim import aio
 from shim.ttrpc import Client, Code, ConnectionClosed, Server, TTRPCError
 
 HDR = struct.Struct(">IIBB")
@@ -26,7 +26,7 @@ STATE_FRAME = bytes.fromhex("0000004d" "00000001" "01" "00") + STATE_BODY
 
 def run(coro):
     """Run a test coroutine with a hard ceiling so a bug hangs nothing."""
-    return asyncio.run(asyncio.wait_for(coro, 5))
+    return aio.run(aio.wait_for(coro, 5))
 
 
 def empty_ok(stream_id):
@@ -58,8 +58,8 @@ class Fake:
         sock.bind(str(path))
         sock.listen()
         self.tasks = []
-        self.server = asyncio.Listener(
-            sock, lambda stream: self.tasks.append(asyncio.create_task(self._serve(stream, stream))))
+        self.server = aio.Listener(
+            sock, lambda stream: self.tasks.append(aio.create_task(self._serve(stream, stream))))
 
     async def _serve(self, reader, writer):
         self.writers.append(writer)
@@ -70,14 +70,14 @@ class Fake:
                 frame = header + await reader.readexactly(length)
                 self.frames.append((stream_id, frame))
                 await self.script(self, stream_id, frame, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (aio.IncompleteReadError, ConnectionError):
             writer.close()
 
     async def stop(self):
         for writer in self.writers:
             writer.close()
         self.server.close()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await aio.gather(*self.tasks, return_exceptions=True)
 
 
 async def ok_script(fake, stream_id, frame, writer):
@@ -121,7 +121,7 @@ def test_stream_ids_are_odd_and_increasing(tmp_path):
         async with await Client.connect(str(tmp_path / "f.sock")) as client:
             for _ in range(3):
                 await client.call("s", "M")
-            await asyncio.gather(*(client.call("s", "M") for _ in range(3)))
+            await aio.gather(*(client.call("s", "M") for _ in range(3)))
         assert [sid for sid, _ in fake.frames] == [1, 3, 5, 7, 9, 11]
         await fake.stop()
 
@@ -138,7 +138,7 @@ def test_out_of_order_replies_reach_their_callers(tmp_path):
         fake = Fake(reverse_script)
         await fake.start(tmp_path / "f.sock")
         async with await Client.connect(str(tmp_path / "f.sock")) as client:
-            results = await asyncio.gather(*(client.call("s", "M") for _ in range(5)))
+            results = await aio.gather(*(client.call("s", "M") for _ in range(5)))
         assert results == [b"for 1", b"for 3", b"for 5", b"for 7", b"for 9"]
         await fake.stop()
 
@@ -147,13 +147,13 @@ def test_out_of_order_replies_reach_their_callers(tmp_path):
 
 def test_concurrent_calls_against_server(tmp_path):
     async def delayed_echo(payload, ctx):
-        await asyncio.sleep((20 - int(payload)) / 1000)  # later calls answer first
+        await aio.sleep((20 - int(payload)) / 1000)  # later calls answer first
         return payload + ctx.get("k", "").encode()
 
     async def main():
         server, path = await start_server(tmp_path, {"Echo": delayed_echo})
         async with await Client.connect(path) as client:
-            results = await asyncio.gather(*(
+            results = await aio.gather(*(
                 client.call("s", "Echo", b"%d" % i, metadata={"k": "!"}) for i in range(20)))
         assert results == [b"%d!" % i for i in range(20)]
         await stop_server(server)
@@ -215,7 +215,7 @@ def test_pending_calls_fail_when_server_closes_connection(tmp_path):
         fake = Fake(close_after_two)
         await fake.start(tmp_path / "f.sock")
         client = await Client.connect(str(tmp_path / "f.sock"))
-        results = await asyncio.gather(client.call("s", "A"), client.call("s", "B"),
+        results = await aio.gather(client.call("s", "A"), client.call("s", "B"),
                                        return_exceptions=True)
         assert [type(r) for r in results] == [ConnectionClosed, ConnectionClosed]
         assert client.closed
@@ -236,9 +236,9 @@ def test_close_fails_pending_calls(tmp_path):
         fake = Fake(silent)
         await fake.start(tmp_path / "f.sock")
         client = await Client.connect(str(tmp_path / "f.sock"))
-        pending = asyncio.create_task(client.call("s", "Wait"))
+        pending = aio.create_task(client.call("s", "Wait"))
         while not fake.frames:
-            await asyncio.sleep(0.005)
+            await aio.sleep(0.005)
         client.close()
         with pytest.raises(ConnectionClosed):
             await pending
@@ -275,7 +275,7 @@ def test_call_timeout(tmp_path):
 
 def test_server_side_deadline_via_client_timeout(tmp_path):
     async def sleepy(payload, ctx):
-        await asyncio.sleep(10)
+        await aio.sleep(10)
         return b""
 
     async def main():
@@ -291,7 +291,7 @@ def test_server_side_deadline_via_client_timeout(tmp_path):
 
 def test_oversized_request_is_refused_locally(tmp_path):
     async def main():
-        server, path = await start_server(tmp_path, {"Echo": lambda p, c: asyncio.sleep(0, p)})
+        server, path = await start_server(tmp_path, {"Echo": lambda p, c: aio.sleep(0, p)})
         async with await Client.connect(path) as client:
             with pytest.raises(TTRPCError) as info:
                 await client.call("s", "Echo", bytes(MAX))

@@ -1,8 +1,6 @@
 """ttrpc server, driven by a raw socket client that speaks the wire format with
 struct directly (so these tests do not rely on the library's own client)."""
 
-from shim import aio as asyncio
-import logging
 import os
 import socket
 import struct
@@ -11,6 +9,8 @@ import time
 import pytest
 
 from proto.ttrpc import ttrpc_pb2
+from shim import aio
+from shim import log as shimlog
 from shim.ttrpc import Code, Server, TTRPCError, check_peer_credentials, get_peer_credentials
 
 HDR = struct.Struct(">IIBB")
@@ -32,7 +32,7 @@ TASK = "containerd.task.v2.Task"
 
 def run(coro):
     """Run a test coroutine with a hard ceiling so a bug hangs nothing."""
-    return asyncio.run(asyncio.wait_for(coro, 5))
+    return aio.run(aio.wait_for(coro, 5))
 
 
 def request(stream_id, service, method, payload=b"", timeout_nano=0):
@@ -49,14 +49,14 @@ class Raw:
 
     @classmethod
     async def open(cls, path):
-        return cls(await asyncio.open_unix_connection(str(path)))
+        return cls(await aio.open_unix_connection(str(path)))
 
     async def send(self, data):
         self.writer.write(data)
         await self.writer.drain()
 
     async def recv_raw(self):
-        header = await asyncio.wait_for(self.reader.readexactly(10), 2)
+        header = await aio.wait_for(self.reader.readexactly(10), 2)
         length = HDR.unpack(header)[0]
         return header + await self.reader.readexactly(length)
 
@@ -98,7 +98,7 @@ async def wait_until(predicate, timeout=2.0):
     end = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < end, "condition not reached"
-        await asyncio.sleep(0.005)
+        await aio.sleep(0.005)
 
 
 def test_golden_state_request_gets_golden_empty_ok(tmp_path):
@@ -226,7 +226,7 @@ def test_non_request_frames_are_ignored(tmp_path):
 
 def test_fifty_concurrent_requests_blocked_one_does_not_hold_others(tmp_path):
     async def main():
-        release, blocked = asyncio.Event(), asyncio.Event()
+        release, blocked = aio.Event(), aio.Event()
 
         async def wait(payload, ctx):
             blocked.set()
@@ -256,8 +256,8 @@ def test_timeout_nano_deadline_exceeded_and_handler_cancelled(tmp_path):
 
     async def slow(payload, ctx):
         try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
+            await aio.sleep(10)
+        except aio.CancelledError:
             cancelled.append(ctx.stream_id)
             raise
         return b"late"
@@ -300,7 +300,7 @@ def test_context_deadline_reflects_timeout(tmp_path):
     assert 1.0 < remaining[0] <= 2.0
 
 
-def test_plain_exception_is_unknown_and_server_keeps_serving(tmp_path, caplog):
+def test_plain_exception_is_unknown_and_server_keeps_serving(tmp_path):
     async def boom(payload, ctx):
         raise RuntimeError("boom")
 
@@ -319,9 +319,11 @@ def test_plain_exception_is_unknown_and_server_keeps_serving(tmp_path, caplog):
         conn.close()
         await stop(server)
 
-    with caplog.at_level(logging.ERROR, logger="pyshim.ttrpc"):
+    with shimlog.capture() as records:
         run(main())
-    assert any(r.name == "pyshim.ttrpc" and r.exc_info for r in caplog.records)
+    # logged as an error with the traceback of the handler's exception
+    assert any(level == "error" and name == "pyshim.ttrpc" and "Traceback" in text
+               and "RuntimeError: boom" in text for level, name, text in records)
 
 
 def test_reply_too_large_is_resource_exhausted(tmp_path):
@@ -345,7 +347,7 @@ def test_split_writes_are_reassembled(tmp_path):
         conn = await Raw.open(path)
         for part in (STATE_FRAME[:4], STATE_FRAME[4:11], STATE_FRAME[11:]):
             await conn.send(part)
-            await asyncio.sleep(0.01)
+            await aio.sleep(0.01)
         assert await conn.recv() == (1, 0, "", b"\x0a\x02c1")
         conn.close()
         await stop(server)
@@ -355,13 +357,13 @@ def test_split_writes_are_reassembled(tmp_path):
 
 def test_eof_mid_frame_cancels_only_that_connection(tmp_path):
     async def main():
-        started, was_cancelled = asyncio.Event(), asyncio.Event()
+        started, was_cancelled = aio.Event(), aio.Event()
 
         async def wait(payload, ctx):
             started.set()
             try:
-                await asyncio.sleep(10)
-            except asyncio.CancelledError:
+                await aio.sleep(10)
+            except aio.CancelledError:
                 was_cancelled.set()
                 raise
 
@@ -371,7 +373,7 @@ def test_eof_mid_frame_cancels_only_that_connection(tmp_path):
         await started.wait()
         await bad.send(STATE_FRAME[:6])  # half a header, then the peer goes away
         bad.close()
-        await asyncio.wait_for(was_cancelled.wait(), 2)
+        await aio.wait_for(was_cancelled.wait(), 2)
         await wait_until(lambda: server.connection_count == 1)
         await good.send(request(1, "s", "Echo", b"alive"))
         assert await good.recv() == (1, 0, "", b"alive")
@@ -383,13 +385,13 @@ def test_eof_mid_frame_cancels_only_that_connection(tmp_path):
 
 def test_close_cancels_handlers_and_closes_connections(tmp_path):
     async def main():
-        started, was_cancelled = asyncio.Event(), asyncio.Event()
+        started, was_cancelled = aio.Event(), aio.Event()
 
         async def wait(payload, ctx):
             started.set()
             try:
-                await asyncio.sleep(10)
-            except asyncio.CancelledError:
+                await aio.sleep(10)
+            except aio.CancelledError:
                 was_cancelled.set()
                 raise
 
@@ -399,13 +401,13 @@ def test_close_cancels_handlers_and_closes_connections(tmp_path):
         await started.wait()
         assert server.connection_count == 1
         server.close()
-        await asyncio.wait_for(server.wait_closed(), 2)
+        await aio.wait_for(server.wait_closed(), 2)
         assert was_cancelled.is_set()
         assert server.connection_count == 0
-        assert await asyncio.wait_for(conn.reader.read(65536), 2) == b""  # EOF, no reply
+        assert await aio.wait_for(conn.reader.read(65536), 2) == b""  # EOF, no reply
         conn.close()
         with pytest.raises(ConnectionRefusedError):
-            await asyncio.open_unix_connection(path)
+            await aio.open_unix_connection(path)
 
     run(main())
 
@@ -418,14 +420,14 @@ def test_serve_returns_after_close(tmp_path):
         sock.listen()
         server = Server()
         server.register("s", {"Echo": echo})
-        serving = asyncio.create_task(server.serve(sock))
+        serving = aio.create_task(server.serve(sock))
         conn = await Raw.open(path)
         await conn.send(request(1, "s", "Echo", b"x"))
         assert await conn.recv() == (1, 0, "", b"x")
         assert not serving.done()
         conn.close()
         server.close()
-        await asyncio.wait_for(serving, 2)
+        await aio.wait_for(serving, 2)
 
     run(main())
 
@@ -459,7 +461,7 @@ def test_peer_with_other_uid_is_disconnected(tmp_path, monkeypatch):
         server, path = await start(tmp_path, {"s": {"Echo": echo}})
         conn = await Raw.open(path)
         # Nothing sent, so the server's close arrives as a clean EOF (not a reset).
-        assert await asyncio.wait_for(conn.reader.read(65536), 2) == b""
+        assert await aio.wait_for(conn.reader.read(65536), 2) == b""
         assert server.connection_count == 0
         conn.close()
         await stop(server)

@@ -12,15 +12,15 @@ Invariants:
 
 from __future__ import annotations
 
-import logging
 
 from shim import aio
+from shim.log import getLogger
 
 from . import codec
 from .codes import Code
 from .errors import ConnectionClosed, TTRPCError
 
-log = logging.getLogger("pyshim.ttrpc")
+log = getLogger("pyshim.ttrpc")
 
 _READ_SIZE = 64 * 1024
 _MAX_STREAM_ID = 0xFFFFFFFF

@@ -15,19 +15,19 @@ Invariants:
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 
 from shim import aio
+from shim.log import getLogger
 
 from . import codec
 from .codes import Code
 from .errors import TTRPCError
 
-log = logging.getLogger("pyshim.ttrpc")
+log = getLogger("pyshim.ttrpc")
 
 _UCRED = struct.Struct("iII")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 _READ_SIZE = 64 * 1024
