@@ -18,7 +18,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -28,6 +27,7 @@ from proto.containerd.events import task_lite as ev
 from proto.containerd.runc.options import oci_lite as runc_options
 from proto.containerd.task.v2 import shim_lite as api
 from proto.containerd.types.task import task_lite as types
+from runtime import fastjson
 from runtime.container import Engine
 from runtime.record import Record, field
 from shim import aio, checkpoint, errors, metrics, rootfs
@@ -332,7 +332,7 @@ class TaskService:
             raise errors.invalid_argument(
                 f"resources: want a {RESOURCES_SPEC_SUFFIX} (JSON), got {req.resources.type_url!r}")
         try:
-            resources = json.loads(req.resources.value)
+            resources = fastjson.loads(req.resources.value)
         except ValueError as e:
             raise errors.invalid_argument(f"resources: not JSON: {e}") from None
         self._engine_call(c.engine.update, resources)
@@ -525,7 +525,7 @@ def _process_spec(spec) -> dict:
     if spec.type_url and not spec.type_url.endswith("runtime-spec/1/Process"):
         raise errors.invalid_argument(f"exec spec: unexpected type {spec.type_url!r}")
     try:
-        value = json.loads(spec.value)
+        value = fastjson.loads(spec.value)
     except ValueError as e:
         raise errors.invalid_argument(f"exec spec: not JSON: {e}") from None
     if not isinstance(value, dict):

@@ -359,11 +359,13 @@ def test_the_daemon_imports_neither_asyncio_nor_protobuf():
     """The point of shim.aio, shim.log and proto/lite: the daemon, with the whole engine
     preloaded as the fork server has it, must not pull asyncio, ssl, google.protobuf, logging,
     dataclasses/inspect or typing in (~12 MB RSS together)."""
-    code = ("import sys; import shim.daemon, shim.service, shim.stdio, shim.events, "
+    code = (f"import sys; sys.path[:0] = [{REPO!r}]; import shim.daemon, shim.service, shim.stdio, shim.events, "
             "shim.checkpoint, shim.metrics, shim.ttrpc; shim.daemon.preload_engine(); "
             "shim.daemon.warm_up(); "
             "print(sorted(m for m in ('asyncio', 'ssl', 'google.protobuf', 'logging', 'dataclasses', "
-            "'inspect', 'typing', 'subprocess') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+            "'inspect', 'typing', 'subprocess', 're', 'json') if m in sys.modules))")
+    # As the launcher runs it (-IS), and with nothing but the repository on the path: the
+    # daemon needs no third-party package at all.
+    out = subprocess.run([sys.executable, "-IS", "-c", code], cwd="/", capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == "[]"
