@@ -2,7 +2,8 @@
 
 Invariants:
 - This module imports the standard library only: `start` is on every container's critical path,
-  and protobuf, asyncio and the service load in the forked daemon, after `start` has answered.
+  and the lite messages, the event loop and the service load in the forked daemon, after
+  `start` has answered.
 - `start` prints exactly the socket address (nothing else, nothing on stderr), and the socket is
   already listening when it exits: containerd dials once, without retrying.
 - The daemon keeps none of start's stdout/stderr (containerd reads them to EOF).

@@ -1,7 +1,7 @@
 """The fork server: a process with the daemon's modules already imported, that forks daemons.
 
-Why: a new shim daemon must import asyncio, protobuf and the engine (~70 ms here) before it can
-answer containerd's first call, and that sits on every container's start. A fork of a process
+Why: a new shim daemon must import the engine, its event loop and messages (~25 ms here)
+before it can answer containerd's first call, and that sits on every container's start. A fork of a process
 that has done the imports once is ready in about a millisecond, and its pages stay shared with
 the server's (copy-on-write; gc.freeze() keeps the collector from touching them), which is also
 what makes many shims cheap in memory.

@@ -1,8 +1,8 @@
 """ttrpc for pyshim: the containerd ttrpc protocol (v1.1 wire format), unary calls only.
 
 Layers: ``codec`` (frames and envelopes, no I/O) under ``server`` and ``client``
-(on shim.aio, the daemon's own event loop). Payloads are raw bytes here; protobuf typing of the payload belongs
-to the service adapters one level up.
+(on shim.aio, the daemon's own event loop). Payloads are raw bytes here;
+protobuf typing of the payload belongs to the service adapters one level up.
 
 Wire invariants:
 - A frame is a 10-byte big-endian header (length, stream id, type, flags) plus
@@ -21,7 +21,7 @@ Concurrency invariants:
 - A broken connection cancels its own handlers (server) or fails its own
   pending calls with ``ConnectionClosed`` (client), and nothing else.
 
-Only the standard library and protobuf are imported (the shim loads this on
+Only the standard library and proto/lite messages are imported (the shim loads this on
 every container start).
 """
 
