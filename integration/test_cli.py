@@ -169,6 +169,20 @@ def test_run_foreground_gives_output_and_exit_code_and_cleans_up(rt, bundle):
     assert rt.ok("list", "-q") == ""
 
 
+def test_a_seccomp_profile_that_predates_close_range_still_runs(rt, bundle):
+    """runtime-tools' default profile (and docker's older ones) know nothing of close_range and
+    answer it ENOSYS: a runtime must not need it under the filter (runc never calls it)."""
+    def refuse_close_range(c):
+        c["process"]["noNewPrivileges"] = False  # the filter goes in before the ids change
+        c["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["close_range"], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": 38}]}  # ENOSYS
+    b = bundle(["sh", "-c", "echo ran"], refuse_close_range)
+    rc, out, err = rt("run", "--bundle", b, "cr")
+    assert (rc, out) == (0, "ran\n"), err
+
+
 def test_run_foreground_forwards_signals(rt, bundle):
     script = "trap 'echo got-term; exit 3' TERM; sleep 30 & wait"
     b = bundle(["sh", "-c", script])

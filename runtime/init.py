@@ -196,6 +196,10 @@ def become(proc: Process, sys, prepared: Prepared, seccomp: SeccompFilter | None
     """Credentials, capabilities, no_new_privs, umask, cwd, seccomp; then exec (see the module
     docstring for where the filter goes)."""
     caps = proc.capabilities
+    # Mark every inherited fd above 2 close-on-exec first: under a filter installed next, a
+    # profile that predates close_range (runtime-tools' default, docker's older ones) answers
+    # it ENOSYS and the container could never start.
+    sys.close_range(3, CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC)
     if seccomp is not None and not proc.no_new_privileges:
         sys.seccomp_install(seccomp.program, seccomp.flags)
     if caps is not None:
@@ -218,7 +222,6 @@ def become(proc: Process, sys, prepared: Prepared, seccomp: SeccompFilter | None
         sys.set_no_new_privs()
     sys.umask(DEFAULT_UMASK if proc.user.umask is None else proc.user.umask)
     sys.chdir(proc.cwd)
-    sys.close_range(3, CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC)
     sys.reset_signals()
     _exec_lsm_attributes(proc, sys)
     if seccomp is not None and proc.no_new_privileges:

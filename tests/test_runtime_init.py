@@ -164,6 +164,7 @@ def test_finish_sequence(rootfs):
     inh = C.to_mask(["CAP_KILL", "CAP_CHOWN"], "x")
     dropped = [("capbset_drop", n) for n in range(C.last_cap() + 1) if not mask >> n & 1]
     assert f.calls == [
+        ("close_range", 3, CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC),
         *dropped,
         ("set_keepcaps", True),
         ("setgroups", [10, 20]),
@@ -174,7 +175,6 @@ def test_finish_sequence(rootfs):
         ("set_no_new_privs",),
         ("umask", 0o027),
         ("chdir", "/work"),
-        ("close_range", 3, CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC),
         ("reset_signals",),
         ("execve", "/bin/sh", ["sh", "-c", "true"], {"PATH": "/bin", "A": "b=c"}),
     ]
@@ -185,8 +185,8 @@ def test_finish_without_capabilities_leaves_them_alone(rootfs):
     del c["process"]["capabilities"]
     f = FakeSys()
     I.finish(make(rootfs, c, ops=[]), f, I.Prepared("/bin/sh", {"PATH": "/bin"}))
-    assert [call[0] for call in f.calls] == ["setgroups", "setresgid", "setresuid", "umask",
-                                            "chdir", "close_range", "reset_signals", "execve"]
+    assert [call[0] for call in f.calls] == ["close_range", "setgroups", "setresgid", "setresuid",
+                                            "umask", "chdir", "reset_signals", "execve"]
     assert ("umask", 0o022) in f.calls
 
 
@@ -233,10 +233,38 @@ def test_seccomp_goes_last_with_no_new_privs_else_before_privileges_drop(rootfs,
         assert names[-2:] == ["seccomp_install", "execve"]
         assert names.index("set_no_new_privs") < names.index("seccomp_install")
     else:  # needs CAP_SYS_ADMIN: before the bounding set, ids and capabilities change
-        assert names[0] == "seccomp_install"
+        assert names[1] == "seccomp_install"
+    # Inherited fds are marked close-on-exec before any filter: a profile that predates
+    # close_range (runtime-tools' default) would refuse it, and the container never started.
+    assert names[0] == "close_range"
+    assert names.index("close_range") < names.index("seccomp_install")
 
 
 def test_no_seccomp_no_install(rootfs):
     f = FakeSys()
     I.finish(make(rootfs, config(), ops=[]), f, I.Prepared("/bin/sh", {}))
     assert not f.ops("seccomp_install")
+
+
+def test_close_range_refused_falls_back_to_marking_proc_self_fd(monkeypatch):
+    """A kernel without close_range, or a filter answering ENOSYS/EPERM: every fd >= first in
+    /proc/self/fd is marked close-on-exec instead (runc's CloseExecFrom), nothing is closed."""
+    import errno
+
+    from runtime.sys import linux as L
+
+    r, w = os.pipe()
+    try:
+        os.set_inheritable(r, True)
+        os.set_inheritable(w, True)
+        monkeypatch.setattr(L._libc, "syscall", lambda *a: -1)
+        monkeypatch.setattr(L.ctypes, "get_errno", lambda: errno.ENOSYS)
+        L.Linux().close_range(min(r, w), CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC)
+        assert not os.get_inheritable(r) and not os.get_inheritable(w)
+        os.fstat(r)  # still open
+        monkeypatch.setattr(L.ctypes, "get_errno", lambda: errno.EINVAL)
+        with pytest.raises(OSError):
+            L.Linux().close_range(min(r, w), CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC)
+    finally:
+        os.close(r)
+        os.close(w)

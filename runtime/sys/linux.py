@@ -215,8 +215,23 @@ class Linux:
 
     def close_range(self, first: int, last: int, flags: int) -> None:
         if _libc.syscall(_SYSCALLS["close_range"], ctypes.c_uint(first), ctypes.c_uint(last),
-                         ctypes.c_uint(flags)) != 0:
+                         ctypes.c_uint(flags)) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EPERM) or flags not in (0, C.CLOSE_RANGE_CLOEXEC):
             raise _fail("close_range", f"{first}..{last}")
+        # A kernel before 5.11, or a seccomp filter that refuses the call: walk /proc/self/fd
+        # as runc's CloseExecFrom does.
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if first <= fd <= last:
+                try:
+                    if flags:
+                        os.set_inheritable(fd, False)
+                    else:
+                        os.close(fd)
+                except OSError:
+                    pass  # the directory's own fd, already gone
 
     def reset_signals(self) -> None:
         """Every disposition back to SIG_DFL and an empty mask: exec keeps SIG_IGN and the mask,
