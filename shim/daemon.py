@@ -45,7 +45,8 @@ async def _serve(sock: socket.socket, flags: bootstrap.Flags, path: str) -> int:
     loop = aio.get_running_loop()
     events = EventQueue(os.environ.get("TTRPC_ADDRESS", flags.address + ".ttrpc"), flags.namespace)
     events.start()
-    service = TaskService(flags.namespace, Engine(bootstrap.engine_root(flags.namespace)), events)
+    service = TaskService(flags.namespace, Engine(bootstrap.engine_root(flags.namespace)), events,
+                          create_in_fork=True)
     service.reaper.install(loop)
     server = Server()
     handlers = task_handlers(service)

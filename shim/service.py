@@ -35,6 +35,7 @@ from shim.events import EventQueue
 from shim.log import getLogger
 from shim.reaper import Reaper
 from shim.stdio import ProcessIO
+from shim.ttrpc import Code, TTRPCError
 
 log = getLogger("pyshim.service")
 
@@ -102,9 +103,13 @@ class Container(Record):
 
 
 class TaskService:
-    def __init__(self, namespace: str, engine: Engine, events: EventQueue):
+    def __init__(self, namespace: str, engine: Engine, events: EventQueue,
+                 create_in_fork: bool = False):
         self.namespace = namespace
         self.engine = engine
+        # The daemon runs engine.create in a short-lived fork (see _create): tests with a stub
+        # engine keep it in-process.
+        self.create_in_fork = create_in_fork
         self.events = events
         self.reaper = Reaper(self.on_exit)
         self.signal_pid = _kill_quietly  # tests replace it: they must never signal real pids
@@ -143,7 +148,7 @@ class TaskService:
             if req.checkpoint:  # restored at Start (criu restore), as the runc shim does
                 handle = checkpoint.pending_restore(self, req)
             else:
-                handle = self.engine.create(req.id, req.bundle, pio.child)
+                handle = self._create(req.id, req.bundle, pio.child)
                 pio.started()  # fails e.g. for a terminal containerd asked but config.json lacks
         except BaseException as e:  # leave nothing: no stdio, no container, no rootfs mount
             if pio:
@@ -164,6 +169,66 @@ class TaskService:
         if not req.checkpoint:  # a pending restore has no process yet (start_restored watches)
             self._watch(init)  # after TaskCreate: an exit already reaped must not overtake it
         return api.CreateTaskResponse(pid=init.pid)
+
+    def _create(self, cid: str, bundle: str, stdio):
+        """engine.create, in a fork of this process when create_in_fork is set.
+
+        Why: planning and creating a container runs most of the engine's code (spec model,
+        mounts, cgroups, seccomp, launch), and in a daemon forked from the fork server every
+        object that code touches copies a shared page (reference counts): ~2 MB per daemon for
+        good. In a fork that exits, those copies die with it; the daemon then loads the
+        container's state as the command line does and keeps only what it needs. The init is
+        the fork's child: when the fork exits it is reparented to us, the subreaper, whose
+        reaper sees its exit as before. The fork sends back the terminal's master (SCM_RIGHTS)
+        or the error already mapped to its ttrpc code; we wait for it here, synchronously, as
+        the in-process create would have taken the loop for the same time."""
+        if not self.create_in_fork:
+            return self.engine.create(cid, bundle, stdio)
+        import _socket
+        import marshal
+        import signal as _signal
+
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the helper: never returns
+                code = 1
+                try:
+                    ours.close()
+                    _signal.set_wakeup_fd(-1)  # the loop's pipe is the daemon's, not ours
+                    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+                    try:
+                        self.engine.create(cid, bundle, stdio)
+                        reply, fds, code = {"ok": True}, [], 0
+                        if stdio.console_fd is not None:
+                            fds = [stdio.console_fd]
+                    except BaseException as e:
+                        err = errors.to_ttrpc(e)
+                        reply, fds = {"code": int(err.code), "message": err.message}, []
+                    theirs.sendmsg([marshal.dumps(reply)], [(
+                        _socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                        b"".join(fd.to_bytes(4, "little") for fd in fds))] if fds else [])
+                finally:
+                    os._exit(code)
+            theirs.close()
+            try:
+                data, anc, _, _ = ours.recvmsg(1 << 16, _socket.CMSG_SPACE(4))
+            finally:
+                os.waitpid(pid, 0)  # before the loop's reaper could mistake it for an init
+        finally:
+            ours.close()
+        fds = [int.from_bytes(d[i:i + 4], "little") for level, kind, d in anc
+               if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+               for i in range(0, len(d) - len(d) % 4, 4)]
+        reply = marshal.loads(data) if data else {"code": int(Code.UNKNOWN),
+                                                  "message": f"create {cid}: helper died"}
+        if not reply.get("ok"):
+            for fd in fds:
+                os.close(fd)
+            raise TTRPCError(reply["code"], reply["message"])
+        handle = self.engine.load(cid)
+        stdio.console_fd = fds[0] if fds else None
+        return handle
 
     async def Start(self, req: api.StartRequest) -> api.StartResponse:
         c = self._container(req.id)

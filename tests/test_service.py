@@ -1,5 +1,6 @@
 """The Task service's state table and event ordering, against a stub engine (no root)."""
 
+import os
 import signal
 
 import pytest
@@ -444,3 +445,64 @@ def test_oom_kill_is_published_before_the_exit_it_caused():
     svc = run(scenario())
     assert svc.events.topics[-2:] == ["/tasks/oom", "/tasks/exit"]
     assert svc.events.topics.count("/tasks/oom") == 1
+
+
+# ---- create in a fork (what the daemon does) -----------------------------------------------
+
+class ForkingStubEngine(StubEngine):
+    """create() runs in the helper fork: what it records there is lost, as it should be; the
+    service then load()s the container as the daemon loads it from the state the engine
+    wrote."""
+
+    def __init__(self, console_w=None):
+        super().__init__()
+        self.console_w = console_w
+        self.loaded = []
+
+    def create(self, cid, bundle, stdio):
+        handle = super().create(cid, bundle, stdio)
+        if self.console_w is not None:
+            stdio.console_fd = self.console_w
+        return handle
+
+    def load(self, cid):
+        self.loaded.append(cid)
+        return StubHandle(4242)
+
+
+def test_create_in_fork_maps_the_helpers_error_to_its_code():
+    svc = make_service()
+    svc.engine = ForkingStubEngine()
+    svc.engine.fail_with = engine_errors.InvalidSpec("process.args", "must not be empty")
+    svc.create_in_fork = True
+
+    async def main():
+        with pytest.raises(TTRPCError) as e:
+            await create(svc)
+        return e.value
+
+    err = run(main())
+    assert err.code == Code.INVALID_ARGUMENT and "process.args" in err.message
+    assert svc.containers == {} and svc.engine.loaded == []
+
+
+def test_create_in_fork_loads_the_container_and_gets_the_terminal_master():
+    from runtime.container import Stdio
+
+    r, w = os.pipe()
+    try:
+        svc = make_service()
+        svc.engine = ForkingStubEngine(console_w=w)
+        svc.create_in_fork = True
+        stdio = Stdio()
+        handle = svc._create("c1", "/nonexistent/bundle", stdio)
+        assert handle.pid == 4242 and svc.engine.loaded == ["c1"]  # the loaded handle
+        assert svc.engine.handles == {}  # what create recorded stayed in the fork
+        console = stdio.console_fd
+        assert console is not None and console != w  # a new fd, received over SCM_RIGHTS
+        os.write(console, b"through the fork")
+        assert os.read(r, 100) == b"through the fork"
+        os.close(console)
+    finally:
+        os.close(r)
+        os.close(w)
