@@ -110,6 +110,7 @@ class TaskService:
         # The daemon runs engine.create in a short-lived fork (see _create): tests with a stub
         # engine keep it in-process.
         self.create_in_fork = create_in_fork
+        self._oom_presets: dict[str, tuple] = {}  # id -> (oom kills, eventfd, error) from it
         self.events = events
         self.reaper = Reaper(self.on_exit)
         self.signal_pid = _kill_quietly  # tests replace it: they must never signal real pids
@@ -151,6 +152,9 @@ class TaskService:
                 handle = self._create(req.id, req.bundle, pio.child)
                 pio.started()  # fails e.g. for a terminal containerd asked but config.json lacks
         except BaseException as e:  # leave nothing: no stdio, no container, no rootfs mount
+            oom = self._oom_presets.pop(req.id, None)
+            if oom and oom[1] is not None:
+                os.close(oom[1])
             if pio:
                 pio.close()
             if handle and not req.checkpoint:
@@ -198,10 +202,21 @@ class TaskService:
                     _signal.set_wakeup_fd(-1)  # the loop's pipe is the daemon's, not ours
                     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
                     try:
-                        self.engine.create(cid, bundle, stdio)
+                        handle = self.engine.create(cid, bundle, stdio)
                         reply, fds, code = {"ok": True}, [], 0
                         if stdio.console_fd is not None:
-                            fds = [stdio.console_fd]
+                            reply["console"] = len(fds)
+                            fds.append(stdio.console_fd)
+                        # The OOM watch too (the cgroup code stays out of the daemon): the
+                        # count already there, and the v1 eventfd.
+                        try:
+                            reply["oom_kills"] = _oom_kill_count_of(handle)
+                            oom_fd = getattr(handle, "oom_event_fd", lambda: None)()
+                            if oom_fd is not None:
+                                reply["oom_fd"] = len(fds)
+                                fds.append(oom_fd)
+                        except Exception as e:
+                            reply["oom_error"] = str(e)
                     except BaseException as e:
                         err = errors.to_ttrpc(e)
                         reply, fds = {"code": int(err.code), "message": err.message}, []
@@ -212,7 +227,7 @@ class TaskService:
                     os._exit(code)
             theirs.close()
             try:
-                data, anc, _, _ = ours.recvmsg(1 << 16, _socket.CMSG_SPACE(4))
+                data, anc, _, _ = ours.recvmsg(1 << 16, _socket.CMSG_SPACE(8))  # 2 fds at most
             finally:
                 os.waitpid(pid, 0)  # before the loop's reaper could mistake it for an init
         finally:
@@ -227,7 +242,10 @@ class TaskService:
                 os.close(fd)
             raise TTRPCError(reply["code"], reply["message"])
         handle = self.engine.load(cid)
-        stdio.console_fd = fds[0] if fds else None
+        stdio.console_fd = fds[reply["console"]] if "console" in reply else None
+        self._oom_presets[cid] = (reply.get("oom_kills", 0),
+                                  fds[reply["oom_fd"]] if "oom_fd" in reply else None,
+                                  reply.get("oom_error"))
         return handle
 
     async def Start(self, req: api.StartRequest) -> api.StartResponse:
@@ -492,13 +510,20 @@ class TaskService:
                 self._release_init(c)
 
     def _watch_oom(self, c: Container) -> None:
-        fd_fn = getattr(c.engine, "oom_event_fd", None)
-        try:
-            c.oom_kills = _oom_kill_count(c)
-            c.oom_fd = fd_fn() if fd_fn else None
-        except Exception as e:  # OOM reporting is best effort; the container runs regardless
-            log.warning("container %s: cannot watch for OOM: %s", c.id, e)
-            return
+        preset = self._oom_presets.pop(c.id, None)  # set up by the create fork
+        if preset is not None:
+            c.oom_kills, c.oom_fd, error = preset
+            if error:
+                log.warning("container %s: cannot watch for OOM: %s", c.id, error)
+                return
+        else:
+            fd_fn = getattr(c.engine, "oom_event_fd", None)
+            try:
+                c.oom_kills = _oom_kill_count(c)
+                c.oom_fd = fd_fn() if fd_fn else None
+            except Exception as e:  # OOM reporting is best effort; the container runs anyway
+                log.warning("container %s: cannot watch for OOM: %s", c.id, e)
+                return
         if c.oom_fd is not None:
             aio.get_running_loop().add_reader(c.oom_fd, self._on_oom_event, c)
 
@@ -564,7 +589,11 @@ class TaskService:
 
 
 def _oom_kill_count(c: Container) -> int:
-    count = getattr(c.engine, "oom_kill_count", None)
+    return _oom_kill_count_of(c.engine)
+
+
+def _oom_kill_count_of(handle) -> int:
+    count = getattr(handle, "oom_kill_count", None)
     return (count() or 0) if count else 0
 
 

@@ -506,3 +506,37 @@ def test_create_in_fork_loads_the_container_and_gets_the_terminal_master():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_create_in_fork_sets_up_the_oom_watch_there():
+    """The OOM count and the v1 eventfd come from the fork too (no cgroup code in the daemon):
+    the container starts from the count already there and watches the received fd."""
+    r, w = os.pipe()
+    try:
+        svc = make_service()
+        engine = svc.engine = ForkingStubEngine()
+        stub_create = engine.create
+
+        def create_with_oom(cid, bundle, stdio):
+            handle = stub_create(cid, bundle, stdio)
+            handle.oom_kill_count = lambda: 3
+            handle.oom_event_fd = lambda: os.dup(r)
+            return handle
+
+        engine.create = create_with_oom
+        svc.create_in_fork = True
+        svc._watch = lambda p: None
+
+        async def main():
+            await create(svc)
+            c = svc.containers["c1"]
+            os.write(w, b"x")
+            return c.oom_kills, c.oom_fd, os.read(c.oom_fd, 1)
+
+        kills, fd, got = run(main())
+        assert kills == 3 and fd not in (r, w) and got == b"x"  # the pipe, through the fork
+        assert svc._oom_presets == {}
+        os.close(fd)
+    finally:
+        os.close(r)
+        os.close(w)
