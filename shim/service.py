@@ -175,78 +175,54 @@ class TaskService:
         return api.CreateTaskResponse(pid=init.pid)
 
     def _create(self, cid: str, bundle: str, stdio):
-        """engine.create, in a fork of this process when create_in_fork is set.
+        """engine.create, in a fork of this process when create_in_fork is set (_in_fork).
 
-        Why: planning and creating a container runs most of the engine's code (spec model,
-        mounts, cgroups, seccomp, launch), and in a daemon forked from the fork server every
-        object that code touches copies a shared page (reference counts): ~2 MB per daemon for
-        good. In a fork that exits, those copies die with it; the daemon then loads the
-        container's state as the command line does and keeps only what it needs. The init is
-        the fork's child: when the fork exits it is reparented to us, the subreaper, whose
-        reaper sees its exit as before. The fork sends back the terminal's master (SCM_RIGHTS)
-        or the error already mapped to its ttrpc code; we wait for it here, synchronously, as
-        the in-process create would have taken the loop for the same time."""
+        Planning and creating a container runs most of the engine's code (spec model, mounts,
+        cgroups, seccomp, launch); done in a fork, the pages it touches are not copied into
+        the daemon. The daemon then loads the container's state as the command line does. The
+        fork also sets up the OOM watch (the cgroup's oom_kill count and the v1 eventfd), so
+        the cgroup code stays out of the daemon too."""
         if not self.create_in_fork:
             return self.engine.create(cid, bundle, stdio)
-        import _socket
-        import marshal
-        import signal as _signal
 
-        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-        try:
-            pid = os.fork()
-            if pid == 0:  # the helper: never returns
-                code = 1
-                try:
-                    ours.close()
-                    _signal.set_wakeup_fd(-1)  # the loop's pipe is the daemon's, not ours
-                    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
-                    try:
-                        handle = self.engine.create(cid, bundle, stdio)
-                        reply, fds, code = {"ok": True}, [], 0
-                        if stdio.console_fd is not None:
-                            reply["console"] = len(fds)
-                            fds.append(stdio.console_fd)
-                        # The OOM watch too (the cgroup code stays out of the daemon): the
-                        # count already there, and the v1 eventfd.
-                        try:
-                            reply["oom_kills"] = _oom_kill_count_of(handle)
-                            oom_fd = getattr(handle, "oom_event_fd", lambda: None)()
-                            if oom_fd is not None:
-                                reply["oom_fd"] = len(fds)
-                                fds.append(oom_fd)
-                        except Exception as e:
-                            reply["oom_error"] = str(e)
-                    except BaseException as e:
-                        err = errors.to_ttrpc(e)
-                        reply, fds = {"code": int(err.code), "message": err.message}, []
-                    theirs.sendmsg([marshal.dumps(reply)], [(
-                        _socket.SOL_SOCKET, _socket.SCM_RIGHTS,
-                        b"".join(fd.to_bytes(4, "little") for fd in fds))] if fds else [])
-                finally:
-                    os._exit(code)
-            theirs.close()
+        def work(reply: dict, fds: list) -> None:
+            handle = self.engine.create(cid, bundle, stdio)
+            if stdio.console_fd is not None:
+                reply["console"] = len(fds)
+                fds.append(stdio.console_fd)
             try:
-                data, anc, _, _ = ours.recvmsg(1 << 16, _socket.CMSG_SPACE(8))  # 2 fds at most
-            finally:
-                os.waitpid(pid, 0)  # before the loop's reaper could mistake it for an init
-        finally:
-            ours.close()
-        fds = [int.from_bytes(d[i:i + 4], "little") for level, kind, d in anc
-               if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
-               for i in range(0, len(d) - len(d) % 4, 4)]
-        reply = marshal.loads(data) if data else {"code": int(Code.UNKNOWN),
-                                                  "message": f"create {cid}: helper died"}
-        if not reply.get("ok"):
-            for fd in fds:
-                os.close(fd)
-            raise TTRPCError(reply["code"], reply["message"])
+                reply["oom_kills"] = _oom_kill_count_of(handle)
+                oom_fd = getattr(handle, "oom_event_fd", lambda: None)()
+                if oom_fd is not None:
+                    reply["oom_fd"] = len(fds)
+                    fds.append(oom_fd)
+            except Exception as e:
+                reply["oom_error"] = str(e)
+
+        reply, fds = _in_fork(work, f"create {cid}")
         handle = self.engine.load(cid)
         stdio.console_fd = fds[reply["console"]] if "console" in reply else None
         self._oom_presets[cid] = (reply.get("oom_kills", 0),
                                   fds[reply["oom_fd"]] if "oom_fd" in reply else None,
                                   reply.get("oom_error"))
         return handle
+
+    def _exec(self, c: Container, spec: dict, stdio) -> int:
+        """engine.exec (the process joins the container's namespaces and cgroup), in a fork
+        like _create: the exec'd process is the fork's child, reparented to us when it exits.
+        Its pid comes back, and with a terminal its master."""
+        if not self.create_in_fork:
+            return c.engine.exec(spec, stdio)
+
+        def work(reply: dict, fds: list) -> None:
+            reply["pid"] = c.engine.exec(spec, stdio)
+            if stdio.console_fd is not None:
+                reply["console"] = len(fds)
+                fds.append(stdio.console_fd)
+
+        reply, fds = _in_fork(work, f"exec in {c.id}")
+        stdio.console_fd = fds[reply["console"]] if "console" in reply else None
+        return reply["pid"]
 
     async def Start(self, req: api.StartRequest) -> api.StartResponse:
         c = self._container(req.id)
@@ -262,7 +238,7 @@ class TaskService:
                 else:
                     c.engine.start()
             else:
-                p.pid = c.engine.exec(p.spec, p.io.child)
+                p.pid = self._exec(c, p.spec, p.io.child)
                 p.io.started()
                 self._watch(p)
         except BaseException as e:
@@ -595,6 +571,64 @@ def _oom_kill_count(c: Container) -> int:
 def _oom_kill_count_of(handle) -> int:
     count = getattr(handle, "oom_kill_count", None)
     return (count() or 0) if count else 0
+
+
+def _in_fork(work, what: str) -> tuple[dict, list[int]]:
+    """Run work(reply, fds) in a short-lived fork of the daemon; its reply dict and the fds it
+    listed, received over SCM_RIGHTS, or its error already mapped to a ttrpc code (raised).
+
+    Why: a daemon forked from the fork server shares its pages; every object the engine's code
+    touches (reference counts) copies one for good. Work done in a fork that exits leaves no
+    such copies. We wait for it here, synchronously, as the same work in-process would have
+    taken the loop for as long, and reap it ourselves before the loop's reaper could mistake it
+    for a container's process. Processes it starts are its children: when it exits the kernel
+    reparents them to us, the subreaper, whose reaper then sees their exits."""
+    import _socket
+    import marshal
+    import signal as _signal
+
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the helper: never returns
+            code = 1
+            try:
+                ours.close()
+                _signal.set_wakeup_fd(-1)  # the loop's pipe is the daemon's, not ours
+                _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+                reply: dict = {"ok": True}
+                fds: list[int] = []
+                try:
+                    work(reply, fds)
+                    code = 0
+                except BaseException as e:
+                    err = errors.to_ttrpc(e)
+                    reply, fds = {"code": int(err.code), "message": err.message}, []
+                theirs.sendmsg([marshal.dumps(reply)], [(
+                    _socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                    b"".join(fd.to_bytes(4, "little") for fd in fds))] if fds else [])
+            finally:
+                os._exit(code)
+        theirs.close()
+        try:
+            data, anc, _, _ = ours.recvmsg(1 << 16, _socket.CMSG_SPACE(4 * _MAX_FORK_FDS))
+        finally:
+            os.waitpid(pid, 0)
+    finally:
+        ours.close()
+    fds = [int.from_bytes(d[i:i + 4], "little") for level, kind, d in anc
+           if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+           for i in range(0, len(d) - len(d) % 4, 4)]
+    reply = marshal.loads(data) if data else {"code": int(Code.UNKNOWN),
+                                              "message": f"{what}: helper died"}
+    if not reply.get("ok"):
+        for fd in fds:
+            os.close(fd)
+        raise TTRPCError(reply["code"], reply["message"])
+    return reply, fds
+
+
+_MAX_FORK_FDS = 2  # a terminal's master and an OOM eventfd
 
 
 def _kill_and_forget(handle) -> None:

@@ -540,3 +540,31 @@ def test_create_in_fork_sets_up_the_oom_watch_there():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_exec_in_fork_returns_the_pid_and_maps_errors():
+    """Exec's engine work runs in a fork too: the pid comes back; what the fork recorded stays
+    there; a failure arrives as its ttrpc code."""
+    from runtime.container import Stdio
+
+    svc = make_service()
+    svc.engine = ForkingStubEngine()
+    svc.create_in_fork = True
+
+    async def main():
+        await create(svc)
+        return svc.containers["c1"]
+
+    svc._watch = lambda p: None
+    c = run(main())
+    assert c.engine.pid == 4242
+    pid = svc._exec(c, {"args": ["true"]}, Stdio())
+    assert pid == 42421 and c.engine.calls == []  # computed in the fork, recorded there only
+
+    def refuse(process, stdio):
+        raise engine_errors.ContainerSetupError("exec lookup", "/bin/nope", "no such file")
+
+    c.engine.exec = refuse
+    with pytest.raises(TTRPCError) as e:
+        svc._exec(c, {"args": ["nope"]}, Stdio())
+    assert e.value.code == Code.FAILED_PRECONDITION and "/bin/nope" in e.value.message
