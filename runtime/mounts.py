@@ -266,7 +266,7 @@ def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
         if m.type == "cgroup":
             ops += _plan_cgroup(i, m, dest, spec, host)
         else:
-            ops += _plan_mount(i, m, dest, bundle)
+            ops += _plan_mount(i, m, dest, bundle, spec.linux.mount_label)
         if dest == "/dev" and m.type == "tmpfs":
             dev = parse_mount_options(m.options)
     ops += _plan_devices(spec, dev is not None, host, bind=userns)
@@ -278,7 +278,8 @@ def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
     if console is not None:  # where runc makes it: in the new root, before anything is ro
         ops.append(console)
     if dev is not None and dev.flags & MS_RDONLY:  # deferred: devices were created in it
-        ops.append(Mount("tmpfs", "/dev", "tmpfs", dev.flags | MS_REMOUNT, dev.data))
+        ops.append(Mount("tmpfs", "/dev", "tmpfs", dev.flags | MS_REMOUNT,
+                         with_mount_label(dev.data, spec.linux.mount_label)))
     if spec.process is not None:
         ops.append(MakeDirs(posixpath.normpath(spec.process.cwd)))
     lx = spec.linux
@@ -290,7 +291,21 @@ def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
     return ops
 
 
-def _plan_mount(i: int, m, dest: str, bundle: str) -> list:
+# Filesystems that get no SELinux context= option (runc's mountToRootfs: proc and sysfs are
+# the kernel's own; mqueue's label is set on the directory, which this engine does not do).
+_UNLABELED = frozenset({"proc", "sysfs", "mqueue"})
+
+
+def with_mount_label(data: str | None, label: str) -> str | None:
+    """linux.mountLabel as the context= mount option, as runc's label.FormatMountLabel does
+    (spec.check_supported refused the field where the host has no SELinux)."""
+    if not label:
+        return data
+    context = f'context="{label}"'
+    return f"{data},{context}" if data else context
+
+
+def _plan_mount(i: int, m, dest: str, bundle: str, mount_label: str = "") -> list:
     o = parse_mount_options(m.options)
     ops = []
     if m.type == "bind" or o.flags & MS_BIND:
@@ -306,7 +321,8 @@ def _plan_mount(i: int, m, dest: str, bundle: str) -> list:
             raise InvalidSpec(f"mounts[{i}].type", "is required unless it is a bind mount")
         flags = o.flags & ~MS_RDONLY if dest == "/dev" else o.flags  # ro /dev: remounted later
         create = None if flags & MS_REMOUNT else "dir"
-        ops.append(Mount(m.source or m.type, dest, m.type, flags, o.data, create=create))
+        data = o.data if m.type in _UNLABELED else with_mount_label(o.data, mount_label)
+        ops.append(Mount(m.source or m.type, dest, m.type, flags, data, create=create))
     ops += [Mount(None, dest, None, p) for p in o.propagation]
     if o.attr_set or o.attr_clr:
         ops.append(SetAttr(dest, o.attr_set, o.attr_clr))
@@ -322,14 +338,16 @@ def _plan_cgroup(i: int, m, dest: str, spec: Spec, host: HostInfo) -> list:
         raise InvalidSpec(f"mounts[{i}]", "no cgroup hierarchy is mounted on the host")
     if len(host.cgroups) == 1 and host.cgroups[0].fstype == "cgroup2":
         return _cgroup_fs(host.cgroups[0], dest, flags, cgroupns)
-    ops = [Mount("tmpfs", dest, "tmpfs", flags & ~MS_RDONLY, "mode=755", create="dir")]
+    ops = [Mount("tmpfs", dest, "tmpfs", flags & ~MS_RDONLY,
+                 with_mount_label("mode=755", spec.linux.mount_label), create="dir")]
     for h in host.cgroups:
         name = posixpath.basename(h.mountpoint)
         ops += _cgroup_fs(h, posixpath.join(dest, name), flags, cgroupns)
         if "," in name:  # co-mounted controllers: cpu -> cpu,cpuacct
             ops += [Symlink(name, posixpath.join(dest, c)) for c in name.split(",")]
     if flags & MS_RDONLY:
-        ops.append(Mount("tmpfs", dest, "tmpfs", flags | MS_REMOUNT, "mode=755"))
+        ops.append(Mount("tmpfs", dest, "tmpfs", flags | MS_REMOUNT,
+                         with_mount_label("mode=755", spec.linux.mount_label)))
     return ops
 
 

@@ -650,7 +650,7 @@ def check_supported(spec: Spec) -> None:
             if spec.raw.get("mounts", [])[i].get(key):
                 raise InvalidSpec(f"mounts[{i}].{key}", "idmapped mounts are not supported by "
                                                         "this engine yet")
-    _no_lsm("linux.mountLabel", spec.linux.mount_label, "selinux", "SELinux")
+    _no_lsm("linux.mountLabel", spec.linux.mount_label, "selinux", "SELinux", applied=True)
     if spec.linux.intel_rdt is not None:
         raise InvalidSpec("linux.intelRdt", "Intel RDT is not supported by this engine yet"
                           if _resctrl_mounted() else

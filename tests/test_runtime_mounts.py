@@ -12,7 +12,7 @@ from runtime.errors import ContainerSetupError, InvalidSpec
 from runtime.mounts import (READONLY_PATH_FLAGS, CgroupHierarchy, Chdir, HostInfo, MakeDevice,
                             MakeDirs, MaskPath, Mount, Options, ParentPrivate, PivotRoot,
                             ReadonlyPath, Symlink, Umount, cgroup_hierarchies,
-                            parse_mount_options, parse_options,
+                            parse_mount_options, parse_options, with_mount_label,
                             plan_rootfs)
 from runtime.specgen import MASKED_PATHS, READONLY_PATHS, default_config
 from runtime.sys.consts import (MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_MANDLOCK, MS_NOATIME,
@@ -452,3 +452,40 @@ def test_executor_symlink_through_an_escaping_link_stays_inside(tmp_path):
     fake = FakeSys()
     executor.apply([Symlink("pts/ptmx", "/dev/ptmx"), MakeDirs("/dev/pts")], str(r), fake)
     assert fake.calls == [("symlink", "pts/ptmx", f"{r}/ptmx"), ("mkdir", f"{r}/pts")]
+
+
+# --- linux.mountLabel (SELinux hosts) ----------------------------------------------------------
+def test_mount_label_becomes_the_context_option_of_filesystem_mounts():
+    """As runc's label.FormatMountLabel: context="LABEL" joins the data of every mount the
+    kernel makes for the container (tmpfs, devpts, shm, the v1 cgroup tmpfs), but not proc,
+    sysfs or mqueue, and not bind mounts (they keep their source's labels)."""
+    label = "system_u:object_r:container_file_t:s0:c1,c2"
+
+    def mutate(c):
+        c["linux"]["mountLabel"] = label
+        c["mounts"].append({"destination": "/data", "type": "bind", "source": "/srv",
+                            "options": ["rbind"]})
+
+    spec = parse(mutate, cgroup=True)
+    ops = plan_rootfs(spec, "/b/rootfs", host=HYBRID)
+    by_dest = {op.target: op for op in ops if isinstance(op, Mount) and op.fstype}
+    context = f'context="{label}"'
+    assert by_dest["/dev"].data == f"mode=755,size=65536k,{context}"
+    assert by_dest["/dev/pts"].data.endswith(f",{context}")
+    assert by_dest["/dev/shm"].data.endswith(f",{context}")
+    assert by_dest["/sys/fs/cgroup"].data == f"mode=755,{context}"
+    for dest in ("/proc", "/sys", "/dev/mqueue"):
+        assert "context=" not in (by_dest[dest].data or ""), dest
+    binds = [op for op in ops if isinstance(op, Mount) and op.target == "/data"]
+    assert binds and all("context=" not in (op.data or "") for op in binds)
+    # and without a label nothing changes
+    plain = {op.target: op for op in plan_rootfs(parse(cgroup=True), "/b/rootfs", host=HYBRID)
+             if isinstance(op, Mount) and op.fstype}
+    assert plain["/dev"].data == "mode=755,size=65536k"
+
+
+def test_with_mount_label():
+    assert with_mount_label(None, "") is None
+    assert with_mount_label("mode=755", "") == "mode=755"
+    assert with_mount_label(None, "l") == 'context="l"'
+    assert with_mount_label("mode=755", "l") == 'mode=755,context="l"'
