@@ -183,6 +183,44 @@ def test_a_seccomp_profile_that_predates_close_range_still_runs(rt, bundle):
     assert (rc, out) == (0, "ran\n"), err
 
 
+def _mounts_under(path: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p == path or p.startswith(path + "/")]
+
+
+def test_no_mount_namespace_shares_the_hosts_mount_namespace(rt, bundle):
+    """Without a mount namespace the container stays in the caller's (runtime-tools'
+    linux_ns_itype checks it from outside). pyshim mounts nothing then, since each mount would
+    be the host's; runc 1.1 mounts the spec's into the host's namespace and leaves them."""
+    def no_mount_namespace(c):
+        c["hostname"] = None
+        c["linux"]["namespaces"] = [{"type": "pid"}]
+        c["linux"].pop("maskedPaths", None)
+        c["linux"].pop("readonlyPaths", None)
+    b = bundle(["sleep", "30"], no_mount_namespace)
+    rootfs = os.path.join(b, "rootfs")
+    try:
+        rt.ok("create", "--bundle", b, "nomnt")
+        pid = rt.state("nomnt")["pid"]
+        assert os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
+        assert os.readlink(f"/proc/{pid}/root") == rootfs  # chrooted into the rootfs
+        rt.ok("delete", "--force", "nomnt")
+        if rt.name == "pyshim":
+            assert _mounts_under(rootfs) == []  # nothing was mounted on the host
+    finally:
+        for point in reversed(_mounts_under(rootfs)):  # runc's leftovers
+            subprocess.run(["umount", "-l", point], check=False)
+
+    def masked(c):
+        no_mount_namespace(c)
+        c["linux"]["maskedPaths"] = ["/proc/kcore"]
+    if rt.name == "pyshim":  # masking would change the host's /proc: refused, naming the field
+        rc, out, err = rt("create", "--bundle", bundle(["true"], masked), "nomnt2")
+        assert rc == 1 and "linux.maskedPaths" in err and "mount namespace" in err, err
+        assert rt.ok("list", "-q") == ""
+
+
 def test_run_foreground_forwards_signals(rt, bundle):
     script = "trap 'echo got-term; exit 3' TERM; sleep 30 & wait"
     b = bundle(["sh", "-c", script])

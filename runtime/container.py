@@ -177,6 +177,10 @@ def _plan(container_id: str, bundle: str, state_dir: str) -> "InitConfig":
     if not os.path.isdir(rootfs):
         raise ContainerSetupError("rootfs", f"rootfs {rootfs} is not a directory", rootfs)
     cgroup = ctrcgroup.for_spec(spec, container_id)
+    if spec.namespace("mount") is None and (spec.mounts or spec.linux.devices):
+        from . import log
+        log.warning("runtime.container", "no mount namespace: the container shares the "
+                    "host's filesystem; its mounts and devices are not set up (as runc)")
     # A cgroup mount inside shows the container's own cgroup, not the caller's.
     host = mounts.HostInfo.probe(cgroups=any(m.type == "cgroup" for m in spec.mounts),
                                  cgroup_dirs=cgroup.dirs())

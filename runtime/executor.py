@@ -18,8 +18,8 @@ from . import mounts as M
 from .errors import ContainerSetupError
 from .paths import secure_join
 
-_STEPS = {M.Mount: "mount", M.SetAttr: "mount_setattr", M.Umount: "umount", M.Chdir: "chdir", M.PivotRoot: "pivot_root",
-          M.ParentPrivate: "mount", M.MakeDevice: "mknod", M.Symlink: "symlink",
+_STEPS = {M.Mount: "mount", M.SetAttr: "mount_setattr", M.Umount: "umount", M.Chdir: "chdir",
+          M.PivotRoot: "pivot_root", M.Chroot: "chroot", M.ParentPrivate: "mount", M.MakeDevice: "mknod", M.Symlink: "symlink",
           M.MakeDirs: "mkdir", M.MaskPath: "mask", M.ReadonlyPath: "readonly",
           _console.Console: "console"}
 _MODE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
@@ -84,6 +84,10 @@ class _Executor:
 
     def PivotRoot(self, op: M.PivotRoot) -> None:
         self.sys.pivot_root(".", ".")
+        self.rooted = True
+
+    def Chroot(self, op: M.Chroot) -> None:
+        self.sys.chroot(".")
         self.rooted = True
 
     def ParentPrivate(self, op: M.ParentPrivate) -> None:
@@ -160,8 +164,11 @@ def apply(ops: list, rootfs: str, sys, before_pivot=None, send_master=None) -> N
     devices are in place, the cwd is the rootfs, and the old root is still reachable.
     send_master(fd) takes the terminal's master at the Console op (runtime.console)."""
     ex = _Executor(rootfs, sys, send_master)
+    root_changes = (M.PivotRoot, M.Chroot)
+    if before_pivot is not None and not any(isinstance(op, root_changes) for op in ops):
+        before_pivot()  # no root change planned: the hooks run first
     for op in ops:
-        if before_pivot is not None and isinstance(op, M.PivotRoot):
+        if before_pivot is not None and isinstance(op, root_changes):
             before_pivot()
         try:
             getattr(ex, type(op).__name__)(op)

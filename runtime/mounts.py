@@ -56,6 +56,10 @@ class PivotRoot(Record, frozen=True):
     """pivot_root(".", "."): stack the old root under the new one, to be detached next."""
 
 
+class Chroot(Record, frozen=True):
+    """chroot("."): the root change when there is no mount namespace to pivot in."""
+
+
 class ParentPrivate(Record, frozen=True):
     """Make the host mount holding `rootfs` private in our namespace: pivot_root refuses a
     shared parent, and a shared rootfsPropagation would otherwise leave it shared."""
@@ -241,7 +245,15 @@ def _clean(path: str, field: str) -> str:
 
 def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
                 host: HostInfo | None = None) -> list:
-    """The container's whole filesystem setup, in execution order."""
+    """The container's whole filesystem setup, in execution order. Without a mount namespace
+    only a chroot into the rootfs (spec.check_supported refused what would need mounts)."""
+    if spec.namespace("mount") is None:
+        # Nothing is mounted: every mount would be the caller's (runc 1.1 makes them in the
+        # host's namespace and leaves them behind). The process gets the rootfs as its root.
+        ops: list = [Chdir(rootfs, host=True), Chroot(), Chdir("/")]
+        if spec.process is not None:
+            ops.append(MakeDirs(posixpath.normpath(spec.process.cwd)))
+        return ops
     bundle = bundle or posixpath.dirname(rootfs)
     if host is None:
         host = HostInfo.probe(cgroups=any(m.type == "cgroup" for m in spec.mounts))

@@ -634,12 +634,30 @@ def _resctrl_mounted() -> bool:
         return False
 
 
+def _check_without_mount_namespace(spec: Spec) -> None:
+    """No mount namespace: as runc, the container shares the caller's filesystem and no rootfs
+    setup is done (mounts and devices are ignored, see container._plan). What would have to
+    change the caller's own mounts is refused, naming the field (runc: "unable to restrict sys
+    entries without a private MNT namespace")."""
+    why = "needs a mount namespace of its own (linux.namespaces has none)"
+    if spec.linux.masked_paths:
+        raise InvalidSpec("linux.maskedPaths", why)
+    if spec.linux.readonly_paths:
+        raise InvalidSpec("linux.readonlyPaths", why)
+    if spec.root.readonly:
+        raise InvalidSpec("root.readonly", why)
+    if spec.linux.rootfs_propagation:
+        raise InvalidSpec("linux.rootfsPropagation", why)
+    if spec.process is not None and spec.process.terminal:
+        raise InvalidSpec("process.terminal", why)
+
+
 def check_supported(spec: Spec) -> None:
     """What this engine cannot run yet, as InvalidSpec (called by create, not by load)."""
     if spec.process is None:
         raise InvalidSpec("process", "is required to create a container")
     if not spec.namespace("mount"):
-        raise InvalidSpec("linux.namespaces", "a mount namespace is required")
+        _check_without_mount_namespace(spec)
     check_process_supported(spec.process)
     for i, m in enumerate(spec.mounts):
         for j, opt in enumerate(m.options):

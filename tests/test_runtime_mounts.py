@@ -9,7 +9,8 @@ import pytest
 from runtime import executor, paths
 from runtime import spec as S
 from runtime.errors import ContainerSetupError, InvalidSpec
-from runtime.mounts import (READONLY_PATH_FLAGS, CgroupHierarchy, Chdir, HostInfo, MakeDevice,
+from runtime.mounts import (READONLY_PATH_FLAGS, CgroupHierarchy, Chdir, Chroot, HostInfo,
+                            MakeDevice,
                             MakeDirs, MaskPath, Mount, Options, ParentPrivate, PivotRoot,
                             ReadonlyPath, Symlink, Umount, cgroup_hierarchies,
                             parse_mount_options, parse_options, with_mount_label,
@@ -489,3 +490,22 @@ def test_with_mount_label():
     assert with_mount_label("mode=755", "") == "mode=755"
     assert with_mount_label(None, "l") == 'context="l"'
     assert with_mount_label("mode=755", "l") == 'mode=755,context="l"'
+
+
+def test_no_mount_namespace_only_chroots():
+    """Nothing is mounted (each mount would be the caller's): a chroot into the rootfs."""
+    def no_mntns(c):
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "mount"]
+    assert plan_rootfs(parse(no_mntns), "/b/rootfs", host=HYBRID) == [
+        Chdir("/b/rootfs", host=True), Chroot(), Chdir("/"), MakeDirs("/")]
+
+
+def test_hooks_run_before_the_root_changes_whichever_way():
+    """The create-time hooks run before pivot_root, or before the chroot without a mount
+    namespace, or first when no root change is planned."""
+    for ops, want in (([Chdir("/b/rootfs", host=True), Chroot(), Chdir("/")],
+                       ["chdir", "hooks", "chroot", "chdir"]),
+                      ([], ["hooks"])):
+        f = FakeSys()
+        executor.apply(ops, "/b/rootfs", f, before_pivot=lambda: f._record("hooks"))
+        assert [c[0] for c in f.calls] == want

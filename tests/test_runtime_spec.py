@@ -180,17 +180,37 @@ def test_process_is_optional_for_parse_but_required_to_create():
     assert e.value.field == "process"
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda c: c["linux"].update(namespaces=[{"type": "pid"}]), "linux.namespaces"),
-])
-def test_unsupported_yet(mutate, field):
-    c = cfg()
+def without_mount_namespace(c):
     c["hostname"] = None
+    c["linux"]["namespaces"] = [{"type": "pid"}]
+    c["linux"].pop("maskedPaths", None)
+    c["linux"].pop("readonlyPaths", None)
+
+
+def test_no_mount_namespace_shares_the_callers_filesystem_like_runc():
+    """No mount namespace is allowed (runc: the container then shares the caller's
+    filesystem, and its mounts are not set up)..."""
+    c = cfg()
+    without_mount_namespace(c)
+    S.check_supported(S.parse(c))
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda c: c["linux"].update(maskedPaths=["/proc/kcore"]), "linux.maskedPaths"),
+    (lambda c: c["linux"].update(readonlyPaths=["/proc/sys"]), "linux.readonlyPaths"),
+    (lambda c: c["root"].update(readonly=True), "root.readonly"),
+    (lambda c: c["linux"].update(rootfsPropagation="rslave"), "linux.rootfsPropagation"),
+    (lambda c: c["process"].update(terminal=True), "process.terminal"),
+])
+def test_no_mount_namespace_refuses_what_would_change_the_callers_mounts(mutate, field):
+    """...but what would change the caller's own mounts is refused, naming the field (runc:
+    "unable to restrict sys entries without a private MNT namespace")."""
+    c = cfg()
+    without_mount_namespace(c)
     mutate(c)
     with pytest.raises(InvalidSpec) as e:
         S.check_supported(S.parse(c))
-    assert e.value.field == field
-    assert "not supported yet" in str(e.value) or "required" in str(e.value)
+    assert e.value.field == field and "mount namespace" in str(e.value)
 
 
 def test_load_errors(tmp_path):

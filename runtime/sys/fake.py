@@ -167,6 +167,9 @@ class FakeSys:
         self._record("close", fd)
 
     # --- filesystem ------------------------------------------------------------------------
+    def chroot(self, path) -> None:
+        self._record("chroot", path)
+
     def chdir(self, path) -> None:
         self._record("chdir", path)
         self.cwd = self.map(path)

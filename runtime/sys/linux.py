@@ -296,6 +296,9 @@ class Linux:
         _wrap("exec", path, os.execve, path, args, env)
 
     # --- filesystem -------------------------------------------------------------------------
+    def chroot(self, path: str) -> None:
+        os.chroot(path)
+
     def chdir(self, path: str) -> None:
         _wrap("chdir", path, os.chdir, path)
 
