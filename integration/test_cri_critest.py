@@ -189,16 +189,24 @@ def free_port() -> int:
 def test_container_basic_operations(pods):
     """critest Container "runtime should support basic operations on container": creating
     container, starting container, stopping container, removing created container, removing
-    running container, removing stopped container, execSync [Conformance]."""
+    running container, removing stopped container, execSync [Conformance]; with the state
+    and label filters of Streaming List (which critest skips on containerd) over the unary
+    ListContainers."""
     pod = critest_pod(pods)
     c = pods.cri
     # creating: listed by an Id filter
-    a = pod.create("container-for-create", TOP)
+    a = pod.create("container-for-create", TOP, labels={"critest": "basic"})
     assert list_containers(pods, id=a) == [a]
     assert c.container_status(a).status.state == CREATED
     # starting
     c.start_container(a)
     c.wait_container_state(a, RUNNING, timeout=60)
+    # (the filters of critest's Streaming List specs, which it skips on containerd)
+    running = cri.ContainerStateValue(state=RUNNING)
+    assert a in list_containers(pods, pod_sandbox_id=pod.id, state=running)
+    assert a not in list_containers(pods, state=cri.ContainerStateValue(state=CREATED))
+    assert list_containers(pods, label_selector={"critest": "basic"}) == [a]
+    assert list_containers(pods, label_selector={"critest": "other"}) == []
     # execSync
     assert exec_ok(pods, a, ["echo", "-n", "hello"]) == "hello"
     # stopping (critest fails the stop if it takes its whole 60 s timeout)
@@ -411,13 +419,18 @@ def test_readonly_mount_not_recursive(pods, tmp_path):
 def test_pod_sandbox_basic_operations(pods):
     """critest PodSandbox "runtime should support running PodSandbox", "... stopping
     PodSandbox", "... removing PodSandbox" [Conformance], and Idempotence "StopPodSandbox should
-    not return an error if already stopped"."""
-    pod = critest_pod(pods)
+    not return an error if already stopped"; with the state and label filters of Streaming
+    List (which critest skips on containerd) over the unary ListPodSandbox."""
+    pod = critest_pod(pods, labels={"critest": "pod-basic"})
     c = pods.cri
     assert pod.status().status.state == SANDBOX_READY
     assert list_pods(pods, id=pod.id) == [pod.id]
+    ready = cri.PodSandboxStateValue(state=SANDBOX_READY)
+    assert pod.id in list_pods(pods, state=ready)
+    assert list_pods(pods, label_selector={"critest": "pod-basic"}) == [pod.id]
     c.stop_pod(pod.id)
     assert pod.status().status.state == SANDBOX_NOTREADY
+    assert pod.id not in list_pods(pods, state=ready)
     c.stop_pod(pod.id)
     assert pod.status().status.state == SANDBOX_NOTREADY
     c.remove_pod(pod.id)
