@@ -312,25 +312,8 @@ PROPAGATIONS = {"rprivate": cri.PROPAGATION_PRIVATE, "rshared": cri.PROPAGATION_
                 "rslave": cri.PROPAGATION_HOST_TO_CONTAINER}
 
 
-# pyshim runs `mount(".", MS_SLAVE|MS_REC)` right after pivot_root(".", ".") while its cwd is
-# still the NEW root (runtime/mounts.py plan_rootfs; runc fchdir()s to the old root first), so
-# every mount of the container, its rshared binds included, becomes a slave of the host's peer
-# group (then a new peer group when rootfsPropagation=rshared applies): nothing mounted in the
-# container reaches the host. And before that, runtime/executor.py _mountpoint_of reads
-# /proc/self/mountinfo with ONE read (runtime/sys/linux.py Linux.read_file), which returns one
-# page (~4 KiB) of it: with a bigger mount table (here, and on any real node) the container's
-# rootfs line is cut off, ParentPrivate makes "/" private instead of the rootfs mount, the
-# rootfs stays shared and pivot_root fails with EINVAL: the container does not even start.
-RSHARED_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "pyshim: rshared (Bidirectional) mounts do not propagate to the host: pivot_root EINVAL "
-    "(ParentPrivate picks '/' from a one-page read of mountinfo) or, when it starts, the "
-    "post-pivot rslave hits the new root (runtime/mounts.py plan_rootfs)"))
-
-
 @pytest.mark.parametrize("handler,mode", [
-    pytest.param(h, m, id=f"{h}-{m}",
-                 marks=RSHARED_XFAIL if (h, m) == ("pyshim", "rshared") else ())
-    for h in ("runc", "pyshim") for m in PROPAGATIONS])
+    pytest.param(h, m, id=f"{h}-{m}") for h in ("runc", "pyshim") for m in PROPAGATIONS])
 def test_mount_propagation(pods, tmp_path, mode):
     """critest Container Mount Propagation: "mount with 'rprivate' should not support
     propagation", "mount with 'rshared' should support propagation from host to container and

@@ -83,7 +83,16 @@ class _Executor:
         self.sys.chdir(self.resolve(op.path, op.host))
 
     def PivotRoot(self, op: M.PivotRoot) -> None:
-        self.sys.pivot_root(".", ".")
+        # The old root is stacked on the new one by pivot_root(".", "."); "." from our cwd is
+        # still the new root, so we leave through a descriptor of the old one (as runc): the
+        # next ops make it rslave and detach it, not the container's own mounts, whose
+        # propagation (rshared binds) must stay as planned.
+        old_root = self.sys.open_dir("/")
+        try:
+            self.sys.pivot_root(".", ".")
+            self.sys.fchdir(old_root)
+        finally:
+            self.sys.close(old_root)
         self.rooted = True
 
     def Chroot(self, op: M.Chroot) -> None:

@@ -268,3 +268,17 @@ def test_close_range_refused_falls_back_to_marking_proc_self_fd(monkeypatch):
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_read_file_reads_to_the_end(tmp_path):
+    """A /proc file comes a page per read(2): mountinfo on a real node is far past one read
+    (a truncated one made the rootfs's mount unfindable and pivot_root fail)."""
+    from runtime.sys import linux as L
+
+    big = tmp_path / "big"
+    text = "".join(f"{i} line of a long mount table\n" for i in range(20000))  # ~600 KB
+    big.write_text(text)
+    assert L.Linux().read_file(str(big)) == text
+    with open("/proc/self/mountinfo") as f:
+        first = f.readline()
+    assert L.Linux().read_file("/proc/self/mountinfo").startswith(first)

@@ -367,6 +367,7 @@ def test_executor_sequence(tmp_path):
     fake = FakeSys()
     executor.apply(ops, rootfs, fake)
     chr_ = 0o20000 | 0o666
+    OLD_ROOT_FD = next(c for c in fake.calls if c[0] == "fchdir")[1]  # noqa: N806
     assert fake.calls == [
         ("mount", None, "/", None, MS_SLAVE | MS_REC, None),
         ("mount", rootfs, rootfs, None, MS_BIND | MS_REC, None),
@@ -400,7 +401,12 @@ def test_executor_sequence(tmp_path):
         ("symlink", "/proc/self/fd/1", f"{rootfs}/dev/stdout"),
         ("symlink", "/proc/self/fd/2", f"{rootfs}/dev/stderr"),
         ("chdir", rootfs),
+        # leave through the old root (stacked on the new one): "." is then the OLD root, so
+        # the rslave and the detach below never touch the container's own mounts
+        ("open_dir", "/"),
         ("pivot_root", ".", "."),
+        ("fchdir", OLD_ROOT_FD),
+        ("close", OLD_ROOT_FD),
         ("mount", None, ".", None, MS_SLAVE | MS_REC, None),
         ("umount2", ".", MNT_DETACH),
         ("chdir", "/"),

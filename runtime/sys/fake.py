@@ -68,6 +68,13 @@ class FakeSys:
         self.root = self.map(new_root)
         self.cwd = self.root
 
+    def open_dir(self, path) -> int:
+        self._record("open_dir", path)
+        return 1000 + len(self.calls)
+
+    def fchdir(self, fd) -> None:
+        self._record("fchdir", fd)
+
     def unshare(self, flags) -> None:
         self._record("unshare", flags)
 

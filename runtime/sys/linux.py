@@ -100,6 +100,12 @@ class Linux:
         if _libc.syscall(_SYSCALLS["pivot_root"], _b(new_root), _b(put_old)) != 0:
             raise _fail("pivot_root", new_root)
 
+    def open_dir(self, path: str) -> int:
+        return _wrap("open", path, os.open, path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def fchdir(self, fd: int) -> None:
+        os.fchdir(fd)
+
     def unshare(self, flags: int) -> None:
         if _libc.unshare(flags) != 0:
             raise _fail("unshare", hex(flags))
@@ -335,9 +341,13 @@ class Linux:
         _wrap("chmod", path, os.chmod, path, mode)
 
     def read_file(self, path: str) -> str:
+        """The whole file. /proc files come a page per read(2) (a big mountinfo is many)."""
         fd = _wrap("open", path, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return _wrap("read", path, os.read, fd, 65536).decode()
+            chunks = []
+            while chunk := _wrap("read", path, os.read, fd, 65536):
+                chunks.append(chunk)
+            return b"".join(chunks).decode()
         finally:
             os.close(fd)
 
