@@ -635,7 +635,7 @@ def prepare_dump(container, options: CheckpointOptions, *, criu: str = "criu",
         raise InvalidState(f"cannot checkpoint a {status} container", container.id, status)
     validate(options)
     image_dir, work_dir = _dirs(options)
-    data = container._data
+    data = container.full_state()
     if facts is None:
         facts = DumpFacts.probe(data)
     argv = plan_dump(data, options, facts, criu=criu)

@@ -280,17 +280,41 @@ class Container:
     def _cgroup(self, manager) -> None:
         self._cgroup_manager = manager
 
+    def _config(self) -> dict:
+        """The config as recorded at create: kept in memory, or read back from the state
+        after drop_config()."""
+        config = self._data.get("config")
+        if config is None:
+            data = state.read(self._dir)
+            if data is None:
+                raise ContainerNotFound(self.id)
+            config = data["config"]
+        return config
+
+    def full_state(self) -> dict:
+        """The state document with its config (see drop_config)."""
+        if "config" in self._data:
+            return self._data
+        return {**self._data, "config": self._config()}
+
+    def drop_config(self) -> None:
+        """Keep the config out of memory (a long-lived holder of many containers, the shim,
+        needs it only at delete, if the config has hooks, and at checkpoint); it is read back
+        from the state when needed."""
+        self._data.pop("config", None)
+        self._spec = None
+
     @property
     def spec(self) -> "spec_mod.Spec":
         """The config as validated at create time (later edits to config.json do not count)."""
         if self._spec is None:
             from . import spec as spec_mod
-            self._spec = spec_mod.parse(self._data["config"])
+            self._spec = spec_mod.parse(self._config())
         return self._spec
 
     def _hooks(self, kind: str) -> list:
         """The spec's hooks of one kind; the config is parsed only when it has some."""
-        if not (self._data["config"].get("hooks") or {}).get(kind):
+        if not (self._config().get("hooks") or {}).get(kind):
             return []
         return self.spec.hooks.get(kind, [])
 
@@ -464,14 +488,16 @@ class Container:
         if status != "stopped":  # a created one is killed like runc does, force or not
             self._net_devices_back()
             self._kill_and_wait()
+        # The config (for poststop) before the state goes: it may be read back from it.
+        spec = self.spec if self._hooks("poststop") else None
         self._remove_cgroup()
         state.remove(self._dir)
-        if self._hooks("poststop"):
-            _poststop(self.spec, self._state_base())
+        if spec is not None:
+            _poststop(spec, self._state_base())
 
     def _net_devices_back(self) -> None:
         """linux.netDevices go back to the host while the init still holds the namespace."""
-        if not (self._data["config"].get("linux") or {}).get("netDevices"):
+        if not (self._config().get("linux") or {}).get("netDevices"):
             return
         try:
             fd = os.open(f"/proc/{self.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)

@@ -201,6 +201,7 @@ class TaskService:
 
         reply, fds = _in_fork(work, f"create {cid}")
         handle = self.engine.load(cid)
+        handle.drop_config()  # read back from the state when needed (hooks, checkpoint)
         stdio.console_fd = fds[reply["console"]] if "console" in reply else None
         self._oom_presets[cid] = (reply.get("oom_kills", 0),
                                   fds[reply["oom_fd"]] if "oom_fd" in reply else None,

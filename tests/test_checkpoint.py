@@ -303,6 +303,9 @@ class StubContainer:
     def status(self):
         return self._status
 
+    def full_state(self):
+        return self._data
+
 
 def test_prepare_dump_writes_descriptors_config_and_metadata(tmp_path):
     img, work = str(tmp_path / "img"), str(tmp_path / "work")

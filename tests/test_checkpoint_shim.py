@@ -33,6 +33,9 @@ class StubHandle:
     def status(self):
         return "running"
 
+    def full_state(self):
+        return self._data
+
     def start(self):
         self.calls.append("start")
 

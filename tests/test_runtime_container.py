@@ -280,3 +280,24 @@ def test_seccomp_is_compiled_before_any_fork_and_notify_is_refused(tmp_path):
             seccomp=c["linux"]["seccomp"])))
     assert e.value.field == "linux.seccomp.syscalls[1].action"
     assert not (root / "c1").exists()
+
+
+def test_drop_config_reads_it_back_from_the_state(made, tmp_path):
+    """The shim keeps the (large) config out of memory: what needs it reads it back from
+    the state written at create; delete still runs the poststop hooks it names."""
+    marker = tmp_path / "poststop-ran"
+
+    c, pid = made(handshake=None)
+    with_hook = dict(c.full_state())
+    with_hook["config"] = dict(with_hook["config"], hooks={
+        "poststop": [{"path": "/bin/sh", "args": ["sh", "-c", f"touch {marker}"]}]})
+    state.write(c._dir, with_hook)
+    c = Container(c._dir, dict(with_hook))
+    c.drop_config()
+    assert "config" not in c._data
+    assert c.full_state()["config"] == with_hook["config"]  # read back
+    assert c.spec.process.args == with_hook["config"]["process"]["args"]
+    c.drop_config()
+    c.delete(force=True)
+    reap(pid)
+    assert marker.exists()  # the hook was found before the state was removed

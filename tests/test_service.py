@@ -27,6 +27,9 @@ class StubHandle:
     def start(self):
         self.calls.append("start")
 
+    def drop_config(self):
+        self.calls.append("drop_config")
+
     def kill(self, sig, all=False):
         self.calls.append(("kill", sig, all) if all else ("kill", sig))
 
@@ -559,7 +562,7 @@ def test_exec_in_fork_returns_the_pid_and_maps_errors():
     c = run(main())
     assert c.engine.pid == 4242
     pid = svc._exec(c, {"args": ["true"]}, Stdio())
-    assert pid == 42421 and c.engine.calls == []  # computed in the fork, recorded there only
+    assert pid == 42421 and c.engine.calls == ["drop_config"]  # exec recorded in the fork only
 
     def refuse(process, stdio):
         raise engine_errors.ContainerSetupError("exec lookup", "/bin/nope", "no such file")
