@@ -158,6 +158,14 @@ class Engine:
             raise ContainerNotFound(container_id)
         return Container(state_dir, data, self._sys_given, self._timeout)
 
+    def adopt(self, container_id: str, portable: dict) -> "Container":
+        """A container made by create in another process, from its portable() form: no
+        state read, no config in memory (see Container.drop_config)."""
+        c = Container(self._dir(container_id), portable["data"], self._sys_given,
+                      self._timeout)
+        c._summary = portable["summary"]
+        return c
+
     def list(self) -> list[str]:
         try:
             names = os.listdir(self.root)
@@ -264,6 +272,9 @@ class Container:
         self.annotations: dict = data.get("annotations", {})
         self._spec = None
         self._cgroup_manager = _UNSET  # made from data["cgroup"] on first use
+        # After drop_config: which hook kinds the config has, and whether it moves network
+        # devices, so that start and delete read the config back only when they need it.
+        self._summary: dict | None = None
 
     _sys = Engine._sys
 
@@ -299,10 +310,20 @@ class Container:
 
     def drop_config(self) -> None:
         """Keep the config out of memory (a long-lived holder of many containers, the shim,
-        needs it only at delete, if the config has hooks, and at checkpoint); it is read back
-        from the state when needed."""
-        self._data.pop("config", None)
+        needs it only for hooks at start and delete, and at checkpoint); it is read back from
+        the state when needed. A summary says when that is."""
+        config = self._data.pop("config", None)
+        if config is not None:
+            self._summary = {
+                "hooks": sorted(k for k, v in (config.get("hooks") or {}).items() if v),
+                "netDevices": bool((config.get("linux") or {}).get("netDevices"))}
         self._spec = None
+
+    def portable(self) -> dict:
+        """What Engine.adopt needs to make this container in another process (the shim's
+        create fork hands it to the daemon): the state without the config, and its summary."""
+        self.drop_config()
+        return {"data": self._data, "summary": self._summary}
 
     @property
     def spec(self) -> "spec_mod.Spec":
@@ -314,6 +335,8 @@ class Container:
 
     def _hooks(self, kind: str) -> list:
         """The spec's hooks of one kind; the config is parsed only when it has some."""
+        if self._summary is not None and kind not in self._summary["hooks"]:
+            return []
         if not (self._config().get("hooks") or {}).get(kind):
             return []
         return self.spec.hooks.get(kind, [])
@@ -497,6 +520,8 @@ class Container:
 
     def _net_devices_back(self) -> None:
         """linux.netDevices go back to the host while the init still holds the namespace."""
+        if self._summary is not None and not self._summary["netDevices"]:
+            return
         if not (self._config().get("linux") or {}).get("netDevices"):
             return
         try:

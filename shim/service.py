@@ -183,10 +183,15 @@ class TaskService:
         fork also sets up the OOM watch (the cgroup's oom_kill count and the v1 eventfd), so
         the cgroup code stays out of the daemon too."""
         if not self.create_in_fork:
-            return self.engine.create(cid, bundle, stdio)
+            handle = self.engine.create(cid, bundle, stdio)
+            drop = getattr(handle, "drop_config", None)
+            if drop is not None:
+                drop()
+            return handle
 
         def work(reply: dict, fds: list) -> None:
             handle = self.engine.create(cid, bundle, stdio)
+            reply["container"] = handle.portable()  # no state to read back in the daemon
             if stdio.console_fd is not None:
                 reply["console"] = len(fds)
                 fds.append(stdio.console_fd)
@@ -200,8 +205,8 @@ class TaskService:
                 reply["oom_error"] = str(e)
 
         reply, fds = _in_fork(work, f"create {cid}")
-        handle = self.engine.load(cid)
-        handle.drop_config()  # read back from the state when needed (hooks, checkpoint)
+        handle = self.engine.adopt(cid, reply["container"])  # without its config: read back
+        # from the state only when needed (hooks, checkpoint)
         stdio.console_fd = fds[reply["console"]] if "console" in reply else None
         self._oom_presets[cid] = (reply.get("oom_kills", 0),
                                   fds[reply["oom_fd"]] if "oom_fd" in reply else None,

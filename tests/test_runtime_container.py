@@ -301,3 +301,17 @@ def test_drop_config_reads_it_back_from_the_state(made, tmp_path):
     c.delete(force=True)
     reap(pid)
     assert marker.exists()  # the hook was found before the state was removed
+
+
+def test_portable_and_adopt_carry_the_container_without_its_config(made, tmp_path):
+    """The shim's create fork sends portable(); the daemon adopt()s it: same container, no
+    config in memory, and the hook summary spares start a read of the state."""
+    c, pid = made(handshake=None)
+    portable = c.portable()
+    assert "config" not in portable["data"] and portable["summary"] == {"hooks": [],
+                                                                       "netDevices": False}
+    adopted = Engine(str(tmp_path / "state")).adopt("c1", portable)
+    assert (adopted.id, adopted.pid, adopted.status()) == ("c1", pid, "created")
+    os.unlink(os.path.join(adopted._dir, state.STATE_FILE))  # no read-back may be needed...
+    assert adopted._hooks("poststart") == [] and adopted._hooks("startContainer") == []
+    adopted._net_devices_back()  # ...for hooks or network devices the config does not have

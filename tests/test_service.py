@@ -27,8 +27,8 @@ class StubHandle:
     def start(self):
         self.calls.append("start")
 
-    def drop_config(self):
-        self.calls.append("drop_config")
+    def portable(self):
+        return {"data": {"pid": self.pid}, "summary": None}
 
     def kill(self, sig, all=False):
         self.calls.append(("kill", sig, all) if all else ("kill", sig))
@@ -454,8 +454,7 @@ def test_oom_kill_is_published_before_the_exit_it_caused():
 
 class ForkingStubEngine(StubEngine):
     """create() runs in the helper fork: what it records there is lost, as it should be; the
-    service then load()s the container as the daemon loads it from the state the engine
-    wrote."""
+    service then adopt()s the container from the portable form the fork sent back."""
 
     def __init__(self, console_w=None):
         super().__init__()
@@ -468,8 +467,9 @@ class ForkingStubEngine(StubEngine):
             stdio.console_fd = self.console_w
         return handle
 
-    def load(self, cid):
+    def adopt(self, cid, portable):
         self.loaded.append(cid)
+        assert portable == {"data": {"pid": portable["data"]["pid"]}, "summary": None}
         return StubHandle(4242)
 
 
@@ -499,7 +499,7 @@ def test_create_in_fork_loads_the_container_and_gets_the_terminal_master():
         svc.create_in_fork = True
         stdio = Stdio()
         handle = svc._create("c1", "/nonexistent/bundle", stdio)
-        assert handle.pid == 4242 and svc.engine.loaded == ["c1"]  # the loaded handle
+        assert handle.pid == 4242 and svc.engine.loaded == ["c1"]  # the adopted handle
         assert svc.engine.handles == {}  # what create recorded stayed in the fork
         console = stdio.console_fd
         assert console is not None and console != w  # a new fd, received over SCM_RIGHTS
@@ -562,7 +562,7 @@ def test_exec_in_fork_returns_the_pid_and_maps_errors():
     c = run(main())
     assert c.engine.pid == 4242
     pid = svc._exec(c, {"args": ["true"]}, Stdio())
-    assert pid == 42421 and c.engine.calls == ["drop_config"]  # exec recorded in the fork only
+    assert pid == 42421 and c.engine.calls == []  # computed in the fork, recorded there only
 
     def refuse(process, stdio):
         raise engine_errors.ContainerSetupError("exec lookup", "/bin/nope", "no such file")
