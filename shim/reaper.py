@@ -35,6 +35,7 @@ class Reaper:
         self._on_exit = on_exit
         self._unclaimed: OrderedDict[int, tuple[int, int]] = OrderedDict()
         self._watchers: dict[int, Callable[[int], None]] = {}
+        self.installed = False  # install() ran: SIGCHLD is ours and reaped on the loop
 
     def watch(self, pid: int, callback: Callable[[int], None]) -> None:
         """Call callback(exit_status) when pid exits (helpers such as log drivers)."""
@@ -47,6 +48,7 @@ class Reaper:
     def install(self, loop: aio.Loop) -> None:
         linux.set_child_subreaper()
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
+        self.installed = True
         self.reap()  # children that exited before the handler was installed
 
     def reap(self) -> None:

@@ -204,7 +204,7 @@ class TaskService:
             except Exception as e:
                 reply["oom_error"] = str(e)
 
-        reply, fds = _in_fork(work, f"create {cid}")
+        reply, fds = _in_fork(work, f"create {cid}", self._helper_reaper())
         handle = self.engine.adopt(cid, reply["container"])  # without its config: read back
         # from the state only when needed (hooks, checkpoint)
         stdio.console_fd = fds[reply["console"]] if "console" in reply else None
@@ -212,6 +212,11 @@ class TaskService:
                                   fds[reply["oom_fd"]] if "oom_fd" in reply else None,
                                   reply.get("oom_error"))
         return handle
+
+    def _helper_reaper(self):
+        """Who collects an _in_fork helper: the loop's reaper once installed (the daemon),
+        else (tests) _in_fork waits for it itself."""
+        return self.reaper if self.reaper.installed else None
 
     def _exec(self, c: Container, spec: dict, stdio) -> int:
         """engine.exec (the process joins the container's namespaces and cgroup), in a fork
@@ -226,7 +231,7 @@ class TaskService:
                 reply["console"] = len(fds)
                 fds.append(stdio.console_fd)
 
-        reply, fds = _in_fork(work, f"exec in {c.id}")
+        reply, fds = _in_fork(work, f"exec in {c.id}", self._helper_reaper())
         stdio.console_fd = fds[reply["console"]] if "console" in reply else None
         return reply["pid"]
 
@@ -579,15 +584,16 @@ def _oom_kill_count_of(handle) -> int:
     return (count() or 0) if count else 0
 
 
-def _in_fork(work, what: str) -> tuple[dict, list[int]]:
+def _in_fork(work, what: str, reaper=None) -> tuple[dict, list[int]]:
     """Run work(reply, fds) in a short-lived fork of the daemon; its reply dict and the fds it
     listed, received over SCM_RIGHTS, or its error already mapped to a ttrpc code (raised).
 
     Why: a daemon forked from the fork server shares its pages; every object the engine's code
     touches (reference counts) copies one for good. Work done in a fork that exits leaves no
     such copies. We wait for it here, synchronously, as the same work in-process would have
-    taken the loop for as long, and reap it ourselves before the loop's reaper could mistake it
-    for a container's process. Processes it starts are its children: when it exits the kernel
+    taken the loop for as long. Its exit is handed to `reaper` (Reaper.watch: collected with the
+    others, later, so its teardown is not waited for here) before the loop could see it, or,
+    without one, waited for here. Processes it starts are its children: when it exits the kernel
     reparents them to us, the subreaper, whose reaper then sees their exits."""
     import _socket
     import marshal
@@ -619,7 +625,10 @@ def _in_fork(work, what: str) -> tuple[dict, list[int]]:
         try:
             data, anc, _, _ = ours.recvmsg(1 << 16, _socket.CMSG_SPACE(4 * _MAX_FORK_FDS))
         finally:
-            os.waitpid(pid, 0)
+            if reaper is not None:
+                reaper.watch(pid, _helper_exited)
+            else:
+                os.waitpid(pid, 0)
     finally:
         ours.close()
     fds = [int.from_bytes(d[i:i + 4], "little") for level, kind, d in anc
@@ -635,6 +644,10 @@ def _in_fork(work, what: str) -> tuple[dict, list[int]]:
 
 
 _MAX_FORK_FDS = 2  # a terminal's master and an OOM eventfd
+
+
+def _helper_exited(status: int) -> None:
+    """An _in_fork helper is gone; it reported already (or its caller got "helper died")."""
 
 
 def _kill_and_forget(handle) -> None:
