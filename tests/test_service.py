@@ -571,3 +571,22 @@ def test_exec_in_fork_returns_the_pid_and_maps_errors():
     with pytest.raises(TTRPCError) as e:
         svc._exec(c, {"args": ["nope"]}, Stdio())
     assert e.value.code == Code.FAILED_PRECONDITION and "/bin/nope" in e.value.message
+
+
+def test_a_helper_that_dies_is_an_error_not_a_hang():
+    """The create fork killed before it answers (OOM killer, a crash in C): Create fails with
+    Unknown naming what died; nothing waits forever."""
+    from runtime.container import Stdio
+
+    svc = make_service()
+    svc.engine = ForkingStubEngine()
+    svc.create_in_fork = True
+
+    def die(cid, bundle, stdio):
+        os._exit(3)
+
+    svc.engine.create = die
+    with pytest.raises(TTRPCError) as e:
+        svc._create("c1", "/nonexistent/bundle", Stdio())
+    assert e.value.code == Code.UNKNOWN and "create c1: helper died" in e.value.message
+    assert svc.engine.loaded == []
