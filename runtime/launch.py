@@ -39,11 +39,11 @@ import time
 import _signal as signal  # not signal, socket: their enum wrappers cost ~5 ms of start-up
 import _socket as socket
 
-from . import hooks, namespaces
+from . import hooks, namespaces, proc
 from . import init as _init
 from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child, recv,
                     reopen_devnull, request, send, spawn)
-from .errors import ContainerSetupError
+from .errors import ContainerSetupError, EngineError
 from .state import FIFO
 from .sys.consts import CLONE_NEWUSER, NAMESPACE_FLAGS
 
@@ -90,10 +90,24 @@ def _needs_second_fork(spec) -> bool:
     return any(n.type in ("pid", "time") for n in spec.linux.namespaces)
 
 
+def caller_joins_cgroup(cfg) -> bool:
+    """Whether the caller moves the init into its cgroup while the init sets up (see launch).
+
+    Moving a process between cgroups waits for an RCU grace period (5-15 ms here) the first
+    time; done by the caller once it knows the init's pid, that wait overlaps the init's own
+    work (mounts, devices) instead of preceding it. Not when a new cgroup namespace must be
+    rooted at the container's cgroup (the intermediate joins it before unsharing), nor when
+    createContainer hooks run in the init (they must start inside the cgroup)."""
+    return (cfg.cgroup is not None and not cfg.spec.new_namespace("cgroup")
+            and not cfg.spec.hooks.get("createContainer"))
+
+
 def _intermediate(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
     try:
-        # first: the init is born in the cgroup, and a new cgroup ns roots there
-        _init.before_namespaces(cfg.cgroup, cfg.spec.process, sys)
+        # first: the init is born in the cgroup, and a new cgroup ns roots there (unless the
+        # caller moves the init later: caller_joins_cgroup)
+        _init.before_namespaces(None if caller_joins_cgroup(cfg) else cfg.cgroup,
+                                cfg.spec.process, sys)
         _enter_namespaces(cfg.spec, sock, sys)
         if not _needs_second_fork(cfg.spec):
             # We can be the init ourselves: one fork fewer.
@@ -190,7 +204,9 @@ def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
 
 # --- caller side -----------------------------------------------------------------------------
 def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
-                 runtime_hooks) -> int:
+                 runtime_hooks, cgroup=None) -> int:
+    """cgroup: the Manager to move the init into as soon as its pid is known (see
+    caller_joins_cgroup), or None when the intermediate joined it."""
     # createContainer hooks run in the init before it is ready: their time is not its fault.
     allowed = timeout + hooks.budget(spec.hooks.get("createContainer", []))
     deadline = time.monotonic() + allowed
@@ -200,6 +216,9 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
         if msg is None:
             raise ContainerSetupError("init", "the container's init exited before reporting")
         if kids.take(msg):  # "pid", "console"
+            if cgroup is not None and kids.pid is not None:
+                _join(cgroup, kids.pid)  # while the init goes on setting up
+                cgroup = None
             continue
         if msg["type"] == "ready":
             ready = True
@@ -230,6 +249,16 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
     return kids.start
 
 
+def _join(cgroup, pid: int) -> None:
+    try:
+        cgroup.apply(pid)
+    except EngineError as e:
+        start = proc.start_time(pid)
+        if start is None or not proc.is_alive(pid, start):
+            return  # it failed first: its own report, still on the socket, says why
+        raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
+
+
 def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
            runtime_hooks=None) -> tuple[int, int, int | None]:
     """Fork the init and wait until it is created. Returns (host pid, start time, the master
@@ -238,6 +267,7 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
     if cfg.spec.hooks:
         hooks.preload()  # the init runs hooks too, some after pivot_root
     def wait(sock, kids):
-        start = _await_ready(sock, kids, timeout, cfg.spec, sys, runtime_hooks)
+        start = _await_ready(sock, kids, timeout, cfg.spec, sys, runtime_hooks,
+                             cfg.cgroup if caller_joins_cgroup(cfg) else None)
         return kids.pid, start, kids.take_console()  # kids.pid is known only after _await_ready
     return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys), wait)

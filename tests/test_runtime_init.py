@@ -282,3 +282,28 @@ def test_read_file_reads_to_the_end(tmp_path):
     with open("/proc/self/mountinfo") as f:
         first = f.readline()
     assert L.Linux().read_file("/proc/self/mountinfo").startswith(first)
+
+
+def test_who_joins_the_cgroup(rootfs):
+    """The caller moves the init into its cgroup while the init sets up (the move's RCU wait
+    then overlaps that work), except where the init must already be inside: a new cgroup
+    namespace is rooted where the unsharing process is, and createContainer hooks run from the
+    init."""
+    from runtime import launch
+
+    def cfg_with(mutate=None):
+        c = config()
+        if mutate:
+            mutate(c)
+        cfg = make(rootfs, c, ops=[])
+        cfg.cgroup = object()  # any manager
+        return cfg
+
+    assert launch.caller_joins_cgroup(cfg_with())
+    assert not launch.caller_joins_cgroup(cfg_with(
+        lambda c: c["linux"]["namespaces"].append({"type": "cgroup"})))
+    assert not launch.caller_joins_cgroup(cfg_with(
+        lambda c: c.setdefault("hooks", {}).update(createContainer=[{"path": "/bin/true"}])))
+    no_cgroup = cfg_with()
+    no_cgroup.cgroup = None
+    assert not launch.caller_joins_cgroup(no_cgroup)
