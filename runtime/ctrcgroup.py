@@ -45,11 +45,12 @@ def destroy_quietly(m: "cgroups.Manager | None") -> None:
         pass
 
 
-def join(m: "cgroups.Manager | None") -> None:
+def join(m: "cgroups.Manager | None", pid: int | None = None) -> None:
+    """Move pid (default: the calling process) into the container's cgroup."""
     if m is None:
         return
     try:
-        m.apply(os.getpid())
+        m.apply(os.getpid() if pid is None else pid)
     except EngineError as e:
         raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
 

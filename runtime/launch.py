@@ -42,11 +42,11 @@ import time
 import _signal as signal  # not signal, socket: their enum wrappers cost ~5 ms of start-up
 import _socket as socket
 
-from . import hooks, namespaces, proc
+from . import ctrcgroup, hooks, namespaces, proc
 from . import init as _init
 from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child, recv,
                     reopen_devnull, request, send, spawn)
-from .errors import ContainerSetupError, EngineError
+from .errors import ContainerSetupError
 from .state import FIFO
 from .sys.consts import CLONE_NEWUSER, NAMESPACE_FLAGS
 
@@ -254,12 +254,12 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
 
 def _join(cgroup, pid: int) -> None:
     try:
-        cgroup.apply(pid)
-    except EngineError as e:
+        ctrcgroup.join(cgroup, pid)
+    except ContainerSetupError:
         start = proc.start_time(pid)
         if start is None or not proc.is_alive(pid, start):
             return  # it failed first: its own report, still on the socket, says why
-        raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
+        raise
 
 
 def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,

@@ -110,7 +110,6 @@ class TaskService:
         # The daemon runs engine.create in a short-lived fork (see _create): tests with a stub
         # engine keep it in-process.
         self.create_in_fork = create_in_fork
-        self._oom_presets: dict[str, tuple] = {}  # id -> (oom kills, eventfd, error) from it
         self.events = events
         self.reaper = Reaper(self.on_exit)
         self.signal_pid = _kill_quietly  # tests replace it: they must never signal real pids
@@ -141,7 +140,7 @@ class TaskService:
         if req.id in self.containers:
             raise errors.already_exists(f"container {req.id}")
         target = os.path.join(req.bundle, "rootfs")
-        pio = handle = None
+        pio = handle = oom = None
         mounted = False
         try:
             mounted = rootfs.mount_all(req.rootfs, target)
@@ -149,10 +148,9 @@ class TaskService:
             if req.checkpoint:  # restored at Start (criu restore), as the runc shim does
                 handle = checkpoint.pending_restore(self, req)
             else:
-                handle = self._create(req.id, req.bundle, pio.child)
+                handle, oom = self._create(req.id, req.bundle, pio.child)
                 pio.started()  # fails e.g. for a terminal containerd asked but config.json lacks
         except BaseException as e:  # leave nothing: no stdio, no container, no rootfs mount
-            oom = self._oom_presets.pop(req.id, None)
             if oom and oom[1] is not None:
                 os.close(oom[1])
             if pio:
@@ -169,13 +167,14 @@ class TaskService:
             io=ev.TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
                          terminal=req.terminal),
             checkpoint=req.checkpoint))
-        self._watch_oom(self.containers[req.id])
+        self._watch_oom(self.containers[req.id], oom)
         if not req.checkpoint:  # a pending restore has no process yet (start_restored watches)
             self._watch(init)  # after TaskCreate: an exit already reaped must not overtake it
         return api.CreateTaskResponse(pid=init.pid)
 
-    def _create(self, cid: str, bundle: str, stdio):
-        """engine.create, in a fork of this process when create_in_fork is set (_in_fork).
+    def _create(self, cid: str, bundle: str, stdio) -> tuple:
+        """(handle, OOM watch or None) of engine.create, run in a fork of this process when
+        create_in_fork is set (_in_fork).
 
         Planning and creating a container runs most of the engine's code (spec model, mounts,
         cgroups, seccomp, launch); done in a fork, the pages it touches are not copied into
@@ -184,10 +183,8 @@ class TaskService:
         the cgroup code stays out of the daemon too."""
         if not self.create_in_fork:
             handle = self.engine.create(cid, bundle, stdio)
-            drop = getattr(handle, "drop_config", None)
-            if drop is not None:
-                drop()
-            return handle
+            handle.drop_config()
+            return handle, None  # _watch_oom sets the watch up here
 
         def work(reply: dict, fds: list) -> None:
             handle = self.engine.create(cid, bundle, stdio)
@@ -195,23 +192,18 @@ class TaskService:
             if stdio.console_fd is not None:
                 reply["console"] = len(fds)
                 fds.append(stdio.console_fd)
-            try:
-                reply["oom_kills"] = _oom_kill_count_of(handle)
-                oom_fd = getattr(handle, "oom_event_fd", lambda: None)()
-                if oom_fd is not None:
-                    reply["oom_fd"] = len(fds)
-                    fds.append(oom_fd)
-            except Exception as e:
-                reply["oom_error"] = str(e)
+            reply["oom_kills"], oom_fd, reply["oom_error"] = _oom_watch(handle)
+            if oom_fd is not None:
+                reply["oom_fd"] = len(fds)
+                fds.append(oom_fd)
 
         reply, fds = _in_fork(work, f"create {cid}", self._helper_reaper())
         handle = self.engine.adopt(cid, reply["container"])  # without its config: read back
         # from the state only when needed (hooks, checkpoint)
         stdio.console_fd = fds[reply["console"]] if "console" in reply else None
-        self._oom_presets[cid] = (reply.get("oom_kills", 0),
-                                  fds[reply["oom_fd"]] if "oom_fd" in reply else None,
-                                  reply.get("oom_error"))
-        return handle
+        oom = (reply["oom_kills"], fds[reply["oom_fd"]] if "oom_fd" in reply else None,
+               reply["oom_error"])
+        return handle, oom
 
     def _helper_reaper(self):
         """Who collects an _in_fork helper: the loop's reaper once installed (the daemon),
@@ -496,21 +488,12 @@ class TaskService:
             if not c.running_execs():
                 self._release_init(c)
 
-    def _watch_oom(self, c: Container) -> None:
-        preset = self._oom_presets.pop(c.id, None)  # set up by the create fork
-        if preset is not None:
-            c.oom_kills, c.oom_fd, error = preset
-            if error:
-                log.warning("container %s: cannot watch for OOM: %s", c.id, error)
-                return
-        else:
-            fd_fn = getattr(c.engine, "oom_event_fd", None)
-            try:
-                c.oom_kills = _oom_kill_count(c)
-                c.oom_fd = fd_fn() if fd_fn else None
-            except Exception as e:  # OOM reporting is best effort; the container runs anyway
-                log.warning("container %s: cannot watch for OOM: %s", c.id, e)
-                return
+    def _watch_oom(self, c: Container, oom: tuple | None = None) -> None:
+        """oom: (kills, eventfd, error) as the create fork set them up, else made here."""
+        c.oom_kills, c.oom_fd, error = oom or _oom_watch(c.engine)
+        if error:  # OOM reporting is best effort; the container runs anyway
+            log.warning("container %s: cannot watch for OOM: %s", c.id, error)
+            return
         if c.oom_fd is not None:
             aio.get_running_loop().add_reader(c.oom_fd, self._on_oom_event, c)
 
@@ -576,12 +559,21 @@ class TaskService:
 
 
 def _oom_kill_count(c: Container) -> int:
-    return _oom_kill_count_of(c.engine)
+    return _kills(c.engine)
 
 
-def _oom_kill_count_of(handle) -> int:
+def _kills(handle) -> int:
     count = getattr(handle, "oom_kill_count", None)
     return (count() or 0) if count else 0
+
+
+def _oom_watch(handle) -> tuple[int, int | None, str | None]:
+    """(the cgroup's oom_kill count now, the v1 OOM eventfd or None, an error or None)."""
+    try:
+        fd_fn = getattr(handle, "oom_event_fd", None)
+        return _kills(handle), fd_fn() if fd_fn else None, None
+    except Exception as e:
+        return 0, None, str(e)
 
 
 def _in_fork(work, what: str, reaper=None) -> tuple[dict, list[int]]:

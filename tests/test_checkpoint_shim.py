@@ -36,6 +36,9 @@ class StubHandle:
     def full_state(self):
         return self._data
 
+    def drop_config(self):
+        pass
+
     def start(self):
         self.calls.append("start")
 
