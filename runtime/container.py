@@ -124,14 +124,15 @@ class Engine:
             fifo = os.path.join(state_dir, state.FIFO)
             os.mkfifo(fifo)
             os.chmod(fifo, 0o622)  # not via umask: the caller's umask is not ours to change
-            ctrcgroup.setup(cfg.cgroup, cfg.spec)
-            cgroup = cfg.cgroup
             stdio = stdio or Stdio()  # without one, a terminal's master is closed (a hangup)
+            # launch() sets the cgroup up too, at the moment that costs the least
+            cgroup = cfg.cgroup
             pid, start, master = launch.launch(cfg, stdio.for_process(cfg.spec.process),
                                                self._sys, self._timeout,
                                                lambda pid: _runtime_hooks(cfg, pid))
         except BaseException:
-            ctrcgroup.destroy_quietly(cgroup)  # launch() killed and reaped its children
+            # launch() killed and reaped its children; the cgroup may or may not exist yet
+            ctrcgroup.destroy_quietly(cgroup)
             state.remove(state_dir)
             _poststop(cfg.spec, cfg.hook_state)  # the lifecycle goes on at delete (runc too)
             raise

@@ -214,14 +214,28 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
     allowed = timeout + hooks.budget(spec.hooks.get("createContainer", []))
     deadline = time.monotonic() + allowed
     ready = False
+
+    def join_once() -> None:
+        # As soon as the pid is known, whichever message brought it: the init goes on setting
+        # up meanwhile, and what the caller does for it next (hooks) sees it in its cgroup.
+        nonlocal cgroup
+        if cgroup is not None and kids.pid is not None:
+            _join(cgroup, kids.pid)
+            cgroup = None
+
+    def await_pid() -> int:
+        kids.await_pid(sock, deadline, allowed)
+        if kids.pid is None:
+            raise ContainerSetupError("init", "the intermediate exited without reporting")
+        join_once()
+        return kids.pid
+
     while kids.pid is None or not ready:
         msg = recv(sock, deadline, allowed)
         if msg is None:
             raise ContainerSetupError("init", "the container's init exited before reporting")
         if kids.take(msg):  # "pid", "console"
-            if cgroup is not None and kids.pid is not None:
-                _join(cgroup, kids.pid)  # while the init goes on setting up
-                cgroup = None
+            join_once()
             continue
         if msg["type"] == "ready":
             ready = True
@@ -229,18 +243,14 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
             namespaces.write_id_mappings(kids.mid, spec.linux, sys)
             send(sock, {"type": "idmap-done"})
         elif msg["type"] == "netdevices":  # into the init's network namespace (runtime.netdev)
-            kids.await_pid(sock, deadline, allowed)
-            if kids.pid is None:
-                raise ContainerSetupError("init", "the intermediate exited without reporting")
+            pid = await_pid()
             from . import netdev
-            netdev.move_in(kids.pid, spec.linux.net_devices)
+            netdev.move_in(pid, spec.linux.net_devices)
             send(sock, {"type": "netdevices-done"})
         elif msg["type"] == "hooks":
-            kids.await_pid(sock, deadline, allowed)  # the hooks get the init's pid
-            if kids.pid is None:
-                raise ContainerSetupError("init", "the intermediate exited without reporting")
+            pid = await_pid()  # the hooks get the init's pid
             if runtime_hooks is not None:
-                runtime_hooks(kids.pid)
+                runtime_hooks(pid)
             send(sock, {"type": "hooks-done"})
             deadline = time.monotonic() + allowed
         else:
@@ -269,8 +279,16 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
     runtime_hooks(init pid) runs the prestart and createRuntime hooks when the init asks."""
     if cfg.spec.hooks:
         hooks.preload()  # the init runs hooks too, some after pivot_root
+    joins = caller_joins_cgroup(cfg)
+    if not joins:
+        ctrcgroup.setup(cfg.cgroup, cfg.spec)  # the intermediate joins it first thing
+
     def wait(sock, kids):
+        if joins:
+            # While the intermediate unshares and the init mounts: the mkdirs can queue behind
+            # a cgroup move's grace period (runtime.cgwarm), which then costs the init nothing.
+            ctrcgroup.setup(cfg.cgroup, cfg.spec)
         start = _await_ready(sock, kids, timeout, cfg.spec, sys, runtime_hooks,
-                             cfg.cgroup if caller_joins_cgroup(cfg) else None)
+                             cfg.cgroup if joins else None)
         return kids.pid, start, kids.take_console()  # kids.pid is known only after _await_ready
     return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys), wait)

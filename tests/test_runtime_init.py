@@ -307,3 +307,46 @@ def test_who_joins_the_cgroup(rootfs):
     no_cgroup = cfg_with()
     no_cgroup.cgroup = None
     assert not launch.caller_joins_cgroup(no_cgroup)
+
+
+@pytest.mark.parametrize("first", ["hooks", "netdevices"])
+def test_the_init_joins_its_cgroup_whichever_message_brings_its_pid(rootfs, monkeypatch, first):
+    """The init may ask for the prestart hooks (or its network devices) before the intermediate
+    reported its pid: the caller reads the pid then, and must still move the init into the
+    cgroup - before it runs the hooks for it."""
+    import _socket
+    import time
+
+    from runtime import child, launch, netdev
+
+    c = config()
+    if first == "hooks":
+        c["hooks"] = {"prestart": [{"path": "/bin/true"}]}
+    else:
+        c["linux"]["netDevices"] = {"dummy0": {}}
+    cfg = make(rootfs, c, ops=[])
+    events = []
+    monkeypatch.setattr(launch, "_join", lambda cgroup, pid: events.append(("join", pid)))
+    monkeypatch.setattr(netdev, "move_in", lambda pid, devs: events.append(("netdev", pid)))
+    mid = os.fork()
+    if mid == 0:
+        os._exit(0)  # the intermediate: reported, then gone
+    init = os.fork()
+    if init == 0:
+        time.sleep(10)
+        os._exit(0)
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    kids = child.Children()
+    kids.mid = mid
+    try:
+        for msg in ({"type": first}, {"type": "pid", "pid": init}, {"type": "ready"}):
+            child.send(theirs, msg)
+        launch._await_ready(ours, kids, 5.0, cfg.spec, FakeSys(),
+                            lambda pid: events.append(("hooks", pid)), cgroup="the cgroup")
+    finally:
+        os.kill(init, 9)
+        os.waitpid(init, 0)
+        kids.close()
+        ours.close()
+        theirs.close()
+    assert events == [("join", init), ("hooks" if first == "hooks" else "netdev", init)]
