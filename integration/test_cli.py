@@ -8,6 +8,7 @@ Needs root, runc and /bin/busybox: skipped without them (failed under CI).
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -265,6 +266,74 @@ def test_create_does_not_keep_the_callers_other_fds(rt, bundle):
         if w is not None:
             os.close(w)
     assert rt.state("p")["status"] == "created"
+
+
+def _with_fds(rt, args, fds: dict[int, int], timeout: float = 30) -> tuple[int, str, str]:
+    """Run the CLI with fds[n] as its fd n (n >= 3), as a caller of --preserve-fds would."""
+    def place():
+        # Copies first: a source may itself sit on another one's target number.
+        high = {target: fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for target, fd in fds.items()}
+        for target, fd in high.items():
+            os.dup2(fd, target)  # inheritable
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        r = subprocess.run([rt.binary, "--root", rt.root, *args], stdout=out, stderr=err,
+                           stdin=subprocess.DEVNULL, preexec_fn=place, pass_fds=tuple(fds),
+                           timeout=timeout)
+        out.seek(0)
+        err.seek(0)
+        return r.returncode, out.read().decode(), err.read().decode()
+
+
+def _pipe_with(data: bytes) -> int:
+    r, w = os.pipe()
+    os.write(w, data)
+    os.close(w)
+    return r
+
+
+def test_preserve_fds_pass_exactly_those_fds(runtimes, bundle):
+    """run and exec --preserve-fds 2: the caller's fds 3 and 4 are the container process's 3
+    and 4; its fd 5, not preserved, is not there. Same output as runc."""
+    script = "cat <&3 >&4; echo; ls /proc/self/fd | sort -n | tr '\\n' ' '"
+    outs = {}
+    for name, rt in runtimes.items():
+        got = {}
+        for how in ("run", "exec"):
+            r3 = _pipe_with(f"via-{how}".encode())
+            r4, w4 = os.pipe()
+            leak_r, leak_w = os.pipe()
+            try:
+                if how == "run":
+                    b = bundle(["sh", "-c", script])
+                    args = ["run", "--preserve-fds", "2", "--bundle", b, f"pf-{how}"]
+                else:
+                    rt.ok("run", "-d", "--bundle", bundle(["sleep", "30"]), "pf-exec")
+                    args = ["exec", "--preserve-fds", "2", "pf-exec", "sh", "-c", script]
+                rc, out, err = _with_fds(rt, args, {3: r3, 4: w4, 5: leak_w})
+                os.close(w4)
+                w4 = None
+                os.set_blocking(r4, False)
+                got[how] = (rc, out, err, os.read(r4, 100))
+            finally:
+                for fd in (r3, r4, w4, leak_r, leak_w):
+                    if fd is not None:
+                        os.close(fd)
+            if how == "exec":
+                rt.ok("delete", "--force", "pf-exec")
+        outs[name] = got
+    for how in ("run", "exec"):
+        rc, out, err, piped = outs["pyshim"][how]
+        assert (rc, err, piped) == (0, "", f"via-{how}".encode()), outs["pyshim"][how]
+        # 0-4 and ls's own directory fd (a number above 4), nothing else
+        fds = out.split()
+        assert fds[:5] == ["0", "1", "2", "3", "4"] and len(fds) == 6, out
+    assert outs["pyshim"] == outs["runc"]
+
+
+def test_preserving_a_closed_fd_fails_create_and_leaves_nothing(rt, bundle):
+    rc, _, err = rt("run", "--preserve-fds", "40", "--bundle", bundle(["true"]), "pf")
+    assert rc == 1 and "preserved-fd" in err, err
+    assert rt.ok("list", "-q").split() == []
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -368,6 +368,10 @@ def _check_args(name: str, pos: list[str]) -> None:
         raise UsageError(f'{PROG}: "{name}" requires a maximum of {hi} argument(s)', name)
 
 
+# Commands that start a process in a container.
+_MOVES_A_PROCESS = frozenset(("create", "run", "exec"))
+
+
 def main(argv: list[str] | None = None, engine_factory=None) -> int:
     """The program: returns the exit code. `engine_factory(root)` replaces runtime.container.Engine
     (tests); argv None means the real process (sys.argv), which may also close inherited fds
@@ -405,6 +409,9 @@ def main(argv: list[str] | None = None, engine_factory=None) -> int:
             sys.stdout.write(command_help(name))
             return 0
         _check_args(name, pos)
+        if real and name in _MOVES_A_PROCESS:
+            # Nothing of our caller's reaches the container but stdio and --preserve-fds.
+            os.closerange(3 + max(opts.preserve_fds or 0, 0), 1 << 20)
         ctx = Context(gopts, log, engine_factory, real)
         from . import cli_commands
         log.debug(f"{name} {' '.join(pos)}")

@@ -52,8 +52,9 @@ def _accepts(fn, kwarg: str) -> bool:
     return kwarg in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
 
 
-def _stdio():
-    """The CLI's fds 0-2 (None for a closed one: the engine gives it /dev/null)."""
+def _stdio(o):
+    """The CLI's fds 0-2 (None for a closed one: the engine gives it /dev/null), and the
+    --preserve-fds ones after them, which must all be open."""
     from .container import Stdio
 
     def live(fd):
@@ -62,17 +63,13 @@ def _stdio():
             return fd
         except OSError:
             return None
-    return Stdio(live(0), live(1), live(2))
-
-
-def _close_inherited_fds(ctx) -> None:
-    if ctx.real_process:
-        os.closerange(3, 1 << 20)
-
-
-def _refuse_preserved_fds(opts, what: str) -> None:
-    if opts.preserve_fds:
-        raise unsupported(f"{what}: --preserve-fds {opts.preserve_fds}")
+    n = o.preserve_fds or 0
+    if n < 0:
+        raise CliError(f"--preserve-fds {n}: must not be negative")
+    for i in range(n):
+        if live(3 + i) is None:
+            raise CliError(f"unable to stat preserved-fd {i} (of {n}): fd {3 + i} is not open")
+    return Stdio(live(0), live(1), live(2), preserve_fds=n)
 
 
 def _hand_over_console(stdio, console_socket: str | None, destroy) -> int | None:
@@ -218,11 +215,9 @@ def _wait_not_child(pid: int) -> int:
 # --- lifecycle -------------------------------------------------------------------------------
 def create(ctx, o, args) -> int:
     from . import cli_tty
-    _refuse_preserved_fds(o, "create")
     bundle = o.bundle or os.getcwd()
     cli_tty.check(cli_tty.bundle_wants_terminal(bundle), o.console_socket, detach=True)
-    _close_inherited_fds(ctx)
-    stdio = _stdio()
+    stdio = _stdio(o)
     c = ctx.engine().create(args[0], bundle, stdio)
     _hand_over_console(stdio, o.console_socket, lambda: c.delete(force=True))
     _pid_file_or_destroy(c, o.pid_file)
@@ -300,15 +295,13 @@ def delete(ctx, o, args) -> int:
 
 def run_(ctx, o, args) -> int:
     from . import cli_tty
-    _refuse_preserved_fds(o, "run")
     bundle = o.bundle or os.getcwd()
     cli_tty.check(cli_tty.bundle_wants_terminal(bundle), o.console_socket, bool(o.detach))
-    _close_inherited_fds(ctx)
     fwd = None
     if not o.detach:
         become_subreaper()
         fwd = Forwarder(ctx)  # before the fork: a ^C during create is not lost
-    stdio = _stdio()
+    stdio = _stdio(o)
     c = ctx.engine().create(args[0], bundle, stdio)
     master = None
     try:
@@ -352,12 +345,10 @@ def _signal_container(c, sig: int) -> None:
 # --- exec ------------------------------------------------------------------------------------
 def exec_(ctx, o, args) -> int:
     from . import cli_tty
-    _refuse_preserved_fds(o, "exec")
     if o.cgroup:
         raise unsupported("exec --cgroup")
     if not o.process and len(args) < 2:
         raise UsageError(f'{PROG}: "exec" requires a minimum of 2 argument(s)', "exec")
-    _close_inherited_fds(ctx)
     c = ctx.engine().load(args[0])
     do_exec = _method(c, "exec", "exec")
     status = c.status()
@@ -375,7 +366,7 @@ def exec_(ctx, o, args) -> int:
     if not o.detach:
         become_subreaper()
         fwd = Forwarder(ctx)
-    stdio = _stdio()
+    stdio = _stdio(o)
     pid = do_exec(process, stdio)
     master = _hand_over_console(stdio, o.console_socket, lambda: _quiet_kill(pid, 9))
     if o.pid_file:

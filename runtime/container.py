@@ -42,13 +42,17 @@ class Stdio:
     When the process has a terminal (process.terminal), stdin/stdout/stderr are ignored: the
     engine makes a pty inside the container and sets console_fd to its master (CLOEXEC, the
     caller's to close); the process has the slave as 0, 1, 2 and controlling terminal.
+    preserve_fds=N: the caller's fds 3..N+2 reach the process as they are (runc's
+    --preserve-fds); every other fd above 2 is closed before the exec.
     (A plain class: this module is on every command's start-up path.)"""
-    __slots__ = ("stdin", "stdout", "stderr", "console_fd")
+    __slots__ = ("stdin", "stdout", "stderr", "console_fd", "preserve_fds")
 
     def __init__(self, stdin: int | None = None, stdout: int | None = None,
-                 stderr: int | None = None, console_fd: int | None = None):
+                 stderr: int | None = None, console_fd: int | None = None,
+                 preserve_fds: int = 0):
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.console_fd = console_fd  # output: set by create/exec when there is a terminal
+        self.preserve_fds = preserve_fds
 
     def __eq__(self, other):
         if other.__class__ is not Stdio:
@@ -125,6 +129,7 @@ class Engine:
             os.mkfifo(fifo)
             os.chmod(fifo, 0o622)  # not via umask: the caller's umask is not ours to change
             stdio = stdio or Stdio()  # without one, a terminal's master is closed (a hangup)
+            cfg.preserve_fds = stdio.preserve_fds
             # launch() sets the cgroup up too, at the moment that costs the least
             cgroup = cfg.cgroup
             pid, start, master = launch.launch(cfg, stdio.for_process(cfg.spec.process),
@@ -431,7 +436,7 @@ class Container:
             raise InvalidState("cannot exec in a stopped container", self.id, "stopped")
         try:
             job = execproc.ExecJob(p, stdio.for_process(p), fds, self._cgroup,
-                                   seccomp_filter(self.spec))
+                                   seccomp_filter(self.spec), stdio.preserve_fds)
             pid, stdio.console_fd = execproc.run(job, self._sys, self._timeout)
             return pid
         finally:

@@ -46,6 +46,7 @@ class ExecJob(Record):
     namespaces: list[tuple[str, int]]
     cgroup: object | None = None  # a runtime.cgroups.Manager
     seccomp: "_init.SeccompFilter | None" = None  # the container's, compiled by the caller
+    preserve_fds: int = 0  # the caller's fds 3..N+2 reach the process (Stdio.preserve_fds)
 
 
 # --- children --------------------------------------------------------------------------------
@@ -75,7 +76,7 @@ def _process_main(job: ExecJob, procs: list[int], sock: socket.socket, sys) -> i
             reopen_devnull(job.stdio)  # the container's /dev/null, now that we are in its root
         prepared = _init.prepare_process(job.process, sys)
         # returns only on failure (or with the fake)
-        _init.become(job.process, sys, prepared, job.seccomp)
+        _init.become(job.process, sys, prepared, job.seccomp, job.preserve_fds)
     except BaseException as e:  # noqa: BLE001
         send(sock, encode_error(e, "exec"))
     return 1

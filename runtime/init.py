@@ -45,6 +45,7 @@ class InitConfig(Record):
     cgroup: object | None = None  # runtime.cgroups.Manager the intermediate joins (ctrcgroup)
     seccomp: "SeccompFilter | None" = None
     hook_state: dict | None = None  # ociVersion, id, bundle, annotations: for in-init hooks
+    preserve_fds: int = 0  # the caller's fds 3..N+2 reach the process (Stdio.preserve_fds)
 
 
 class SeccompFilter(Record, frozen=True):
@@ -189,17 +190,20 @@ def lookup_executable(name: str, path_env: str | None, cwd: str, sys) -> str:
 
 def finish(cfg: InitConfig, sys, prepared: Prepared) -> None:
     """Become the user process. Returns only with the fake syscall object."""
-    become(cfg.spec.process, sys, prepared, cfg.seccomp)
+    become(cfg.spec.process, sys, prepared, cfg.seccomp, cfg.preserve_fds)
 
 
-def become(proc: Process, sys, prepared: Prepared, seccomp: SeccompFilter | None = None) -> None:
+def become(proc: Process, sys, prepared: Prepared, seccomp: SeccompFilter | None = None,
+           preserve_fds: int = 0) -> None:
     """Credentials, capabilities, no_new_privs, umask, cwd, seccomp; then exec (see the module
-    docstring for where the filter goes)."""
+    docstring for where the filter goes). fds 3..preserve_fds+2 are passed on as they are."""
     caps = proc.capabilities
     # Mark every inherited fd above 2 close-on-exec first: under a filter installed next, a
     # profile that predates close_range (runtime-tools' default, docker's older ones) answers
     # it ENOSYS and the container could never start.
-    sys.close_range(3, CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC)
+    sys.close_range(3 + preserve_fds, CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC)
+    for fd in range(3, 3 + preserve_fds):  # the caller may have left them close-on-exec
+        step("preserve-fds", sys.set_inheritable, fd, path=f"fd {fd}")
     if seccomp is not None and not proc.no_new_privileges:
         sys.seccomp_install(seccomp.program, seccomp.flags)
     if caps is not None:

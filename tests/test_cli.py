@@ -167,9 +167,42 @@ def test_a_failing_pid_file_destroys_the_new_container(engine, tmp_path):
     assert engine.containers["c1"].calls == [("delete", True)]
 
 
-def test_preserved_fds_are_a_clear_error(engine, capsys):
-    assert run(engine, "create", "--preserve-fds", "2", "c1") == 1
-    assert "--preserve-fds 2: not supported by this engine yet" in capsys.readouterr().err
+def test_preserved_fds_reach_the_engine(engine):
+    """--preserve-fds N: the CLI's fds 3..N+2 are handed on (Stdio.preserve_fds)."""
+    extra = os.pipe()  # so that at least 3 and 4 are open (pytest may hold low fds too)
+    try:
+        n = 0
+        while _is_open(3 + n):
+            n += 1
+        assert n >= 2
+        assert run(engine, "create", "--preserve-fds", str(n), "c1") == 0
+    finally:
+        for fd in extra:
+            os.close(fd)
+    assert engine.created[0][2].preserve_fds == n
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def test_preserving_a_closed_fd_is_a_clear_error(engine, capsys):
+    top = os.dup(0)  # the lowest free fd: 3..top-1 are open, top is not
+    os.close(top)
+    n = top - 2  # fds 3..top
+    assert run(engine, "create", "--preserve-fds", str(n), "c1") == 1
+    err = capsys.readouterr().err
+    assert f"unable to stat preserved-fd {n - 1} (of {n}): fd {top} is not open" in err
+    assert not engine.created
+
+
+def test_a_negative_preserve_fds_is_a_clear_error(engine, capsys):
+    assert run(engine, "create", "--preserve-fds", "-1", "c1") == 1
+    assert "--preserve-fds -1: must not be negative" in capsys.readouterr().err
     assert not engine.created
 
 

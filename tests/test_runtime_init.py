@@ -190,6 +190,19 @@ def test_finish_without_capabilities_leaves_them_alone(rootfs):
     assert ("umask", 0o022) in f.calls
 
 
+def test_finish_passes_on_the_preserved_fds_and_no_other(rootfs):
+    """--preserve-fds 2: fds 3 and 4 survive the exec (inheritable even if the caller left
+    them close-on-exec); everything from 5 up is marked close-on-exec."""
+    c = config(noNewPrivileges=False)
+    del c["process"]["capabilities"]
+    cfg = make(rootfs, c, ops=[])
+    cfg.preserve_fds = 2
+    f = FakeSys()
+    I.finish(cfg, f, I.Prepared("/bin/sh", {"PATH": "/bin"}))
+    assert f.calls[:3] == [("close_range", 5, CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC),
+                           ("set_inheritable", 3), ("set_inheritable", 4)]
+
+
 def test_rlimit_infinity_is_passed_as_python_spells_it(rootfs):
     c = config(rlimits=[{"type": "RLIMIT_CORE", "soft": 2**64 - 1, "hard": 2**64 - 1}])
     f = fake()

@@ -144,6 +144,9 @@ class FakeSys:
     def close_range(self, first, last, flags) -> None:
         self._record("close_range", first, last, flags)
 
+    def set_inheritable(self, fd) -> None:
+        self._record("set_inheritable", fd)
+
     def reset_signals(self) -> None:
         self._record("reset_signals")
 

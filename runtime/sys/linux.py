@@ -239,6 +239,10 @@ class Linux:
                 except OSError:
                     pass  # the directory's own fd, already gone
 
+    def set_inheritable(self, fd: int) -> None:
+        """Clear FD_CLOEXEC: the fd survives the exec (--preserve-fds)."""
+        os.set_inheritable(fd, True)
+
     def reset_signals(self) -> None:
         """Every disposition back to SIG_DFL and an empty mask: exec keeps SIG_IGN and the mask,
         and Python ignores SIGPIPE and SIGXFSZ."""
@@ -391,6 +395,7 @@ ioprio_set = LINUX.ioprio_set
 sched_setattr = LINUX.sched_setattr
 personality = LINUX.personality
 close_range = LINUX.close_range
+set_inheritable = LINUX.set_inheritable
 reset_signals = LINUX.reset_signals
 execve = LINUX.execve
 open_pty = LINUX.open_pty
