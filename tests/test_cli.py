@@ -566,3 +566,34 @@ def test_engine_warnings_become_log_lines(engine, tmp_path, capsys):
     line = json.loads(log.read_text())
     assert (line["level"], line["msg"]) == ("warning", "container c: hook poststart failed")
     assert capsys.readouterr().err == ""  # a warning is not an error: nothing on stderr
+
+
+class _Exited(Exception):
+    pass
+
+
+@pytest.mark.parametrize("broken,rc,want", [(False, 0, 0), (False, 3, 3), (True, 0, 1),
+                                            (True, 3, 3)])
+def test_exit_now_flushes_and_an_unwritable_output_is_an_error(monkeypatch, broken, rc, want):
+    """The real process exits without the interpreter's teardown (cli.exit_now), so it flushes
+    stdout and stderr itself; output that cannot be written makes a success exit 1."""
+    flushed = []
+
+    class Out:
+        def __init__(self, name):
+            self.name = name
+
+        def flush(self):
+            flushed.append(self.name)
+            if broken and self.name == "stdout":
+                raise BrokenPipeError(32, "Broken pipe")
+
+    def fake_exit(code):
+        raise _Exited(code)
+    monkeypatch.setattr(sys, "stdout", Out("stdout"))
+    monkeypatch.setattr(sys, "stderr", Out("stderr"))
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    with pytest.raises(_Exited) as e:
+        cli.exit_now(rc)
+    assert e.value.args == (want,)
+    assert flushed == ["stdout", "stderr"]
