@@ -428,8 +428,11 @@ def _main(argv: list[str] | None, engine_factory) -> int:
             return 0
         _check_args(name, pos)
         if real and name in _MOVES_A_PROCESS:
-            # Nothing of our caller's reaches the container but stdio and --preserve-fds.
+            # Nothing of our caller's reaches the container but stdio and --preserve-fds...
             os.closerange(3 + max(opts.preserve_fds or 0, 0), 1 << 20)
+            # ...then the cgroup move's grace period runs while the engine is imported.
+            from . import cgwarm
+            cgwarm.start()
         ctx = Context(gopts, log, engine_factory, real)
         from . import cli_commands
         log.debug(f"{name} {' '.join(pos)}")
