@@ -27,7 +27,7 @@ from proto.containerd.events import task_lite as ev
 from proto.containerd.runc.options import oci_lite as runc_options
 from proto.containerd.task.v2 import shim_lite as api
 from proto.containerd.types.task import task_lite as types
-from runtime import fastjson
+from runtime import cgwarm, fastjson
 from runtime.container import Engine
 from runtime.record import Record, field
 from shim import aio, checkpoint, errors, metrics, rootfs
@@ -142,6 +142,9 @@ class TaskService:
         target = os.path.join(req.bundle, "rootfs")
         pio = handle = oom = None
         mounted = False
+        # The init's cgroup move waits out an RCU grace period: start it now, so that it
+        # runs while the rootfs is mounted and the config planned (runtime.cgwarm).
+        cgwarm.start()
         try:
             mounted = rootfs.mount_all(req.rootfs, target)
             pio = self._open_io(req.id, req.stdin, req.stdout, req.stderr, req.terminal)
@@ -214,6 +217,7 @@ class TaskService:
         """engine.exec (the process joins the container's namespaces and cgroup), in a fork
         like _create: the exec'd process is the fork's child, reparented to us when it exits.
         Its pid comes back, and with a terminal its master."""
+        cgwarm.start()  # as in Create: the process's own cgroup move
         if not self.create_in_fork:
             return c.engine.exec(spec, stdio)
 
