@@ -105,6 +105,14 @@ def caller_joins_cgroup(cfg) -> bool:
             and not cfg.spec.hooks.get("createContainer"))
 
 
+def setup_cgroup_after_fork(cfg) -> bool:
+    """Whether launch() may create the cgroup while the children set up, rather than before
+    it forks: only when the caller moves the init (the intermediate would join it first
+    thing) and no mount of the spec's shows the cgroup (the init bind-mounts its directories
+    into the rootfs: they must exist by then)."""
+    return caller_joins_cgroup(cfg) and not any(m.type == "cgroup" for m in cfg.spec.mounts)
+
+
 def _intermediate(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
     try:
         # first: the init is born in the cgroup, and a new cgroup ns roots there (unless the
@@ -280,11 +288,12 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
     if cfg.spec.hooks:
         hooks.preload()  # the init runs hooks too, some after pivot_root
     joins = caller_joins_cgroup(cfg)
-    if not joins:
-        ctrcgroup.setup(cfg.cgroup, cfg.spec)  # the intermediate joins it first thing
+    later = setup_cgroup_after_fork(cfg)
+    if not later:
+        ctrcgroup.setup(cfg.cgroup, cfg.spec)
 
     def wait(sock, kids):
-        if joins:
+        if later:
             # While the intermediate unshares and the init mounts: the mkdirs can queue behind
             # a cgroup move's grace period (runtime.cgwarm), which then costs the init nothing.
             ctrcgroup.setup(cfg.cgroup, cfg.spec)

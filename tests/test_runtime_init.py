@@ -322,6 +322,28 @@ def test_who_joins_the_cgroup(rootfs):
     assert not launch.caller_joins_cgroup(no_cgroup)
 
 
+def test_when_the_cgroup_is_made_after_the_fork(rootfs):
+    """launch() creates the cgroup while the children set up only if nothing of theirs needs
+    it: the caller moves the init (not the intermediate, which joins first thing), and no
+    cgroup mount bind-mounts its directories into the rootfs."""
+    from runtime import launch
+
+    def cfg_with(mutate=None):
+        c = config()
+        c["mounts"] = [m for m in c.get("mounts", []) if m.get("type") != "cgroup"]
+        if mutate:
+            mutate(c)
+        cfg = make(rootfs, c, ops=[])
+        cfg.cgroup = object()
+        return cfg
+
+    assert launch.setup_cgroup_after_fork(cfg_with())
+    assert not launch.setup_cgroup_after_fork(cfg_with(lambda c: c["mounts"].append(
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"})))
+    assert not launch.setup_cgroup_after_fork(cfg_with(
+        lambda c: c["linux"]["namespaces"].append({"type": "cgroup"})))
+
+
 @pytest.mark.parametrize("first", ["hooks", "netdevices"])
 def test_the_init_joins_its_cgroup_whichever_message_brings_its_pid(rootfs, monkeypatch, first):
     """The init may ask for the prestart hooks (or its network devices) before the intermediate
