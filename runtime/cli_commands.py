@@ -146,9 +146,13 @@ def _out(text: str) -> None:
 
 # --- waiting for a foreground process --------------------------------------------------------
 def become_subreaper() -> None:
-    import ctypes
-    if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
-        raise CliError(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+    # Through the engine's syscall layer (its libc handle and error format), which create
+    # and exec load anyway.
+    from .sys.linux import LINUX
+    try:
+        LINUX.set_child_subreaper()
+    except OSError as e:
+        raise CliError(e.strerror or str(e)) from None  # "prctl PR_SET_CHILD_SUBREAPER: ..."
 
 
 class Forwarder:
