@@ -10,7 +10,14 @@ left out; the others are still measured. Also times the bare start-up of each CL
 (`list` on an empty root and `--version`), which is what every create/start/state/kill/delete
 of containerd's runc shim pays.
 
-Usage: hack/bench_runc_cli.py [--rounds 50] [--variants pyshim,runc,crun] [--json FILE]
+`run` is timed twice per round: right after the previous command (`run`), and after --idle
+seconds without any (`run after idle`). Moving a process into a cgroup waits one RCU grace
+period (11-17 ms here) unless another move happened within about a grace period before, so
+the two differ by most of that wait, for every runtime; runs spaced out in time (a node
+starting a container now and then) see the second.
+
+Usage: hack/bench_runc_cli.py [--rounds 50] [--idle 0.25] [--variants pyshim,runc,crun]
+       [--json FILE]
 (as root; hack/bench-runc-cli.sh installs first; PYSHIM_RUNC=path overrides the binary)
 """
 from __future__ import annotations
@@ -54,7 +61,8 @@ class Variant:
         self.name, self.binary, self.bundle = name, binary, bundle
         self.root = os.path.join(tmp, f"state-{name}")
         self.n = 0
-        self.times: dict[str, list[float]] = {"run": [], "list": [], "version": []}
+        self.times: dict[str, list[float]] = {"run": [], "run_idle": [], "list": [],
+                                              "version": []}
 
     def _timed(self, argv: list[str]) -> tuple[float, subprocess.CompletedProcess]:
         t0 = time.perf_counter()
@@ -71,11 +79,14 @@ class Variant:
                            capture_output=True, timeout=TIMEOUT)
         return dt, r
 
-    def round(self) -> None:
-        dt, r = self.run_once()
-        if r.returncode != 0:
-            raise RuntimeError(_err(self.name, r))
-        self.times["run"].append(dt)
+    def round(self, idle: float) -> None:
+        for what in ("run", "run_idle"):
+            if what == "run_idle":
+                time.sleep(idle)
+            dt, r = self.run_once()
+            if r.returncode != 0:
+                raise RuntimeError(_err(self.name, r))
+            self.times[what].append(dt)
         dt, _ = self._timed([self.binary, "--root", self.root + "-empty", "list"])
         self.times["list"].append(dt)
         dt, _ = self._timed([self.binary, "--version"])
@@ -96,6 +107,8 @@ def _ms(xs: list[float]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=50)
+    ap.add_argument("--idle", type=float, default=0.25,
+                    help="seconds without any command before the second timed run")
     ap.add_argument("--variants", default="pyshim,runc,crun")
     ap.add_argument("--json", help="write the raw timings here")
     a = ap.parse_args()
@@ -124,9 +137,11 @@ def main() -> int:
         for i in range(a.rounds):
             order = variants if i % 2 == 0 else variants[::-1]
             for v in order:
-                v.round()
+                v.round(a.idle)
         print(f"\n{a.rounds} interleaved rounds, bundle: busybox `true`, default ctr spec")
-        for what, label in (("run", "run (create+start+wait+delete)"),
+        for what, label in (("run", "run (create+start+wait+delete), right after the previous "
+                                    "command"),
+                            ("run_idle", f"run after {a.idle:g} s idle"),
                             ("list", "start-up: list on an empty root"),
                             ("version", "start-up: --version")):
             print(f"\n{label}:")
