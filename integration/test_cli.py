@@ -336,6 +336,46 @@ def test_preserving_a_closed_fd_fails_create_and_leaves_nothing(rt, bundle):
     assert rt.ok("list", "-q").split() == []
 
 
+SESSION_KEYRING_C = r"""
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {  /* describe our session keyring (KEYCTL_DESCRIBE of KEY_SPEC_SESSION_KEYRING) */
+    char buf[512];
+    if (syscall(SYS_keyctl, 6, -3, buf, sizeof buf) < 0) { perror("keyctl"); return 1; }
+    printf("%s\n", buf);
+    return 0;
+}
+"""
+
+
+def test_each_container_gets_a_session_keyring_of_its_own(runtimes, bundle, tmp_path):
+    """As runc: the init and an exec'd process join a keyring named _ses.<id>, searchable by
+    the container's user, not the caller's session keyring; with --no-new-keyring both keep
+    the caller's. Asked from inside by a static program describing its session keyring."""
+    src = tmp_path / "sesring.c"
+    src.write_text(SESSION_KEYRING_C)
+    probe = tmp_path / "sesring"
+    subprocess.run(["gcc", "-static", "-O", "-o", str(probe), str(src)], check=True)
+    outs = {}
+    for name, rt in runtimes.items():
+        b = bundle(["sh", "-c", "/bin/sesring; sleep 30"])
+        shutil.copy(probe, os.path.join(b, "rootfs/bin/sesring"))
+        got = []
+        for cid, flags in ((f"kr-{name}", []), (f"kr-none-{name}", ["--no-new-keyring"])):
+            rt.ok("run", "-d", *flags, "--bundle", b, cid)
+            rt.wait_status(cid, "running")
+            out = rt.ok("exec", cid, "/bin/sesring")
+            got.append(out.replace(cid, "<id>"))
+            rt.ok("delete", "--force", cid)
+        outs[name] = got
+    mine, inherited = outs["pyshim"]
+    assert re.fullmatch(r"keyring;0;0;[0-9a-f]{8};_ses\.<id>\n", mine), mine
+    assert int(mine.split(";")[3], 16) & 0x080000  # searchable by the container's user
+    assert "_ses.<id>" not in inherited  # the caller's, whatever that is
+    assert outs["pyshim"] == outs["runc"]
+
+
 # --- errors ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("args", [("state", "nope"), ("start", "nope"), ("kill", "nope"),
                                   ("delete", "nope"), ("state",), ("create", "--bogus", "x"),

@@ -64,7 +64,9 @@ COMMANDS = {
     "create": ("create a container", f"[command options] {_ID}", [
         _BUNDLE, _CONSOLE, _PIDFILE,
         (("no-pivot",), BOOL, "accepted; the engine always uses pivot_root"),
-        (("no-new-keyring",), BOOL, "accepted; the engine creates no session keyring"),
+        (("no-new-keyring",), BOOL, "do not create a new session keyring for the container. "
+                                    "This will cause the container to inherit the calling "
+                                    "processes session key"),
         _PRESERVE], (1, 1), None),
     "start": ("executes the user defined process in a created container", _ID, [], (1, 1), None),
     "state": ("output the state of a container", _ID, [], (1, 1), None),
@@ -82,7 +84,9 @@ COMMANDS = {
         _PIDFILE,
         (("no-subreaper",), BOOL, "accepted; the CLI is a subreaper while it waits"),
         (("no-pivot",), BOOL, "accepted; the engine always uses pivot_root"),
-        (("no-new-keyring",), BOOL, "accepted; the engine creates no session keyring"),
+        (("no-new-keyring",), BOOL, "do not create a new session keyring for the container. "
+                                    "This will cause the container to inherit the calling "
+                                    "processes session key"),
         _PRESERVE], (1, 1), None),
     "exec": ("execute new process inside the container",
              f"[command options] {_ID} <command> [command options]  || -p process.json {_ID}", [

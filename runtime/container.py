@@ -109,8 +109,11 @@ class Engine:
             raise InvalidSpec("id", f"invalid container id {container_id!r}")
         return os.path.join(self.root, container_id)
 
-    def create(self, container_id: str, bundle: str, stdio: Stdio | None = None) -> "Container":
-        """Set the container up and leave its init waiting for start (see module docstring)."""
+    def create(self, container_id: str, bundle: str, stdio: Stdio | None = None, *,
+               new_keyring: bool = True) -> "Container":
+        """Set the container up and leave its init waiting for start (see module docstring).
+        new_keyring=False: its processes keep the caller's session keyring (runc's
+        --no-new-keyring; recorded, so that exec does the same)."""
         state_dir = self._dir(container_id)
         if os.path.lexists(state_dir):  # checked again, race-free, by mkdir below
             raise ContainerExists(container_id)
@@ -130,6 +133,7 @@ class Engine:
             os.chmod(fifo, 0o622)  # not via umask: the caller's umask is not ours to change
             stdio = stdio or Stdio()  # without one, a terminal's master is closed (a hangup)
             cfg.preserve_fds = stdio.preserve_fds
+            cfg.keyring = _init_keyring_name(container_id) if new_keyring else None
             # launch() sets the cgroup up too, at the moment that costs the least
             cgroup = cfg.cgroup
             pid, start, master = launch.launch(cfg, stdio.for_process(cfg.spec.process),
@@ -141,8 +145,10 @@ class Engine:
             state.remove(state_dir)
             _poststop(cfg.spec, cfg.hook_state)  # the lifecycle goes on at delete (runc too)
             raise
-        c = Container(state_dir, _state_data(container_id, bundle, cfg, pid, start),
-                      self._sys_given, self._timeout)
+        data = _state_data(container_id, bundle, cfg, pid, start)
+        if not new_keyring:
+            data["noNewKeyring"] = True
+        c = Container(state_dir, data, self._sys_given, self._timeout)
         try:
             state.write(state_dir, c._data)
         except BaseException:
@@ -246,6 +252,11 @@ def _state_data(container_id: str, bundle: str, cfg: "InitConfig", pid: int, sta
             "rootfs": cfg.rootfs, "pid": pid, "pidStartTime": start, "created": utc_now(),
             "annotations": cfg.spec.annotations, "cgroup": ctrcgroup.to_state(cfg.cgroup),
             "config": cfg.spec.raw}
+
+
+def _init_keyring_name(container_id: str) -> str:
+    from .init import keyring_name
+    return keyring_name(container_id)
 
 
 def utc_now() -> str:
@@ -435,8 +446,9 @@ class Container:
         if fds is None:
             raise InvalidState("cannot exec in a stopped container", self.id, "stopped")
         try:
+            keyring = None if self._data.get("noNewKeyring") else _init_keyring_name(self.id)
             job = execproc.ExecJob(p, stdio.for_process(p), fds, self._cgroup,
-                                   seccomp_filter(self.spec), stdio.preserve_fds)
+                                   seccomp_filter(self.spec), stdio.preserve_fds, keyring)
             pid, stdio.console_fd = execproc.run(job, self._sys, self._timeout)
             return pid
         finally:

@@ -47,6 +47,7 @@ class ExecJob(Record):
     cgroup: object | None = None  # a runtime.cgroups.Manager
     seccomp: "_init.SeccompFilter | None" = None  # the container's, compiled by the caller
     preserve_fds: int = 0  # the caller's fds 3..N+2 reach the process (Stdio.preserve_fds)
+    keyring: str | None = None  # the container's session keyring to join (init.join_keyring)
 
 
 # --- children --------------------------------------------------------------------------------
@@ -68,6 +69,7 @@ def _process_main(job: ExecJob, procs: list[int], sock: socket.socket, sys) -> i
     try:
         ctrcgroup.join_self(procs)  # first: nothing of ours runs outside the cgroup after this
         os.setsid()  # its own session, like runc's exec'd processes
+        _init.join_keyring(job.keyring, sys)
         terminal = console.for_process(job.process)
         if terminal is not None:  # the container's /dev/ptmx: we are in its root now
             _init.step("console", console.setup, terminal, sys,

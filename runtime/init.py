@@ -21,6 +21,7 @@ Invariants:
 - Nothing here forks, and nothing here touches the host mount namespace.
 """
 
+import errno
 import os
 import posixpath
 import stat
@@ -46,6 +47,7 @@ class InitConfig(Record):
     seccomp: "SeccompFilter | None" = None
     hook_state: dict | None = None  # ociVersion, id, bundle, annotations: for in-init hooks
     preserve_fds: int = 0  # the caller's fds 3..N+2 reach the process (Stdio.preserve_fds)
+    keyring: str | None = None  # the session keyring to join ("_ses.<id>"; None: keep ours)
 
 
 class SeccompFilter(Record, frozen=True):
@@ -73,6 +75,7 @@ def prepare(cfg: InitConfig, sys, before_pivot=None, send_master=None) -> Prepar
     once the mounts are made, before pivot_root; send_master(fd) takes the terminal's master
     when the process has one (see executor.apply)."""
     spec, proc = cfg.spec, cfg.spec.process
+    join_keyring(cfg.keyring, sys, searchable=True)
     sys.umask(0)  # devices and mount points get exactly the modes the plan says
     if spec.hostname is not None:
         step("hostname", sys.sethostname, spec.hostname)
@@ -89,6 +92,28 @@ def prepare(cfg: InitConfig, sys, before_pivot=None, send_master=None) -> Prepar
     if spec.linux.personality is not None:  # linux.personality (the init's)
         step("personality", sys.personality, spec.linux.personality)
     return prepare_process(proc, sys)
+
+
+def keyring_name(container_id: str) -> str:
+    return f"_ses.{container_id}"  # runc's
+
+
+def join_keyring(name: str | None, sys, searchable: bool = False) -> None:
+    """runc's default (unless --no-new-keyring): the container's processes get a session
+    keyring of their own, named after it (an exec'd process joins the init's by that name), so
+    the caller's session keyring does not reach them; the init makes it searchable by the
+    container's user. No keyrings in the kernel (ENOSYS) is no error, as with runc."""
+    if name is None:
+        return
+    try:
+        serial = sys.join_session_keyring(name)
+        if searchable:
+            sys.keyring_add_search(serial)
+    except OSError as e:
+        if e.errno == errno.ENOSYS:
+            return
+        raise ContainerSetupError("keyring", f"unable to join session keyring {name}: "
+                                             f"{e.strerror or e}") from None
 
 
 def prepare_process(proc: Process, sys) -> Prepared:

@@ -55,8 +55,9 @@ class FakeEngine:
         self.root = root
         self.containers = {c.id: c for c in containers}
         self.created = []
+        self.keyrings = []
 
-    def create(self, cid, bundle, stdio=None):
+    def create(self, cid, bundle, stdio=None, new_keyring=True):
         if cid in self.containers:
             raise ContainerExists(cid)
         if cid == "bad":
@@ -64,6 +65,7 @@ class FakeEngine:
         c = FakeContainer(cid, bundle)
         self.containers[cid] = c
         self.created.append((cid, bundle, stdio))
+        self.keyrings.append(new_keyring)
         return c
 
     def load(self, cid):
@@ -237,7 +239,7 @@ def test_the_console_master_goes_to_the_console_socket(engine, tmp_path):
     r, w = os.pipe()
     real_create = engine.create
 
-    def create(cid, bundle, stdio=None):
+    def create(cid, bundle, stdio=None, new_keyring=True):
         stdio.console_fd = os.dup(r)  # stands in for the pty master the engine returns
         return real_create(cid, bundle, stdio)
     engine.create = create
@@ -263,7 +265,7 @@ def test_the_console_master_goes_to_the_console_socket(engine, tmp_path):
 def test_a_failing_console_socket_destroys_the_container(engine, tmp_path, capsys):
     real_create = engine.create
 
-    def create(cid, bundle, stdio=None):
+    def create(cid, bundle, stdio=None, new_keyring=True):
         stdio.console_fd = os.open("/dev/null", os.O_RDONLY)
         return real_create(cid, bundle, stdio)
     engine.create = create
@@ -597,3 +599,9 @@ def test_exit_now_flushes_and_an_unwritable_output_is_an_error(monkeypatch, brok
         cli.exit_now(rc)
     assert e.value.args == (want,)
     assert flushed == ["stdout", "stderr"]
+
+
+def test_no_new_keyring_reaches_the_engine(engine):
+    assert run(engine, "create", "c1") == 0
+    assert run(engine, "create", "--no-new-keyring", "c2") == 0
+    assert engine.keyrings == [True, False]

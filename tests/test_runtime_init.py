@@ -385,3 +385,29 @@ def test_the_init_joins_its_cgroup_whichever_message_brings_its_pid(rootfs, monk
         ours.close()
         theirs.close()
     assert events == [("join", init), ("hooks" if first == "hooks" else "netdev", init)]
+
+
+def test_the_init_joins_a_session_keyring_of_its_own_first(rootfs):
+    """runc's default: a keyring named after the container, searchable by its user, joined
+    before anything else of the setup."""
+    cfg = make(rootfs, config(), ops=[])
+    cfg.keyring = "_ses.c1"
+    f = fake()
+    I.prepare(cfg, f)
+    assert f.calls[:2] == [("join_session_keyring", "_ses.c1"), ("keyring_add_search", 0x1234)]
+    cfg.keyring = None  # --no-new-keyring
+    f = fake()
+    I.prepare(cfg, f)
+    assert not [c for c in f.calls if "keyring" in c[0]]
+
+
+def test_a_kernel_without_keyrings_is_no_error_but_a_refusal_fails_create(rootfs):
+    cfg = make(rootfs, config(), ops=[])
+    cfg.keyring = "_ses.c1"
+    f = fake()
+    f.fail[("join_session_keyring", "_ses.c1")] = errno.ENOSYS
+    I.prepare(cfg, f)  # as runc: keyrings are best effort where the kernel has none
+    f = fake()
+    f.fail[("join_session_keyring", "_ses.c1")] = errno.EDQUOT
+    with pytest.raises(ContainerSetupError, match="unable to join session keyring _ses.c1"):
+        I.prepare(cfg, f)

@@ -77,10 +77,16 @@ IFF_UP = 0x1
 # syscall numbers without a libc wrapper we can rely on
 SYSCALL_NUMBERS = {
     "x86_64": {"pivot_root": 155, "close_range": 436, "ioprio_set": 251, "sched_setattr": 314,
-               "mount_setattr": 442},
+               "mount_setattr": 442, "keyctl": 250},
     "aarch64": {"pivot_root": 41, "close_range": 436, "ioprio_set": 30, "sched_setattr": 274,
-                "mount_setattr": 442},
+                "mount_setattr": 442, "keyctl": 219},
 }
+
+# keyctl(2)
+KEYCTL_SETPERM = 5
+KEYCTL_DESCRIBE = 6
+KEYCTL_JOIN_SESSION_KEYRING = 1
+KEY_USR_SEARCH = 0x080000
 
 # ioprio_set(2)
 IOPRIO_WHO_PROCESS = 1

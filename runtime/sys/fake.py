@@ -147,6 +147,13 @@ class FakeSys:
     def set_inheritable(self, fd) -> None:
         self._record("set_inheritable", fd)
 
+    def join_session_keyring(self, name) -> int:
+        self._record("join_session_keyring", name)
+        return 0x1234
+
+    def keyring_add_search(self, serial) -> None:
+        self._record("keyring_add_search", serial)
+
     def reset_signals(self) -> None:
         self._record("reset_signals")
 

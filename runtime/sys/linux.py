@@ -239,6 +239,31 @@ class Linux:
                 except OSError:
                     pass  # the directory's own fd, already gone
 
+    def join_session_keyring(self, name: str) -> int:
+        """keyctl(KEYCTL_JOIN_SESSION_KEYRING): a new session keyring called `name`, or the
+        existing one of that name (if searchable); returns its serial."""
+        serial = _libc.syscall(_SYSCALLS["keyctl"], ctypes.c_int(C.KEYCTL_JOIN_SESSION_KEYRING),
+                               _b(name))
+        if serial < 0:
+            raise _fail("keyctl join session keyring", name)
+        return serial
+
+    def keyring_add_search(self, serial: int) -> None:
+        """Add the user's search permission to a key (runc's ModKeyringPerm(id, ~0, search)):
+        its description is "type;uid;gid;perm;name", perm in hex."""
+        buf = ctypes.create_string_buffer(4096)
+        if _libc.syscall(_SYSCALLS["keyctl"], ctypes.c_int(C.KEYCTL_DESCRIBE),
+                         ctypes.c_int(serial), buf, ctypes.c_size_t(len(buf))) < 0:
+            raise _fail("keyctl describe", str(serial))
+        try:
+            perm = int(buf.value.decode().split(";")[3], 16)
+        except (IndexError, ValueError):
+            raise OSError(errno.EINVAL, f"keyctl describe {serial}: unexpected "
+                                        f"{buf.value!r}") from None
+        if _libc.syscall(_SYSCALLS["keyctl"], ctypes.c_int(C.KEYCTL_SETPERM),
+                         ctypes.c_int(serial), ctypes.c_uint(perm | C.KEY_USR_SEARCH)) < 0:
+            raise _fail("keyctl setperm", str(serial))
+
     def set_inheritable(self, fd: int) -> None:
         """Clear FD_CLOEXEC: the fd survives the exec (--preserve-fds)."""
         os.set_inheritable(fd, True)
@@ -396,6 +421,8 @@ sched_setattr = LINUX.sched_setattr
 personality = LINUX.personality
 close_range = LINUX.close_range
 set_inheritable = LINUX.set_inheritable
+join_session_keyring = LINUX.join_session_keyring
+keyring_add_search = LINUX.keyring_add_search
 reset_signals = LINUX.reset_signals
 execve = LINUX.execve
 open_pty = LINUX.open_pty
