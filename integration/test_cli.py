@@ -376,6 +376,18 @@ def test_each_container_gets_a_session_keyring_of_its_own(runtimes, bundle, tmp_
     assert outs["pyshim"] == outs["runc"]
 
 
+def test_no_pivot_runs_like_runcs(runtimes, bundle):
+    """run --no-pivot (rootfs moved onto / and chrooted, for a ramdisk rootfs that pivot_root
+    cannot leave): the same root, mounts and output as runc's, and as without the flag."""
+    count = "i=0; while read l; do i=$((i+1)); done < /proc/self/mountinfo; echo $i"
+    b = bundle(["sh", "-c", f"ls /; {count}"])
+    outs = {name: [rt.ok("run", *flags, "--bundle", b, f"np{i}")
+                   for i, flags in enumerate(([], ["--no-pivot"]))]
+            for name, rt in runtimes.items()}
+    assert outs["pyshim"] == outs["runc"]
+    assert outs["pyshim"][0] == outs["pyshim"][1]
+
+
 # --- errors ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("args", [("state", "nope"), ("start", "nope"), ("kill", "nope"),
                                   ("delete", "nope"), ("state",), ("create", "--bogus", "x"),

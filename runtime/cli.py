@@ -63,7 +63,8 @@ _FORMAT = (("format", "f"), STR, "select one of: table or json (default: \"table
 COMMANDS = {
     "create": ("create a container", f"[command options] {_ID}", [
         _BUNDLE, _CONSOLE, _PIDFILE,
-        (("no-pivot",), BOOL, "accepted; the engine always uses pivot_root"),
+        (("no-pivot",), BOOL, "do not use pivot root to jail process inside rootfs.  This "
+                              "should be used whenever the rootfs is on top of a ramdisk"),
         (("no-new-keyring",), BOOL, "do not create a new session keyring for the container. "
                                     "This will cause the container to inherit the calling "
                                     "processes session key"),
@@ -83,7 +84,8 @@ COMMANDS = {
         (("keep",), BOOL, "do not delete the container after it exits"),
         _PIDFILE,
         (("no-subreaper",), BOOL, "accepted; the CLI is a subreaper while it waits"),
-        (("no-pivot",), BOOL, "accepted; the engine always uses pivot_root"),
+        (("no-pivot",), BOOL, "do not use pivot root to jail process inside rootfs.  This "
+                              "should be used whenever the rootfs is on top of a ramdisk"),
         (("no-new-keyring",), BOOL, "do not create a new session keyring for the container. "
                                     "This will cause the container to inherit the calling "
                                     "processes session key"),

@@ -222,7 +222,8 @@ def create(ctx, o, args) -> int:
     bundle = o.bundle or os.getcwd()
     cli_tty.check(cli_tty.bundle_wants_terminal(bundle), o.console_socket, detach=True)
     stdio = _stdio(o)
-    c = ctx.engine().create(args[0], bundle, stdio, new_keyring=not o.no_new_keyring)
+    c = ctx.engine().create(args[0], bundle, stdio, new_keyring=not o.no_new_keyring,
+                            no_pivot=bool(o.no_pivot))
     _hand_over_console(stdio, o.console_socket, lambda: c.delete(force=True))
     _pid_file_or_destroy(c, o.pid_file)
     ctx.log.debug(f"created container {c.id} with init pid {c.pid}")
@@ -306,7 +307,8 @@ def run_(ctx, o, args) -> int:
         become_subreaper()
         fwd = Forwarder(ctx)  # before the fork: a ^C during create is not lost
     stdio = _stdio(o)
-    c = ctx.engine().create(args[0], bundle, stdio, new_keyring=not o.no_new_keyring)
+    c = ctx.engine().create(args[0], bundle, stdio, new_keyring=not o.no_new_keyring,
+                            no_pivot=bool(o.no_pivot))
     master = None
     try:
         master = _hand_over_console(stdio, o.console_socket, lambda: None)

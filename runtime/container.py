@@ -110,17 +110,19 @@ class Engine:
         return os.path.join(self.root, container_id)
 
     def create(self, container_id: str, bundle: str, stdio: Stdio | None = None, *,
-               new_keyring: bool = True) -> "Container":
+               new_keyring: bool = True, no_pivot: bool = False) -> "Container":
         """Set the container up and leave its init waiting for start (see module docstring).
         new_keyring=False: its processes keep the caller's session keyring (runc's
-        --no-new-keyring; recorded, so that exec does the same)."""
+        --no-new-keyring; recorded, so that exec does the same). no_pivot: move the rootfs
+        onto / and chroot instead of pivot_root (runc's --no-pivot, for a ramdisk rootfs)."""
         state_dir = self._dir(container_id)
         if os.path.lexists(state_dir):  # checked again, race-free, by mkdir below
             raise ContainerExists(container_id)
         bundle = os.path.abspath(bundle)
         launch = load_engine()
         from . import ctrcgroup
-        cfg = _plan(container_id, bundle, state_dir)  # all that can fail before anything exists
+        # all that can fail before anything exists
+        cfg = _plan(container_id, bundle, state_dir, no_pivot)
         os.makedirs(self.root, 0o711, exist_ok=True)
         try:
             os.mkdir(state_dir, 0o711)
@@ -187,7 +189,7 @@ class Engine:
                       if os.path.exists(os.path.join(self.root, n, state.STATE_FILE)))
 
 
-def _plan(container_id: str, bundle: str, state_dir: str) -> "InitConfig":
+def _plan(container_id: str, bundle: str, state_dir: str, no_pivot: bool = False) -> "InitConfig":
     from . import ctrcgroup, mounts
     from . import spec as spec_mod
     from .init import InitConfig
@@ -204,8 +206,8 @@ def _plan(container_id: str, bundle: str, state_dir: str) -> "InitConfig":
     # A cgroup mount inside shows the container's own cgroup, not the caller's.
     host = mounts.HostInfo.probe(cgroups=any(m.type == "cgroup" for m in spec.mounts),
                                  cgroup_dirs=cgroup.dirs())
-    return InitConfig(spec, rootfs, mounts.plan_rootfs(spec, rootfs, bundle, host), state_dir,
-                      cgroup, seccomp_filter(spec),
+    return InitConfig(spec, rootfs, mounts.plan_rootfs(spec, rootfs, bundle, host, no_pivot),
+                      state_dir, cgroup, seccomp_filter(spec),
                       _state_base(spec.oci_version, container_id, bundle, spec.annotations))
 
 

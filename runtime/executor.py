@@ -19,7 +19,8 @@ from .errors import ContainerSetupError
 from .paths import secure_join
 
 _STEPS = {M.Mount: "mount", M.SetAttr: "mount_setattr", M.Umount: "umount", M.Chdir: "chdir",
-          M.PivotRoot: "pivot_root", M.Chroot: "chroot", M.ParentPrivate: "mount", M.MakeDevice: "mknod", M.Symlink: "symlink",
+          M.PivotRoot: "pivot_root", M.Chroot: "chroot", M.MoveRoot: "no-pivot",
+          M.ParentPrivate: "mount", M.MakeDevice: "mknod", M.Symlink: "symlink",
           M.MakeDirs: "mkdir", M.MaskPath: "mask", M.ReadonlyPath: "readonly",
           _console.Console: "console"}
 _MODE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
@@ -99,6 +100,23 @@ class _Executor:
         self.sys.chroot(".")
         self.rooted = True
 
+    def MoveRoot(self, op: M.MoveRoot) -> None:
+        for point in M.full_proc_sys_mounts(self.sys.read_file("/proc/self/mountinfo"),
+                                            op.rootfs):
+            try:  # no unmount event may reach the host
+                self.sys.mount(None, point, None, M.MS_SLAVE | M.MS_REC)
+            except FileNotFoundError:
+                continue  # under a mount point detached already
+            try:
+                self.sys.umount2(point, M.MNT_DETACH)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.EPERM):
+                    raise
+                self.sys.mount("tmpfs", point, "tmpfs", 0, None)  # cannot detach: cover it
+        self.sys.mount(".", "/", None, M.MS_MOVE)
+        self.sys.chroot(".")
+        self.rooted = True
+
     def ParentPrivate(self, op: M.ParentPrivate) -> None:
         self.sys.mount(None, _mountpoint_of(op.rootfs, self.sys), None, M.MS_PRIVATE)
 
@@ -173,7 +191,7 @@ def apply(ops: list, rootfs: str, sys, before_pivot=None, send_master=None) -> N
     devices are in place, the cwd is the rootfs, and the old root is still reachable.
     send_master(fd) takes the terminal's master at the Console op (runtime.console)."""
     ex = _Executor(rootfs, sys, send_master)
-    root_changes = (M.PivotRoot, M.Chroot)
+    root_changes = (M.PivotRoot, M.Chroot, M.MoveRoot)
     if before_pivot is not None and not any(isinstance(op, root_changes) for op in ops):
         before_pivot()  # no root change planned: the hooks run first
     for op in ops:

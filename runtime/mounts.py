@@ -17,8 +17,8 @@ from .console import for_process
 from .errors import InvalidSpec
 from .record import Record, replace
 from .spec import Spec
-from .sys.consts import (MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_LAZYTIME, MS_MANDLOCK, MS_NOATIME,
-                         MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
+from .sys.consts import (MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_LAZYTIME, MS_MANDLOCK, MS_MOVE,
+                         MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
                          MS_REC, MS_RELATIME, MS_REMOUNT, MS_SHARED, MS_SLAVE, MS_STRICTATIME,
                          MS_SYNCHRONOUS, MS_UNBINDABLE)
 
@@ -58,6 +58,14 @@ class PivotRoot(Record, frozen=True):
 
 class Chroot(Record, frozen=True):
     """chroot("."): the root change when there is no mount namespace to pivot in."""
+
+
+class MoveRoot(Record, frozen=True):
+    """--no-pivot (runc's msMoveRoot), for a rootfs pivot_root cannot leave (a ramdisk): hide
+    the host's full proc and sysfs mounts outside `rootfs` (made rslave, then detached, or
+    covered by a tmpfs where detaching is refused), move the rootfs (our cwd) onto "/" and
+    chroot into it. The host's other mounts stay in the namespace, out of the root's reach."""
+    rootfs: str
 
 
 class ParentPrivate(Record, frozen=True):
@@ -191,6 +199,21 @@ def _unescape(s: str) -> str:
     return s
 
 
+def full_proc_sys_mounts(mountinfo: str, rootfs: str) -> list[str]:
+    """The mount points of whole (root "/") proc and sysfs mounts outside `rootfs`, in
+    mountinfo order: what MoveRoot hides (runc's msMoveRoot selection)."""
+    points = []
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or not tail or tail[0] not in ("proc", "sysfs"):
+            continue
+        root, point = _unescape(fields[3]), _unescape(fields[4])
+        if root == "/" and not point.startswith(rootfs):  # runc: strings.HasPrefix
+            points.append(point)
+    return points
+
+
 def cgroup_hierarchies(mountinfo: str, proc_cgroup: str):
     """The cgroup hierarchies mounted on the host, with the bind source of our own cgroup."""
     own = {}  # frozenset(controllers) -> path; cgroup2 under frozenset()
@@ -244,9 +267,10 @@ def _clean(path: str, field: str) -> str:
 
 
 def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
-                host: HostInfo | None = None) -> list:
+                host: HostInfo | None = None, no_pivot: bool = False) -> list:
     """The container's whole filesystem setup, in execution order. Without a mount namespace
-    only a chroot into the rootfs (spec.check_supported refused what would need mounts)."""
+    only a chroot into the rootfs (spec.check_supported refused what would need mounts).
+    no_pivot: MoveRoot instead of pivot_root (runc's --no-pivot)."""
     if spec.namespace("mount") is None:
         # Nothing is mounted: every mount would be the caller's (runc 1.1 makes them in the
         # host's namespace and leaves them behind). The process gets the rootfs as its root.
@@ -282,8 +306,11 @@ def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
         if dest == "/dev" and m.type == "tmpfs":
             dev = parse_mount_options(m.options)
     ops += _plan_devices(spec, dev is not None, host, bind=userns)
-    ops += [Chdir(rootfs, host=True), PivotRoot(), Mount(None, ".", None, MS_SLAVE | MS_REC),
-            Umount(".", MNT_DETACH), Chdir("/")]
+    if no_pivot:
+        ops += [Chdir(rootfs, host=True), MoveRoot(rootfs), Chdir("/")]
+    else:
+        ops += [Chdir(rootfs, host=True), PivotRoot(), Mount(None, ".", None, MS_SLAVE | MS_REC),
+                Umount(".", MNT_DETACH), Chdir("/")]
     if prop:
         ops.append(Mount(None, "/", None, prop))
     console = for_process(spec.process, dev_console=True) if spec.process else None

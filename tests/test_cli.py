@@ -56,8 +56,9 @@ class FakeEngine:
         self.containers = {c.id: c for c in containers}
         self.created = []
         self.keyrings = []
+        self.pivots = []
 
-    def create(self, cid, bundle, stdio=None, new_keyring=True):
+    def create(self, cid, bundle, stdio=None, new_keyring=True, no_pivot=False):
         if cid in self.containers:
             raise ContainerExists(cid)
         if cid == "bad":
@@ -66,6 +67,7 @@ class FakeEngine:
         self.containers[cid] = c
         self.created.append((cid, bundle, stdio))
         self.keyrings.append(new_keyring)
+        self.pivots.append(not no_pivot)
         return c
 
     def load(self, cid):
@@ -239,7 +241,7 @@ def test_the_console_master_goes_to_the_console_socket(engine, tmp_path):
     r, w = os.pipe()
     real_create = engine.create
 
-    def create(cid, bundle, stdio=None, new_keyring=True):
+    def create(cid, bundle, stdio=None, new_keyring=True, no_pivot=False):
         stdio.console_fd = os.dup(r)  # stands in for the pty master the engine returns
         return real_create(cid, bundle, stdio)
     engine.create = create
@@ -265,7 +267,7 @@ def test_the_console_master_goes_to_the_console_socket(engine, tmp_path):
 def test_a_failing_console_socket_destroys_the_container(engine, tmp_path, capsys):
     real_create = engine.create
 
-    def create(cid, bundle, stdio=None, new_keyring=True):
+    def create(cid, bundle, stdio=None, new_keyring=True, no_pivot=False):
         stdio.console_fd = os.open("/dev/null", os.O_RDONLY)
         return real_create(cid, bundle, stdio)
     engine.create = create
@@ -605,3 +607,9 @@ def test_no_new_keyring_reaches_the_engine(engine):
     assert run(engine, "create", "c1") == 0
     assert run(engine, "create", "--no-new-keyring", "c2") == 0
     assert engine.keyrings == [True, False]
+
+
+def test_no_pivot_reaches_the_engine(engine):
+    assert run(engine, "run", "-d", "c1") == 0
+    assert run(engine, "create", "--no-pivot", "c2") == 0
+    assert engine.pivots == [True, False]

@@ -11,12 +11,12 @@ from runtime import spec as S
 from runtime.errors import ContainerSetupError, InvalidSpec
 from runtime.mounts import (READONLY_PATH_FLAGS, CgroupHierarchy, Chdir, Chroot, HostInfo,
                             MakeDevice,
-                            MakeDirs, MaskPath, Mount, Options, ParentPrivate, PivotRoot,
-                            ReadonlyPath, Symlink, Umount, cgroup_hierarchies,
+                            MakeDirs, MaskPath, Mount, MoveRoot, Options, ParentPrivate, PivotRoot,
+                            ReadonlyPath, Symlink, Umount, cgroup_hierarchies, full_proc_sys_mounts,
                             parse_mount_options, parse_options, with_mount_label,
                             plan_rootfs)
 from runtime.specgen import MASKED_PATHS, READONLY_PATHS, default_config
-from runtime.sys.consts import (MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_MANDLOCK, MS_NOATIME,
+from runtime.sys.consts import (MNT_DETACH, MS_BIND, MS_DIRSYNC, MS_MANDLOCK, MS_MOVE, MS_NOATIME,
                                 MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
                                 MS_RDONLY, MS_REC, MS_RELATIME, MS_REMOUNT, MS_SHARED, MS_SLAVE,
                                 MS_STRICTATIME, MS_SYNCHRONOUS, MS_UNBINDABLE)
@@ -515,3 +515,54 @@ def test_hooks_run_before_the_root_changes_whichever_way():
         f = FakeSys()
         executor.apply(ops, "/b/rootfs", f, before_pivot=lambda: f._record("hooks"))
         assert [c[0] for c in f.calls] == want
+
+
+# --- --no-pivot ------------------------------------------------------------------------------
+def test_no_pivot_moves_the_root_instead_of_pivoting():
+    spec = parse()
+    pivot = plan_rootfs(spec, R, "/b", HYBRID)
+    moved = plan_rootfs(spec, R, "/b", HYBRID, no_pivot=True)
+    i = pivot.index(PivotRoot())
+    assert pivot[i - 1:i + 4] == [Chdir(R, host=True), PivotRoot(),
+                                  Mount(None, ".", None, MS_SLAVE | MS_REC),
+                                  Umount(".", MNT_DETACH), Chdir("/")]
+    j = moved.index(MoveRoot(R))
+    assert moved[j - 1:j + 2] == [Chdir(R, host=True), MoveRoot(R), Chdir("/")]
+    # everything before and after the root change is the same plan
+    assert moved[:j - 1] == pivot[:i - 1] and moved[j + 2:] == pivot[i + 4:]
+    assert PivotRoot() not in moved and Umount(".", MNT_DETACH) not in moved
+
+
+MOUNTINFO = """\
+22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:5 - proc proc rw
+23 1 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:6 - sysfs sysfs rw
+40 22 0:35 / /proc/sys/fs/binfmt_misc rw,relatime - binfmt_misc binfmt_misc rw
+41 1 0:21 /sys /mnt/procsys rw - proc proc rw
+42 1 0:40 / /b/rootfs/proc rw - proc proc rw
+43 1 0:22 / /srv/my\\040sys rw - sysfs sysfs rw
+44 1 0:41 / /run rw - tmpfs tmpfs rw
+"""
+
+
+def test_no_pivot_hides_the_whole_proc_and_sysfs_mounts_outside_the_rootfs():
+    # not binfmt_misc, not a bind of part of proc, not the container's own /proc
+    assert full_proc_sys_mounts(MOUNTINFO, R) == ["/proc", "/sys", "/srv/my sys"]
+
+
+def test_executor_move_root(tmp_path):
+    r = tmp_path / "rootfs"
+    (r / "bin").mkdir(parents=True)
+    fake = FakeSys(files={"/proc/self/mountinfo": MOUNTINFO.replace("/b/rootfs", str(r))})
+    fake.fail[("umount2", "/sys")] = errno.EPERM  # cannot detach it: covered instead
+    fake.fail[("mount", "/srv/my sys")] = errno.ENOENT  # gone with a parent already
+    executor.apply([Chdir(str(r), host=True), MoveRoot(str(r)), Chdir("/"), MakeDirs("/work")],
+                   str(r), fake)
+    assert fake.ops("mount", "umount2", "chroot") == [
+        ("mount", None, "/proc", None, MS_SLAVE | MS_REC, None),
+        ("umount2", "/proc", MNT_DETACH),
+        ("mount", None, "/sys", None, MS_SLAVE | MS_REC, None),
+        ("mount", "tmpfs", "/sys", "tmpfs", 0, None),
+        ("mount", ".", "/", None, MS_MOVE, None),
+        ("chroot", "."),
+    ]
+    assert (r / "work").is_dir()  # after the root change, paths are the new root's

@@ -369,3 +369,45 @@ def test_sigterm_kills_a_created_container(env):
     with pytest.raises(InvalidState):
         c.start()
     c.delete()
+
+
+def test_no_pivot_moves_the_rootfs_onto_root_instead_of_pivoting(env, tmp_path):
+    """--no-pivot (for a rootfs pivot_root cannot leave, a ramdisk): the container runs the
+    same, but the init moved its rootfs onto / and chrooted; the host's full proc and sysfs
+    mounts are gone from its namespace. A syscall layer that logs the root change tells."""
+    from runtime.sys.linux import Linux
+    engine, bundle = env
+    log = tmp_path / "root-change.log"
+
+    class Logging(Linux):  # its calls happen in the forked init: logged to a file
+        def _log(self, what):
+            with open(log, "a") as f:
+                f.write(what + "\n")
+
+        def pivot_root(self, new_root, put_old):
+            self._log("pivot_root")
+            return super().pivot_root(new_root, put_old)
+
+        def chroot(self, path):
+            self._log("chroot")
+            return super().chroot(path)
+
+    logged = Engine(engine.root, sys=Logging())
+    write_config(bundle, ["sh", "-c", "ls /; grep -c ' - proc ' /proc/self/mountinfo"])
+    # (a host proc mount left reachable would count too)
+    outs = {}
+    for no_pivot in (False, True):
+        log.unlink(missing_ok=True)
+        r, w = os.pipe()
+        try:
+            c = logged.create(f"np{int(no_pivot)}", str(bundle), Stdio(stdout=w, stderr=w),
+                              no_pivot=no_pivot)
+        finally:
+            os.close(w)
+        c.start()
+        outs[no_pivot] = read_all(r)
+        assert _reap(c.pid) == 0
+        c.delete()
+        assert log.read_text() == ("chroot\n" if no_pivot else "pivot_root\n")
+    # the same root and the same proc mounts (its /proc and the read-only binds of parts)
+    assert outs[True] == outs[False] and outs[True].startswith("bin\ndev\nproc\nsys\n"), outs

@@ -186,6 +186,7 @@ class FakeSys:
     # --- filesystem ------------------------------------------------------------------------
     def chroot(self, path) -> None:
         self._record("chroot", path)
+        self.root = self.map(path)  # as pivot_root: later paths are the new root's
 
     def chdir(self, path) -> None:
         self._record("chdir", path)
