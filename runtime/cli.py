@@ -58,7 +58,7 @@ _CONSOLE = (("console-socket",), STR, "path to an AF_UNIX socket which will rece
                                       "pseudoterminal")
 _PIDFILE = (("pid-file",), STR, "specify the file to write the process id to")
 _PRESERVE = (("preserve-fds",), INT, "pass N additional file descriptors to the container "
-                                     "(not supported yet beyond 0)")
+                                     "(fds 3 to N+2 of this process)")
 _FORMAT = (("format", "f"), STR, "select one of: table or json (default: \"table\")")
 COMMANDS = {
     "create": ("create a container", f"[command options] {_ID}", [
