@@ -134,12 +134,15 @@ def test_a_failed_create_leaves_no_cgroup(env, cgpath):
 def test_a_resource_the_kernel_refuses_fails_create_naming_the_path(env, cgpath):
     engine, bundle = env
     write_config(bundle, ["true"], configure(cgpath, {"cpu": {"cpus": "100000"}}))
+    before = children()
     with pytest.raises(CgroupError) as e:
         engine.create("c1", str(bundle))
     assert e.value.path == f"/sys/fs/cgroup/cpuset{cgpath}/cpuset.cpus"
     assert e.value.path in str(e.value) and e.value.field == "linux.resources.cpu.cpus"
     assert not glob.glob(f"/sys/fs/cgroup/*{cgpath}")
-    assert engine.list() == []
+    # the cgroup is set up after the fork here (launch.setup_cgroup_after_fork): the children
+    # already forked are killed and reaped
+    assert engine.list() == [] and children() == before
 
 
 def test_the_cgroup_mount_shows_the_containers_own_cgroup(env, cgpath):
