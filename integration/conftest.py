@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import time
 import uuid
 
@@ -97,6 +98,31 @@ def containerd(prerequisites, busybox_tar):
         signal.signal(signal.SIGTERM, old)
         if notes:
             print("\nprivate containerd teardown had to clean up:\n  " + "\n  ".join(notes))
+
+
+SESSION_KEYRING_C = r"""
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {  /* describe our session keyring (KEYCTL_DESCRIBE of KEY_SPEC_SESSION_KEYRING) */
+    char buf[512];
+    if (syscall(SYS_keyctl, 6, -3, buf, sizeof buf) < 0) { perror("keyctl"); return 1; }
+    printf("%s\n", buf);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def sesring(tmp_path_factory) -> str:
+    """A static program (gcc -static) printing its session keyring's description, e.g.
+    "keyring;0;0;3f1b0000;_ses.ID": the directory holding it as `sesring`."""
+    d = tmp_path_factory.mktemp("sesring")
+    (d / "sesring.c").write_text(SESSION_KEYRING_C)
+    subprocess.run(["gcc", "-static", "-O", "-o", str(d / "sesring"), str(d / "sesring.c")],
+                   check=True, capture_output=True)
+    (d / "sesring.c").unlink()
+    return str(d)
 
 
 @pytest.fixture(params=[RUNC_RUNTIME, PYSHIM_RUNTIME], ids=["runc", "pyshim"])

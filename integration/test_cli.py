@@ -336,27 +336,11 @@ def test_preserving_a_closed_fd_fails_create_and_leaves_nothing(rt, bundle):
     assert rt.ok("list", "-q").split() == []
 
 
-SESSION_KEYRING_C = r"""
-#include <stdio.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-int main(void) {  /* describe our session keyring (KEYCTL_DESCRIBE of KEY_SPEC_SESSION_KEYRING) */
-    char buf[512];
-    if (syscall(SYS_keyctl, 6, -3, buf, sizeof buf) < 0) { perror("keyctl"); return 1; }
-    printf("%s\n", buf);
-    return 0;
-}
-"""
-
-
-def test_each_container_gets_a_session_keyring_of_its_own(runtimes, bundle, tmp_path):
+def test_each_container_gets_a_session_keyring_of_its_own(runtimes, bundle, sesring):
     """As runc: the init and an exec'd process join a keyring named _ses.<id>, searchable by
     the container's user, not the caller's session keyring; with --no-new-keyring both keep
     the caller's. Asked from inside by a static program describing its session keyring."""
-    src = tmp_path / "sesring.c"
-    src.write_text(SESSION_KEYRING_C)
-    probe = tmp_path / "sesring"
-    subprocess.run(["gcc", "-static", "-O", "-o", str(probe), str(src)], check=True)
+    probe = os.path.join(sesring, "sesring")
     outs = {}
     for name, rt in runtimes.items():
         b = bundle(["sh", "-c", "/bin/sesring; sleep 30"])

@@ -273,3 +273,37 @@ def test_user_namespace_from_ctr_uidmap(containerd, runtime, cid):
     lines = r.stdout.split()
     assert lines[:2] == ["0", "0"] and lines[2:] == ["0", "100000", "65536"], r.stdout
     gone(containerd, cid)
+
+
+def _with_probe(sesring):
+    return ("--mount", f"type=bind,src={sesring},dst=/probe,options=rbind:ro")
+
+
+def test_each_container_gets_a_session_keyring_of_its_own(containerd, runtime, cid, sesring):
+    """Both shims' default: the container's process joins a new session keyring named after
+    it, searchable by its user (runc's NoNewKeyring = false)."""
+    r = ok(run(containerd, runtime, cid, "/probe/sesring", opts=_with_probe(sesring)))
+    perm_hex = r.stdout.split(";")[3] if r.stdout.count(";") >= 4 else "0"
+    assert r.stdout.startswith("keyring;0;0;") and r.stdout.endswith(f";_ses.{cid}\n") \
+        and int(perm_hex, 16) & 0x080000, r.stdout
+    gone(containerd, cid)
+
+
+def test_no_pivot(containerd, runtime, container_ids):
+    """`ctr run --no-pivot` (runc: NoPivotRoot; to any other runtime ctr sends the old linux
+    runtime's CreateOptions): the container runs, and sees the same root."""
+    outs = [ok(run(containerd, runtime, container_ids.new(), "ls", "/", opts=opts)).stdout
+            for opts in ((), ("--no-pivot",))]
+    assert outs[0] == outs[1] and "bin\n" in outs[0]
+
+
+def test_pyshim_options_no_new_keyring(containerd, cid, sesring, tmp_path):
+    """pyshim's own options (runtimeoptions, here from `ctr run --runtime-config-path`):
+    no_new_keyring = true keeps the shim's session keyring, as runc's NoNewKeyring."""
+    from integration.containerd import PYSHIM_RUNTIME
+    conf = tmp_path / "pyshim.toml"
+    conf.write_text("no_new_keyring = true\n")
+    r = ok(run(containerd, PYSHIM_RUNTIME, cid, "/probe/sesring",
+               opts=(*_with_probe(sesring), "--runtime-config-path", str(conf))))
+    assert r.stdout.startswith("keyring;") and f"_ses.{cid}" not in r.stdout, r.stdout
+    gone(containerd, cid)

@@ -1,4 +1,4 @@
-"""pyshim's configuration: grouping policy and log level.
+"""pyshim's configuration: grouping policy, log level, and how containers are made.
 
 Where it comes from, first match wins:
 1. the runtime options containerd passes on `start`'s stdin when they are
@@ -13,7 +13,15 @@ grouping = "pod"        # "pod": one shim per io.kubernetes.cri.sandbox-id (as r
                         # "namespace": one shim serves every container of a containerd namespace
                         # "container": one shim per container, always
 log_level = "info"      # or "debug" (containerd's -debug flag also turns debug on)
+no_pivot_root = false   # true: move the rootfs onto / and chroot instead of pivot_root (a
+                        # ramdisk rootfs), as the runc shim's NoPivotRoot option
+no_new_keyring = false  # true: containers keep the shim's session keyring (runc's NoNewKeyring)
 ```
+
+The last two are per container: read at each Create from its options (container_options),
+which may also be the runc shim's own option types, as ctr and CRI send them: a
+`containerd.runc.v1.Options` (NoPivotRoot, NoNewKeyring) or, from `ctr run --no-pivot` with
+any runtime but runc's, a `containerd.linux.runc.CreateOptions`.
 
 Invariant: this module runs inside `start` and imports only the standard library's builtins;
 tomllib is imported only when there is TOML to read. A config that cannot be read or parsed is
@@ -34,9 +42,31 @@ class ConfigError(Exception):
     """The configuration is unreadable or wrong; the message names the source and the key."""
 
 
+BOOLS = ("no_pivot_root", "no_new_keyring")
+RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options"  # no_pivot_root = 1, no_new_keyring = 2
+LINUX_CREATE_OPTIONS_TYPE = "containerd.linux.runc.CreateOptions"  # 1 and 8
+
+
 class Config:
-    def __init__(self, grouping: str = "pod", log_level: str = "info", source: str = "defaults"):
+    def __init__(self, grouping: str = "pod", log_level: str = "info", source: str = "defaults",
+                 no_pivot_root: bool = False, no_new_keyring: bool = False):
         self.grouping, self.log_level, self.source = grouping, log_level, source
+        self.no_pivot_root, self.no_new_keyring = no_pivot_root, no_new_keyring
+
+
+def container_options(type_url: str, value: bytes) -> tuple[bool, bool]:
+    """(no_pivot_root, no_new_keyring) for a container, from its CreateTaskRequest.options
+    (containerd sends the runtime options when the task has none), else the config file."""
+    numbers = {RUNC_OPTIONS_TYPE: (1, 2), LINUX_CREATE_OPTIONS_TYPE: (1, 8)}.get(
+        type_url.rpartition("/")[2])
+    if numbers is not None:
+        try:
+            flags = _varint_fields(value)
+        except ValueError as e:
+            raise ConfigError(f"runtime options {type_url}: undecodable: {e}") from None
+        return tuple(bool(flags.get(n, 0)) for n in numbers)
+    cfg = load(_any(type_url, value) if type_url else b"")
+    return cfg.no_pivot_root, cfg.no_new_keyring
 
 
 def load(options: bytes) -> Config:
@@ -64,7 +94,7 @@ def parse(text: str, source: str) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
-    unknown = sorted(set(data) - {"grouping", "log_level"})
+    unknown = sorted(set(data) - {"grouping", "log_level", *BOOLS})
     if unknown:
         raise ConfigError(f"{source}: unknown key(s): {', '.join(unknown)}")
     cfg = Config(source=source)
@@ -73,6 +103,11 @@ def parse(text: str, source: str) -> Config:
             if data[key] not in allowed:
                 raise ConfigError(f"{source}: {key} = {data[key]!r}: must be one of "
                                   f"{', '.join(allowed)}")
+            setattr(cfg, key, data[key])
+    for key in BOOLS:
+        if key in data:
+            if not isinstance(data[key], bool):
+                raise ConfigError(f"{source}: {key} = {data[key]!r}: must be true or false")
             setattr(cfg, key, data[key])
     return cfg
 
@@ -91,6 +126,42 @@ def _from_options(options: bytes) -> tuple[str, str]:
         return inner.get(3, b"").decode(), inner.get(2, b"").decode()
     except (ValueError, UnicodeDecodeError) as e:
         raise ConfigError(f"runtime options: undecodable: {e}") from None
+
+
+def _any(type_url: str, value: bytes) -> bytes:
+    """A protobuf Any's encoding (what `start` reads on stdin) from its two fields."""
+    def field(number: int, data: bytes) -> bytes:
+        return bytes([number << 3 | 2]) + _encode_varint(len(data)) + data
+    return field(1, type_url.encode()) + field(2, value)
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _varint_fields(data: bytes) -> dict[int, int]:
+    """The varint fields of a protobuf message (the others are skipped), last wins."""
+    out, i = {}, 0
+    while i < len(data):
+        key, i = _varint(data, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            out[number], i = _varint(data, i)
+        elif wire == 2:
+            n, i = _varint(data, i)
+            i += n
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if i > len(data):
+            raise ValueError("truncated field")
+    return out
 
 
 def _fields(data: bytes) -> dict[int, bytes]:

@@ -151,7 +151,7 @@ class TaskService:
             if req.checkpoint:  # restored at Start (criu restore), as the runc shim does
                 handle = checkpoint.pending_restore(self, req)
             else:
-                handle, oom = self._create(req.id, req.bundle, pio.child)
+                handle, oom = self._create(req.id, req.bundle, pio.child, req.options)
                 pio.started()  # fails e.g. for a terminal containerd asked but config.json lacks
         except BaseException as e:  # leave nothing: no stdio, no container, no rootfs mount
             if oom and oom[1] is not None:
@@ -175,22 +175,28 @@ class TaskService:
             self._watch(init)  # after TaskCreate: an exit already reaped must not overtake it
         return api.CreateTaskResponse(pid=init.pid)
 
-    def _create(self, cid: str, bundle: str, stdio) -> tuple:
+    def _create(self, cid: str, bundle: str, stdio, options=None) -> tuple:
         """(handle, OOM watch or None) of engine.create, run in a fork of this process when
-        create_in_fork is set (_in_fork).
+        create_in_fork is set (_in_fork). `options`: the request's (a protobuf Any or None),
+        for no_pivot_root and no_new_keyring (shim.config.container_options).
 
         Planning and creating a container runs most of the engine's code (spec model, mounts,
         cgroups, seccomp, launch); done in a fork, the pages it touches are not copied into
         the daemon. The daemon then loads the container's state as the command line does. The
         fork also sets up the OOM watch (the cgroup's oom_kill count and the v1 eventfd), so
         the cgroup code stays out of the daemon too."""
+        def create():
+            no_pivot, no_new_keyring = _container_options(options)
+            return self.engine.create(cid, bundle, stdio, new_keyring=not no_new_keyring,
+                                      no_pivot=no_pivot)
+
         if not self.create_in_fork:
-            handle = self.engine.create(cid, bundle, stdio)
+            handle = create()
             handle.drop_config()
             return handle, None  # _watch_oom sets the watch up here
 
         def work(reply: dict, fds: list) -> None:
-            handle = self.engine.create(cid, bundle, stdio)
+            handle = create()
             reply["container"] = handle.portable()  # no state to read back in the daemon
             if stdio.console_fd is not None:
                 reply["console"] = len(fds)
@@ -578,6 +584,19 @@ def _oom_watch(handle) -> tuple[int, int | None, str | None]:
         return _kills(handle), fd_fn() if fd_fn else None, None
     except Exception as e:
         return 0, None, str(e)
+
+
+def _container_options(options) -> tuple[bool, bool]:
+    """(no_pivot_root, no_new_keyring) from CreateTaskRequest.options; a bad one is the
+    request's fault (InvalidArgument). Read where the engine runs: in the create fork, which
+    also keeps tomllib out of the daemon."""
+    from shim import config
+    try:
+        if options is None or not options.type_url:
+            return config.container_options("", b"")
+        return config.container_options(options.type_url, options.value)
+    except config.ConfigError as e:
+        raise errors.invalid_argument(str(e)) from None
 
 
 def _in_fork(work, what: str, reaper=None) -> tuple[dict, list[int]]:

@@ -58,7 +58,7 @@ class StubEngine:
     def __init__(self):
         self.handles = {}
 
-    def create(self, cid, bundle, stdio):
+    def create(self, cid, bundle, stdio, **kw):
         pid = os.fork()
         if pid == 0:
             try:

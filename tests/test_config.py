@@ -72,3 +72,40 @@ def test_grouping_policies(tmp_path):
     a = bootstrap.socket_address("/run/c.sock", "ns1", bootstrap.group_id(b, "c1", "namespace"))
     other_ns = bootstrap.socket_address("/run/c.sock", "ns2", bootstrap.group_id(b, "c1", "namespace"))
     assert a != other_ns  # one shim per namespace, not per machine
+
+
+# --- per container: no_pivot_root, no_new_keyring -----------------------------------------------
+def test_the_container_keys_parse_as_booleans():
+    cfg = config.parse("no_pivot_root = true\nno_new_keyring = true\n", "t")
+    assert (cfg.no_pivot_root, cfg.no_new_keyring) == (True, True)
+    assert (config.Config().no_pivot_root, config.Config().no_new_keyring) == (False, False)
+    with pytest.raises(config.ConfigError, match="t: no_pivot_root = 'yes': must be true or false"):
+        config.parse('no_pivot_root = "yes"', "t")
+
+
+def test_container_options_from_the_runc_shims_option_types():
+    runc = oci_pb2.Options(no_pivot_root=True, binary_name="x").SerializeToString()
+    assert config.container_options("containerd.runc.v1.Options", runc) == (True, False)
+    runc = oci_pb2.Options(no_new_keyring=True).SerializeToString()
+    assert config.container_options("containerd.runc.v1.Options", runc) == (False, True)
+    # what `ctr run --no-pivot` sends to a runtime that is not runc's: the old linux runtime's
+    # CreateOptions, no_pivot_root = 1 and no_new_keyring = 8
+    assert config.container_options("containerd.linux.runc.CreateOptions",
+                                    b"\x08\x01\x40\x01") == (True, True)
+    with pytest.raises(config.ConfigError, match="undecodable"):
+        config.container_options("containerd.runc.v1.Options", b"\x08")
+
+
+def test_container_options_from_runtimeoptions_or_the_config_file(tmp_path, monkeypatch):
+    body = _any(api_pb2.Options(config_body="no_new_keyring = true\n"))
+    any_type, any_value = _split_any(body)
+    assert config.container_options(any_type, any_value) == (False, True)
+    monkeypatch.setenv("PYSHIM_CONFIG", str(tmp_path / "c.toml"))
+    (tmp_path / "c.toml").write_text("no_pivot_root = true\n")
+    assert config.container_options("", b"") == (True, False)  # no options: the file
+
+
+def _split_any(data: bytes) -> tuple[str, bytes]:
+    from proto import wkt_lite
+    a = wkt_lite.Any.FromString(data)
+    return a.type_url, a.value

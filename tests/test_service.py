@@ -61,9 +61,10 @@ class StubEngine:
         self.handles = {}
         self.fail_with = None
 
-    def create(self, cid, bundle, stdio):
+    def create(self, cid, bundle, stdio, new_keyring=True, no_pivot=False):
         if self.fail_with:
             raise self.fail_with
+        self.created_with = {"new_keyring": new_keyring, "no_pivot": no_pivot}
         self.next_pid += 1
         self.handles[cid] = StubHandle(self.next_pid)
         return self.handles[cid]
@@ -464,8 +465,8 @@ class ForkingStubEngine(StubEngine):
         self.console_w = console_w
         self.loaded = []
 
-    def create(self, cid, bundle, stdio):
-        handle = super().create(cid, bundle, stdio)
+    def create(self, cid, bundle, stdio, **kw):
+        handle = super().create(cid, bundle, stdio, **kw)
         if self.console_w is not None:
             stdio.console_fd = self.console_w
         return handle
@@ -523,8 +524,8 @@ def test_create_in_fork_sets_up_the_oom_watch_there():
         engine = svc.engine = ForkingStubEngine()
         stub_create = engine.create
 
-        def create_with_oom(cid, bundle, stdio):
-            handle = stub_create(cid, bundle, stdio)
+        def create_with_oom(cid, bundle, stdio, **kw):
+            handle = stub_create(cid, bundle, stdio, **kw)
             handle.oom_kill_count = lambda: 3
             handle.oom_event_fd = lambda: os.dup(r)
             return handle
@@ -584,7 +585,7 @@ def test_a_helper_that_dies_is_an_error_not_a_hang():
     svc.engine = ForkingStubEngine()
     svc.create_in_fork = True
 
-    def die(cid, bundle, stdio):
+    def die(cid, bundle, stdio, **kw):
         os._exit(3)
 
     svc.engine.create = die
@@ -592,3 +593,28 @@ def test_a_helper_that_dies_is_an_error_not_a_hang():
         svc._create("c1", "/nonexistent/bundle", Stdio())
     assert e.value.code == Code.UNKNOWN and "create c1: helper died" in e.value.message
     assert svc.engine.loaded == []
+
+
+def test_create_passes_the_containers_options_to_the_engine():
+    """no_pivot_root and no_new_keyring from CreateTaskRequest.options (here the runc shim's
+    own Options type, as containerd sends the runtime options); a bad one is InvalidArgument."""
+    from proto import wkt_lite
+    from proto.containerd.runc.options import oci_lite
+
+    async def scenario():
+        svc = make_service()
+        await create(svc, "plain")
+        assert svc.engine.created_with == {"new_keyring": True, "no_pivot": False}
+        opts = wkt_lite.Any(type_url="containerd.runc.v1.Options",
+                            value=oci_lite.Options(no_pivot_root=True,
+                                                   no_new_keyring=True).SerializeToString())
+        await svc.Create(api.CreateTaskRequest(id="set", bundle="/nonexistent/b", options=opts))
+        assert svc.engine.created_with == {"new_keyring": False, "no_pivot": True}
+        bad = wkt_lite.Any(type_url="runtimeoptions.v1.Options",
+                           value=b"\x1a\x0cno_pivot = 1")  # config_body with an unknown key
+        with pytest.raises(TTRPCError) as e:
+            await svc.Create(api.CreateTaskRequest(id="bad", bundle="/nonexistent/b",
+                                                   options=bad))
+        assert e.value.code == Code.INVALID_ARGUMENT and "no_pivot" in str(e.value)
+        assert "bad" not in svc.containers
+    run(scenario())
