@@ -6,10 +6,12 @@ Invariants:
   try/finally os._exit().
 - The intermediate enters/creates the namespaces (a new pid namespace only applies to its
   children, hence the second fork), reports the init's host pid and exits; the caller reaps
-  it. The caller moves the init into the container's cgroup as soon as that pid arrives, so the
-  move's RCU wait overlaps the init's setup (caller_joins_cgroup); with a new cgroup namespace
-  or createContainer hooks the intermediate joins it first instead. create returns only after
-  the move: nothing of the container's runs outside its cgroup.
+  it. The caller moves the init into the container's cgroup as soon as that pid arrives
+  (whichever message brings it), so the move's RCU wait overlaps the init's setup
+  (caller_joins_cgroup); with a new cgroup namespace or createContainer hooks the intermediate
+  joins it first instead. create returns only after the move: nothing of the container's runs
+  outside its cgroup. The caller even creates the cgroup after the fork, while the children
+  set up, when they do not need it (setup_cgroup_after_fork: no cgroup mount to bind).
   Without a pid/time namespace there is no second fork: the intermediate becomes the init.
   Nobody but the caller's reaper waits for the init once launch() has returned.
 - A new user namespace (runtime.namespaces): the intermediate unshares it first, sends
