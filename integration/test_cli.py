@@ -330,6 +330,37 @@ def test_preserve_fds_pass_exactly_those_fds(runtimes, bundle):
     assert outs["pyshim"] == outs["runc"]
 
 
+def test_socket_activation_fds_and_env_reach_the_container(runtimes, bundle):
+    """systemd socket activation, as runc takes it: with LISTEN_PID = the CLI's pid and
+    LISTEN_FDS=1, fd 3 reaches the container's process (before the --preserve-fds one) with
+    LISTEN_FDS=1 and LISTEN_PID=1 in its env. Same output as runc."""
+    script = "echo $LISTEN_FDS $LISTEN_PID; cat <&3; cat <&4"
+    outs = {}
+    for name, rt in runtimes.items():
+        b = bundle(["sh", "-c", script])
+        r3, r4 = _pipe_with(b"activated\n"), _pipe_with(b"preserved\n")
+        try:
+            with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+                def place():
+                    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (r3, r4)]
+                    for target, fd in zip((3, 4), high):
+                        os.dup2(fd, target)
+                # sh's exec keeps its pid: LISTEN_PID names the CLI
+                subprocess.run(["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh",
+                                rt.binary, "--root", rt.root, "run", "--preserve-fds", "1",
+                                "--bundle", b, "sa"], stdout=out, stderr=err,
+                               stdin=subprocess.DEVNULL, preexec_fn=place, pass_fds=(3, 4),
+                               timeout=30, check=False)
+                out.seek(0)
+                err.seek(0)
+                outs[name] = (out.read().decode(), err.read().decode())
+        finally:
+            os.close(r3)
+            os.close(r4)
+    assert outs["pyshim"] == ("1 1\nactivated\npreserved\n", ""), outs["pyshim"]
+    assert outs["pyshim"] == outs["runc"]
+
+
 def test_preserving_a_closed_fd_fails_create_and_leaves_nothing(rt, bundle):
     rc, _, err = rt("run", "--preserve-fds", "40", "--bundle", bundle(["true"]), "pf")
     assert rc == 1 and "preserved-fd" in err, err

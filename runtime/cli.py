@@ -374,6 +374,17 @@ def _check_args(name: str, pos: list[str]) -> None:
         raise UsageError(f'{PROG}: "{name}" requires a maximum of {hi} argument(s)', name)
 
 
+def listen_fds() -> int:
+    """systemd socket activation, as runc's create and run take it (go-systemd's
+    activation.Files): LISTEN_FDS fds from 3 on, when LISTEN_PID is this process."""
+    try:
+        if int(os.environ.get("LISTEN_PID", "")) != os.getpid():
+            return 0
+        return max(int(os.environ.get("LISTEN_FDS", "")), 0)
+    except ValueError:
+        return 0
+
+
 # Commands that move a process into a cgroup (the container's init, an exec'd process).
 _MOVES_A_PROCESS = frozenset(("create", "run", "exec"))
 
@@ -435,7 +446,8 @@ def _main(argv: list[str] | None, engine_factory) -> int:
         _check_args(name, pos)
         if real and name in _MOVES_A_PROCESS:
             # Nothing of our caller's reaches the container but stdio and --preserve-fds...
-            os.closerange(3 + max(opts.preserve_fds or 0, 0), 1 << 20)
+            listen = listen_fds() if name in ("create", "run") else 0
+            os.closerange(3 + listen + max(opts.preserve_fds or 0, 0), 1 << 20)
             # ...then the cgroup move's grace period runs while the engine is imported.
             from . import cgwarm
             cgwarm.start()

@@ -20,7 +20,7 @@ Invariants:
 import os
 import sys
 
-from .cli import PROG, CliError, UsageError, unsupported
+from .cli import PROG, CliError, UsageError, listen_fds, unsupported
 from .errors import ContainerNotFound, ProcessFinished
 
 
@@ -52,9 +52,10 @@ def _accepts(fn, kwarg: str) -> bool:
     return kwarg in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
 
 
-def _stdio(o):
-    """The CLI's fds 0-2 (None for a closed one: the engine gives it /dev/null), and the
-    --preserve-fds ones after them, which must all be open."""
+def _stdio(o, listen: int = 0):
+    """The CLI's fds 0-2 (None for a closed one: the engine gives it /dev/null), then the
+    `listen` socket-activation fds (3 on) and the --preserve-fds ones after them, which must
+    all be open."""
     from .container import Stdio
 
     def live(fd):
@@ -66,10 +67,21 @@ def _stdio(o):
     n = o.preserve_fds or 0
     if n < 0:
         raise CliError(f"--preserve-fds {n}: must not be negative")
+    for fd in range(3, 3 + listen):
+        if live(fd) is None:
+            raise CliError(f"LISTEN_FDS={listen}: fd {fd} is not open")
     for i in range(n):
-        if live(3 + i) is None:
-            raise CliError(f"unable to stat preserved-fd {i} (of {n}): fd {3 + i} is not open")
-    return Stdio(live(0), live(1), live(2), preserve_fds=n)
+        fd = 3 + listen + i
+        if live(fd) is None:
+            raise CliError(f"unable to stat preserved-fd {i} (of {n}): fd {fd} is not open")
+    return Stdio(live(0), live(1), live(2), preserve_fds=listen + n)
+
+
+def _activation(ctx) -> tuple[int, list[str]]:
+    """(socket-activation fds, the env the container gets for them), as runc: LISTEN_FDS=N
+    and LISTEN_PID=1 (the container's process)."""
+    n = listen_fds() if ctx.real_process else 0
+    return n, ([f"LISTEN_FDS={n}", "LISTEN_PID=1"] if n else [])
 
 
 def _hand_over_console(stdio, console_socket: str | None, destroy) -> int | None:
@@ -221,9 +233,10 @@ def create(ctx, o, args) -> int:
     from . import cli_tty
     bundle = o.bundle or os.getcwd()
     cli_tty.check(cli_tty.bundle_wants_terminal(bundle), o.console_socket, detach=True)
-    stdio = _stdio(o)
+    listen, env = _activation(ctx)
+    stdio = _stdio(o, listen)
     c = ctx.engine().create(args[0], bundle, stdio, new_keyring=not o.no_new_keyring,
-                            no_pivot=bool(o.no_pivot))
+                            no_pivot=bool(o.no_pivot), extra_env=env)
     _hand_over_console(stdio, o.console_socket, lambda: c.delete(force=True))
     _pid_file_or_destroy(c, o.pid_file)
     ctx.log.debug(f"created container {c.id} with init pid {c.pid}")
@@ -306,9 +319,10 @@ def run_(ctx, o, args) -> int:
     if not o.detach:
         become_subreaper()
         fwd = Forwarder(ctx)  # before the fork: a ^C during create is not lost
-    stdio = _stdio(o)
+    listen, env = _activation(ctx)
+    stdio = _stdio(o, listen)
     c = ctx.engine().create(args[0], bundle, stdio, new_keyring=not o.no_new_keyring,
-                            no_pivot=bool(o.no_pivot))
+                            no_pivot=bool(o.no_pivot), extra_env=env)
     master = None
     try:
         master = _hand_over_console(stdio, o.console_socket, lambda: None)

@@ -110,11 +110,13 @@ class Engine:
         return os.path.join(self.root, container_id)
 
     def create(self, container_id: str, bundle: str, stdio: Stdio | None = None, *,
-               new_keyring: bool = True, no_pivot: bool = False) -> "Container":
+               new_keyring: bool = True, no_pivot: bool = False,
+               extra_env: list[str] | tuple = ()) -> "Container":
         """Set the container up and leave its init waiting for start (see module docstring).
         new_keyring=False: its processes keep the caller's session keyring (runc's
         --no-new-keyring; recorded, so that exec does the same). no_pivot: move the rootfs
-        onto / and chroot instead of pivot_root (runc's --no-pivot, for a ramdisk rootfs)."""
+        onto / and chroot instead of pivot_root (runc's --no-pivot, for a ramdisk rootfs).
+        extra_env: appended to the process's env (runc's LISTEN_FDS for socket activation)."""
         state_dir = self._dir(container_id)
         if os.path.lexists(state_dir):  # checked again, race-free, by mkdir below
             raise ContainerExists(container_id)
@@ -123,6 +125,8 @@ class Engine:
         from . import ctrcgroup
         # all that can fail before anything exists
         cfg = _plan(container_id, bundle, state_dir, no_pivot)
+        if extra_env:
+            cfg.spec.process.env = [*cfg.spec.process.env, *extra_env]
         os.makedirs(self.root, 0o711, exist_ok=True)
         try:
             os.mkdir(state_dir, 0o711)

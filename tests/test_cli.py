@@ -57,8 +57,9 @@ class FakeEngine:
         self.created = []
         self.keyrings = []
         self.pivots = []
+        self.envs = []
 
-    def create(self, cid, bundle, stdio=None, new_keyring=True, no_pivot=False):
+    def create(self, cid, bundle, stdio=None, new_keyring=True, no_pivot=False, extra_env=()):
         if cid in self.containers:
             raise ContainerExists(cid)
         if cid == "bad":
@@ -68,6 +69,7 @@ class FakeEngine:
         self.created.append((cid, bundle, stdio))
         self.keyrings.append(new_keyring)
         self.pivots.append(not no_pivot)
+        self.envs.append(list(extra_env))
         return c
 
     def load(self, cid):
@@ -241,7 +243,7 @@ def test_the_console_master_goes_to_the_console_socket(engine, tmp_path):
     r, w = os.pipe()
     real_create = engine.create
 
-    def create(cid, bundle, stdio=None, new_keyring=True, no_pivot=False):
+    def create(cid, bundle, stdio=None, new_keyring=True, no_pivot=False, extra_env=()):
         stdio.console_fd = os.dup(r)  # stands in for the pty master the engine returns
         return real_create(cid, bundle, stdio)
     engine.create = create
@@ -267,7 +269,7 @@ def test_the_console_master_goes_to_the_console_socket(engine, tmp_path):
 def test_a_failing_console_socket_destroys_the_container(engine, tmp_path, capsys):
     real_create = engine.create
 
-    def create(cid, bundle, stdio=None, new_keyring=True, no_pivot=False):
+    def create(cid, bundle, stdio=None, new_keyring=True, no_pivot=False, extra_env=()):
         stdio.console_fd = os.open("/dev/null", os.O_RDONLY)
         return real_create(cid, bundle, stdio)
     engine.create = create
@@ -613,3 +615,16 @@ def test_no_pivot_reaches_the_engine(engine):
     assert run(engine, "run", "-d", "c1") == 0
     assert run(engine, "create", "--no-pivot", "c2") == 0
     assert engine.pivots == [True, False]
+
+
+def test_listen_fds_only_when_listen_pid_is_us(monkeypatch):
+    monkeypatch.setenv("LISTEN_FDS", "2")
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    assert cli.listen_fds() == 2
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid() + 1))  # meant for another process
+    assert cli.listen_fds() == 0
+    monkeypatch.setenv("LISTEN_PID", "x")
+    assert cli.listen_fds() == 0
+    monkeypatch.delenv("LISTEN_FDS")
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    assert cli.listen_fds() == 0
