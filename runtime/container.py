@@ -134,6 +134,9 @@ class Engine:
             raise ContainerExists(container_id) from None
         cgroup = None
         try:
+            if any(m.idmapped() for m in cfg.spec.mounts):  # made here, moved in by the init
+                from . import idmap
+                cfg.mount_fds = idmap.prepare(cfg.spec, bundle, self._sys)
             fifo = os.path.join(state_dir, state.FIFO)
             os.mkfifo(fifo)
             os.chmod(fifo, 0o622)  # not via umask: the caller's umask is not ours to change
@@ -151,6 +154,11 @@ class Engine:
             state.remove(state_dir)
             _poststop(cfg.spec, cfg.hook_state)  # the lifecycle goes on at delete (runc too)
             raise
+        finally:
+            if cfg.mount_fds:  # the init has moved them in, or failed
+                from . import idmap
+                idmap.close_all(cfg.mount_fds)
+                cfg.mount_fds = None
         data = _state_data(container_id, bundle, cfg, pid, start)
         if not new_keyring:
             data["noNewKeyring"] = True

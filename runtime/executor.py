@@ -20,6 +20,7 @@ from .paths import secure_join
 
 _STEPS = {M.Mount: "mount", M.SetAttr: "mount_setattr", M.Umount: "umount", M.Chdir: "chdir",
           M.PivotRoot: "pivot_root", M.Chroot: "chroot", M.MoveRoot: "no-pivot",
+          M.IdmapBind: "idmapped mount",
           M.ParentPrivate: "mount", M.MakeDevice: "mknod", M.Symlink: "symlink",
           M.MakeDirs: "mkdir", M.MaskPath: "mask", M.ReadonlyPath: "readonly",
           _console.Console: "console"}
@@ -30,9 +31,10 @@ _LOCKED_KEPT = M.MS_NODEV | M.MS_NOSUID | M.MS_NOEXEC | M.MS_NODIRATIME  # ro is
 
 
 class _Executor:
-    def __init__(self, rootfs: str, sys, send_master=None):
+    def __init__(self, rootfs: str, sys, send_master=None, mount_fds=None):
         self.rootfs, self.sys, self.rooted = rootfs, sys, False
         self.send_master = send_master
+        self.mount_fds = mount_fds or {}  # spec.mounts index -> detached idmapped mount
 
     def resolve(self, path: str, host: bool = False) -> str:
         if host or self.rooted:
@@ -55,6 +57,18 @@ class _Executor:
             self.sys.makedirs(posixpath.dirname(target), 0o755)
             self.sys.touch(target)
         self.mount(op.source, target, op.fstype, op.flags, op.data)
+
+    def IdmapBind(self, op: M.IdmapBind) -> None:
+        fd = self.mount_fds.get(op.index)
+        if fd is None:
+            raise OSError(errno.EBADF, f"mounts[{op.index}]: the caller made no idmapped mount")
+        target = self.resolve(op.target)
+        if self.sys.isdir(op.source):
+            self.sys.makedirs(target, 0o755)
+        elif not self.sys.exists(target):
+            self.sys.makedirs(posixpath.dirname(target), 0o755)
+            self.sys.touch(target)
+        self.sys.move_mount(fd, target)
 
     def mount(self, source, target: str, fstype, flags: int, data=None) -> None:
         """mount(2); a bind remount the kernel refuses (EPERM) is retried once with the flags
@@ -185,12 +199,14 @@ def _op_path(op) -> str | None:
     return None
 
 
-def apply(ops: list, rootfs: str, sys, before_pivot=None, send_master=None) -> None:
+def apply(ops: list, rootfs: str, sys, before_pivot=None, send_master=None,
+          mount_fds=None) -> None:
     """Run the plan. Raises ContainerSetupError(step, message, path) on the first failure.
     before_pivot() (the create-time hooks) runs right before the PivotRoot op: mounts and
     devices are in place, the cwd is the rootfs, and the old root is still reachable.
-    send_master(fd) takes the terminal's master at the Console op (runtime.console)."""
-    ex = _Executor(rootfs, sys, send_master)
+    send_master(fd) takes the terminal's master at the Console op (runtime.console).
+    mount_fds: the detached idmapped mounts the IdmapBind ops move in (runtime.idmap)."""
+    ex = _Executor(rootfs, sys, send_master, mount_fds)
     root_changes = (M.PivotRoot, M.Chroot, M.MoveRoot)
     if before_pivot is not None and not any(isinstance(op, root_changes) for op in ops):
         before_pivot()  # no root change planned: the hooks run first

@@ -48,6 +48,7 @@ class InitConfig(Record):
     hook_state: dict | None = None  # ociVersion, id, bundle, annotations: for in-init hooks
     preserve_fds: int = 0  # the caller's fds 3..N+2 reach the process (Stdio.preserve_fds)
     keyring: str | None = None  # the session keyring to join ("_ses.<id>"; None: keep ours)
+    mount_fds: dict | None = None  # spec.mounts index -> detached idmapped mount (runtime.idmap)
 
 
 class SeccompFilter(Record, frozen=True):
@@ -88,7 +89,7 @@ def prepare(cfg: InitConfig, sys, before_pivot=None, send_master=None) -> Prepar
     for key, value in spec.linux.sysctl.items():
         path = sysctl_path(key)
         step("sysctl", sys.write_file, path, value, path=path)
-    executor.apply(cfg.ops, cfg.rootfs, sys, before_pivot, send_master)
+    executor.apply(cfg.ops, cfg.rootfs, sys, before_pivot, send_master, cfg.mount_fds)
     if spec.linux.personality is not None:  # linux.personality (the init's)
         step("personality", sys.personality, spec.linux.personality)
     return prepare_process(proc, sys)

@@ -35,6 +35,15 @@ class Mount(Record, frozen=True):
     host: bool = False  # target is a host path even before PivotRoot
 
 
+class IdmapBind(Record, frozen=True):
+    """An idmapped bind mount of spec.mounts[index]: the caller made it, detached (open_tree
+    and mount_setattr with MOUNT_ATTR_IDMAP: runtime.idmap) before the fork, and the init
+    moves it onto target (move_mount); the mount point is made like a bind's."""
+    index: int
+    source: str
+    target: str
+
+
 class SetAttr(Record, frozen=True):
     """mount_setattr(2) on the mount at target, recursively: the "r" options (rro...)."""
     target: str
@@ -149,6 +158,8 @@ def parse_mount_options(options: list[str]) -> Options:
             flags &= ~_CLEAR[opt]
         elif opt in PROPAGATION:
             prop.append(PROPAGATION[opt])
+        elif opt in ("idmap", "ridmap"):
+            pass  # how the mount is made (IdmapBind), not a mount(2) flag
         else:
             data.append(opt)
     return Options(flags, tuple(prop), ",".join(data) or None, attr_set, attr_clr)
@@ -351,7 +362,10 @@ def _plan_mount(i: int, m, dest: str, bundle: str, mount_label: str = "") -> lis
         if not m.source:
             raise InvalidSpec(f"mounts[{i}].source", "a bind mount needs a source")
         src = posixpath.normpath(posixpath.join(bundle, m.source))
-        ops.append(Mount(src, dest, None, MS_BIND | (o.flags & MS_REC), create="source"))
+        if m.idmapped():
+            ops.append(IdmapBind(i, src, dest))  # recursive or not: runtime.idmap decides
+        else:
+            ops.append(Mount(src, dest, None, MS_BIND | (o.flags & MS_REC), create="source"))
         # A bind mount ignores every other flag (ro included) until it is remounted.
         if o.flags & ~(MS_BIND | MS_REC | MS_REMOUNT):
             ops.append(Mount(None, dest, None, (o.flags & ~MS_REC) | MS_REMOUNT | MS_BIND))

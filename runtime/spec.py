@@ -107,6 +107,12 @@ class Mount(Record):
     type: str | None = None
     source: str | None = None
     options: list[str] = field(list)
+    uid_mappings: list["IDMapping"] = field(list)  # an idmapped mount's (runtime-spec 1.1)
+    gid_mappings: list["IDMapping"] = field(list)
+
+    def idmapped(self) -> bool:
+        return bool(self.uid_mappings or self.gid_mappings
+                    or "idmap" in self.options or "ridmap" in self.options)
 
 
 class Hook(Record):
@@ -350,7 +356,8 @@ def _parse_mounts(obj: dict) -> list[Mount]:
     for m, p in _objects(obj, "mounts", ""):
         dest = _absolute(_get(m, "destination", str, p, required=True), f"{p}.destination")
         out.append(Mount(dest, _get(m, "type", str, p), _get(m, "source", str, p),
-                         _list(m, "options", str, p)))
+                         _list(m, "options", str, p), _parse_mappings(m, "uidMappings", p),
+                         _parse_mappings(m, "gidMappings", p)))
     return out
 
 
@@ -652,6 +659,22 @@ def _check_without_mount_namespace(spec: Spec) -> None:
         raise InvalidSpec("process.terminal", why)
 
 
+def _check_idmapped(i: int, m: Mount, spec: Spec) -> None:
+    """An idmapped mount (runtime-spec 1.1/1.2: uidMappings/gidMappings, options idmap or
+    ridmap) is a bind mount with both mappings, or, without them, takes the container's user
+    namespace mappings (runtime.idmap makes it)."""
+    p = f"mounts[{i}]"
+    if m.type != "bind" and "bind" not in m.options and "rbind" not in m.options:
+        raise InvalidSpec(f"{p}.type", "an idmapped mount must be a bind mount")
+    if bool(m.uid_mappings) != bool(m.gid_mappings):
+        missing = "gidMappings" if m.uid_mappings else "uidMappings"
+        raise InvalidSpec(f"{p}.{missing}", "an idmapped mount needs both uidMappings and "
+                                            "gidMappings")
+    if not m.uid_mappings and not (spec.linux.uid_mappings and spec.linux.gid_mappings):
+        raise InvalidSpec(f"{p}.uidMappings", "an idmapped mount without mappings of its own "
+                          "takes the container's (linux.uidMappings), and it has none")
+
+
 def check_supported(spec: Spec) -> None:
     """What this engine cannot run yet, as InvalidSpec (called by create, not by load)."""
     if spec.process is None:
@@ -660,14 +683,8 @@ def check_supported(spec: Spec) -> None:
         _check_without_mount_namespace(spec)
     check_process_supported(spec.process)
     for i, m in enumerate(spec.mounts):
-        for j, opt in enumerate(m.options):
-            if opt in ("idmap", "ridmap"):
-                raise InvalidSpec(f"mounts[{i}].options[{j}]", f"{opt!r}: idmapped mounts are "
-                                  "not supported by this engine yet")
-        for key in ("uidMappings", "gidMappings"):
-            if spec.raw.get("mounts", [])[i].get(key):
-                raise InvalidSpec(f"mounts[{i}].{key}", "idmapped mounts are not supported by "
-                                                        "this engine yet")
+        if m.idmapped():
+            _check_idmapped(i, m, spec)
     _no_lsm("linux.mountLabel", spec.linux.mount_label, "selinux", "SELinux", applied=True)
     if spec.linux.intel_rdt is not None:
         raise InvalidSpec("linux.intelRdt", "Intel RDT is not supported by this engine yet"

@@ -566,3 +566,18 @@ def test_executor_move_root(tmp_path):
         ("chroot", "."),
     ]
     assert (r / "work").is_dir()  # after the root change, paths are the new root's
+
+
+def test_executor_moves_an_idmapped_tree_in_where_the_plan_says(tmp_path):
+    from runtime.mounts import IdmapBind
+    r = tmp_path / "rootfs"
+    r.mkdir()
+    src = tmp_path / "srcdir"
+    src.mkdir()
+    fake = FakeSys()
+    executor.apply([IdmapBind(3, str(src), "/data/d")], str(r), fake, mount_fds={3: 41})
+    assert (r / "data/d").is_dir()  # a directory source: a directory mount point
+    assert fake.ops("move_mount") == [("move_mount", 41, str(r / "data/d"))]
+    with pytest.raises(ContainerSetupError) as e:  # no tree from the caller for it
+        executor.apply([IdmapBind(4, str(src), "/x")], str(r), FakeSys(), mount_fds={3: 41})
+    assert (e.value.step, e.value.path) == ("idmapped mount", "/x")

@@ -178,16 +178,60 @@ def test_the_executor_applies_setattr_recursively_inside_the_rootfs(tmp_path):
     assert (e.value.step, e.value.path) == ("mount_setattr", "/data")
 
 
-@pytest.mark.parametrize("opt", ["idmap", "ridmap"])
-def test_idmapped_mounts_are_refused_naming_the_option(opt):
-    c = cfg()
+# --- idmapped mounts (runtime-spec 1.1/1.2) ----------------------------------------------------
+MAP = [{"containerID": 0, "hostID": 1000, "size": 1}]
+
+
+def _with_bind(c, **mount):
     c["mounts"].append({"destination": "/data", "type": "bind", "source": "/srv",
-                        "options": ["rbind", opt]})
-    e = refused(c)
-    assert e.field == f"mounts[{len(c['mounts']) - 1}].options[1]"
-    c["mounts"][-1]["options"] = ["rbind"]
-    c["mounts"][-1]["uidMappings"] = [{"containerID": 0, "hostID": 1000, "size": 1}]
-    assert refused(c).field == f"mounts[{len(c['mounts']) - 1}].uidMappings"
+                        "options": ["rbind"], **mount})
+    return f"mounts[{len(c['mounts']) - 1}]"
+
+
+@pytest.mark.parametrize("opt", ["idmap", "ridmap"])
+def test_an_idmap_option_without_mappings_needs_the_containers(opt):
+    c = cfg()
+    p = _with_bind(c, options=["rbind", opt])
+    assert refused(c).field == f"{p}.uidMappings"  # no user namespace mappings to take
+    c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    c["linux"]["namespaces"].append({"type": "user"})
+    S.check_supported(S.parse(c))  # the container's mappings then
+
+
+def test_idmapped_mounts_are_binds_with_both_mappings():
+    c = cfg()
+    p = _with_bind(c, uidMappings=MAP, gidMappings=MAP)
+    spec = S.parse(c)
+    S.check_supported(spec)
+    m = spec.mounts[-1]
+    assert m.idmapped() and m.uid_mappings[0].host_id == 1000
+    c["mounts"][-1].pop("gidMappings")
+    assert refused(c).field == f"{p}.gidMappings"
+    c["mounts"][-1].update(type="tmpfs", options=["idmap"], gidMappings=MAP)
+    assert refused(c).field == f"{p}.type"
+    c["mounts"][-1].update(type="bind", uidMappings=[{"containerID": 0, "hostID": 1}])
+    assert field_of(c) == f"{p}.uidMappings[0].size"
+
+
+def test_an_idmapped_bind_is_planned_as_one_move_then_its_options():
+    from runtime.mounts import IdmapBind
+    c = cfg()
+    _with_bind(c, options=["rbind", "ro", "ridmap"], uidMappings=MAP, gidMappings=MAP)
+    spec = S.parse(c)
+    ops = M.plan_rootfs(spec, "/b/rootfs", "/b", M.HostInfo())
+    i = len(spec.mounts) - 1
+    k = ops.index(IdmapBind(i, "/srv", "/data"))
+    assert ops[k + 1] == M.Mount(None, "/data", None, M.MS_RDONLY | M.MS_REMOUNT | M.MS_BIND)
+    assert not any(isinstance(op, M.Mount) and op.target == "/data" and op.source
+                   for op in ops)  # no plain bind of it, and "ridmap" is no data string
+
+
+def test_idmap_recursion_follows_the_options():
+    from runtime import idmap
+    assert [idmap.recursive(S.Mount("/d", "bind", "/s", o))
+            for o in (["rbind", "ridmap"], ["rbind", "idmap"], ["rbind"], ["bind"])] == \
+        [True, False, True, False]
 
 
 # --- linux.netDevices --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from test_runtime_root import _reap, children, read_all, run_bundle, subreaper  
 from test_runtime_terminal_root import read_until
 
 from runtime.container import Engine, Stdio
-from runtime.errors import InvalidSpec
+from runtime.errors import ContainerSetupError, InvalidSpec
 from runtime.specgen import default_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -190,3 +190,74 @@ def test_a_read_only_bind_of_a_nosuid_host_mount(userns_env):
         assert out.startswith("data\n") and "Read-only file system" in out
     finally:
         LINUX.umount2(src, 0)
+
+
+# --- idmapped mounts (runtime-spec 1.1/1.2) ----------------------------------------------------
+def _host_dir_with_roots_file(top: str) -> str:
+    d = os.path.join(top, "data")
+    os.makedirs(d)
+    with open(os.path.join(d, "f"), "w") as f:
+        f.write("x")
+    os.chmod(d, 0o755)
+    os.chmod(os.path.join(d, "f"), 0o644)
+    return d  # both owned by the host's root
+
+
+def test_idmap_with_the_containers_mappings_shows_roots_files_as_root(userns_env):
+    """The Kubernetes user-namespace case: a host directory owned by root, bind-mounted with
+    the "idmap" option and no mappings of its own, shows as root's inside a container whose
+    root is 100000 outside; the same directory bound plainly shows as the overflow id."""
+    engine, bundle = userns_env
+    data = _host_dir_with_roots_file(os.path.dirname(bundle))
+
+    def mounts(c):
+        c["mounts"] += [{"destination": "/idmapped", "type": "bind", "source": data,
+                         "options": ["rbind", "idmap"]},
+                        {"destination": "/plain", "type": "bind", "source": data,
+                         "options": ["rbind"]}]
+    write_config(bundle, ["sh", "-c", "stat -c '%u %g' /idmapped/f /plain/f; "
+                                      "touch /idmapped/new && stat -c '%u' /idmapped/new"],
+                 mounts)
+    out, code = run_bundle(engine, bundle)
+    assert (out, code) == ("0 0\n65534 65534\n0\n", 0)
+    assert os.stat(os.path.join(data, "new")).st_uid == 0  # root's on disk, like the rest
+
+
+def test_idmap_with_mappings_of_its_own_in_a_container_without_a_user_namespace(tmp_path):
+    """A mount's own uidMappings/gidMappings (containerID 0 -> hostID 1000): root's files show
+    as 1000's through it, in a container that has no user namespace at all."""
+    if not os.path.exists(BUSYBOX):
+        pytest.skip("no static busybox")
+    rootfs = tmp_path / "bundle" / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy(BUSYBOX, rootfs / "bin/busybox")
+    for name in ("sh", "stat"):
+        os.link(rootfs / "bin/busybox", rootfs / "bin" / name)
+    data = _host_dir_with_roots_file(str(tmp_path))
+    c = default_config(["stat", "-c", "%u %g", "/data/f"], hostname="idmap")
+    one = [{"containerID": 0, "hostID": 1000, "size": 1}]
+    c["mounts"].append({"destination": "/data", "type": "bind", "source": data,
+                        "options": ["bind", "ro"], "uidMappings": one, "gidMappings": one})
+    import json
+    (tmp_path / "bundle" / "config.json").write_text(json.dumps(c))
+    engine = Engine(str(tmp_path / "state"))
+    before = children()
+    out, code = run_bundle(engine, tmp_path / "bundle")
+    assert (out, code) == ("1000 1000\n", 0)
+    assert children() == before
+
+
+def test_an_idmapped_mount_the_kernel_refuses_fails_create_naming_it(userns_env):
+    """/proc cannot be idmapped: create fails naming the mount and leaves nothing behind."""
+    engine, bundle = userns_env
+
+    def mount(c):
+        c["mounts"].append({"destination": "/p", "type": "bind", "source": "/proc",
+                            "options": ["rbind", "idmap"]})
+    write_config(bundle, ["true"], mount)
+    before = children()
+    with pytest.raises(ContainerSetupError) as e:
+        engine.create("c1", bundle)
+    assert e.value.step == "idmapped mount" and e.value.path == "/proc"
+    assert "mounts[" in str(e.value)
+    assert engine.list() == [] and children() == before

@@ -77,10 +77,17 @@ IFF_UP = 0x1
 # syscall numbers without a libc wrapper we can rely on
 SYSCALL_NUMBERS = {
     "x86_64": {"pivot_root": 155, "close_range": 436, "ioprio_set": 251, "sched_setattr": 314,
-               "mount_setattr": 442, "keyctl": 250},
+               "mount_setattr": 442, "keyctl": 250, "open_tree": 428, "move_mount": 429},
     "aarch64": {"pivot_root": 41, "close_range": 436, "ioprio_set": 30, "sched_setattr": 274,
-                "mount_setattr": 442, "keyctl": 219},
+                "mount_setattr": 442, "keyctl": 219, "open_tree": 428, "move_mount": 429},
 }
+
+# open_tree(2), move_mount(2), mount_setattr(2) for idmapped mounts
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000  # O_CLOEXEC
+AT_EMPTY_PATH = 0x1000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_IDMAP = 0x00100000
 
 # keyctl(2)
 KEYCTL_SETPERM = 5

@@ -63,6 +63,16 @@ class FakeSys:
     def umount2(self, target, flags) -> None:
         self._record("umount2", target, flags)
 
+    def open_tree(self, path, recursive) -> int:
+        self._record("open_tree", path, recursive)
+        return 900 + len(self.calls)
+
+    def idmap_tree(self, fd, userns_fd, recursive) -> None:
+        self._record("idmap_tree", fd, userns_fd, recursive)
+
+    def move_mount(self, fd, target) -> None:
+        self._record("move_mount", fd, target)
+
     def pivot_root(self, new_root, put_old) -> None:
         self._record("pivot_root", new_root, put_old)
         self.root = self.map(new_root)

@@ -92,6 +92,30 @@ class Linux:
                          attr, ctypes.c_size_t(len(attr))) != 0:
             raise _fail("mount_setattr", target)
 
+    def open_tree(self, path: str, recursive: bool) -> int:
+        """open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at `path` (and of
+        the mounts below it: recursive), close-on-exec."""
+        flags = C.OPEN_TREE_CLONE | C.OPEN_TREE_CLOEXEC | (C.AT_RECURSIVE if recursive else 0)
+        fd = _libc.syscall(_SYSCALLS["open_tree"], C.AT_FDCWD, _b(path), ctypes.c_uint(flags))
+        if fd < 0:
+            raise _fail("open_tree", path)
+        return fd
+
+    def idmap_tree(self, fd: int, userns_fd: int, recursive: bool) -> None:
+        """mount_setattr(2) MOUNT_ATTR_IDMAP on a detached tree: its ids are mapped through
+        the user namespace `userns_fd`'s mappings."""
+        attr = struct.pack("QQQQ", C.MOUNT_ATTR_IDMAP, 0, 0, userns_fd)  # struct mount_attr
+        flags = C.AT_EMPTY_PATH | (C.AT_RECURSIVE if recursive else 0)
+        if _libc.syscall(_SYSCALLS["mount_setattr"], ctypes.c_int(fd), b"", ctypes.c_uint(flags),
+                         attr, ctypes.c_size_t(len(attr))) != 0:
+            raise _fail("mount_setattr MOUNT_ATTR_IDMAP", f"fd {fd}")
+
+    def move_mount(self, fd: int, target: str) -> None:
+        """move_mount(2) of a detached tree onto `target`."""
+        if _libc.syscall(_SYSCALLS["move_mount"], ctypes.c_int(fd), b"", C.AT_FDCWD, _b(target),
+                         ctypes.c_uint(C.MOVE_MOUNT_F_EMPTY_PATH)) != 0:
+            raise _fail("move_mount", target)
+
     def umount2(self, target: str, flags: int) -> None:
         if _libc.umount2(_b(target), flags) != 0:
             raise _fail("umount", target)
@@ -422,6 +446,9 @@ personality = LINUX.personality
 close_range = LINUX.close_range
 set_inheritable = LINUX.set_inheritable
 join_session_keyring = LINUX.join_session_keyring
+open_tree = LINUX.open_tree
+idmap_tree = LINUX.idmap_tree
+move_mount = LINUX.move_mount
 keyring_add_search = LINUX.keyring_add_search
 reset_signals = LINUX.reset_signals
 execve = LINUX.execve
