@@ -113,13 +113,14 @@ def _namespace_supported(ns_type: str) -> bool:
 def _mount_options() -> list[str]:
     from . import mounts
     return sorted(set(mounts._SET) | set(mounts._CLEAR) | set(mounts.PROPAGATION)
-                  | set(mounts.RECURSIVE))
+                  | set(mounts.RECURSIVE) | {"idmap", "ridmap"})
 
 
 def features() -> dict:
     from . import caps
     from . import container
     container.load_engine(everything=True)  # what create/exec apply a spec with, for the checks below
+    from . import idmap  # noqa: F401 - what an idmapped mount needs
     from .sys.consts import NAMESPACE_FLAGS
     wired = sys.modules
     cgroups = "runtime.cgroups" in wired
@@ -135,6 +136,9 @@ def features() -> dict:
             "seccomp": _seccomp("runtime.seccomp" in wired),
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
+            "intelRdt": {"enabled": False},
+            # runtime-spec 1.2 (containerd reads it to allow idmapped volumes): runtime.idmap
+            "mountExtensions": {"idmap": {"enabled": "runtime.idmap" in wired}},
         },
         "annotations": {"org.opencontainers.pyshim.version": _version()},
     }

@@ -557,6 +557,9 @@ def test_features_reports_what_the_engine_accepts(capsys):
         assert (ns in linux["namespaces"]) == cli_docs._namespace_supported(ns)
     assert linux["capabilities"][0] == "CAP_CHOWN"
     assert linux["apparmor"] == {"enabled": False} and linux["selinux"] == {"enabled": False}
+    assert linux["mountExtensions"] == {"idmap": {"enabled": True}}
+    assert {"idmap", "ridmap"} <= set(doc["mountOptions"])
+    assert linux["intelRdt"] == {"enabled": False}
     assert linux["cgroup"]["systemd"] is False
     # hooks/seccomp/cgroups: listed only once create loads what applies them
     assert (doc["hooks"] != []) == ("runtime.hooks" in sys.modules)
