@@ -93,3 +93,24 @@ def test_unknown_action_is_a_clear_error(capsys):
     from shim import main
     assert main.main(["-id", "x", "frobnicate"]) == 2
     assert "unknown action 'frobnicate'" in capsys.readouterr().err
+
+
+def test_the_real_binary_exits_without_the_interpreters_teardown(monkeypatch, capsys):
+    """main() of the real process (argv None) flushes its output and calls os._exit with the
+    status: `start` is on every new shim's critical path."""
+    import os
+    import sys
+
+    from shim import main
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code):
+        raise Exited(code)
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    monkeypatch.setattr(sys, "argv", ["containerd-shim-pyshim-v2", "-id", "x", "frobnicate"])
+    with pytest.raises(Exited) as e:
+        main.main()
+    assert e.value.args == (2,)
+    assert "unknown action 'frobnicate'" in capsys.readouterr().err
