@@ -230,9 +230,12 @@ def _state_base(oci_version: str, container_id: str, bundle: str, annotations: d
 
 
 def _runtime_hooks(cfg: "InitConfig", pid: int) -> None:
-    """prestart then createRuntime, here in the runtime's namespaces (launch calls it)."""
+    """prestart then createRuntime, here in the runtime's namespaces (launch calls it). Their
+    state says "created", as the runtime-spec's lifecycle has it (they run after step 2, the
+    environment's creation, which "creating" is), as crun and the runtime-tools suite
+    expect; runc 1.1 says "creating"."""
     from . import hooks
-    state_doc = {**cfg.hook_state, "status": "creating", "pid": pid}
+    state_doc = {**cfg.hook_state, "status": "created", "pid": pid}
     for kind in ("prestart", "createRuntime"):
         hooks.run(kind, cfg.spec.hooks.get(kind, []), state_doc)
 

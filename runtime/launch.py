@@ -169,7 +169,7 @@ def _before_pivot(cfg, sock: socket.socket, pid: int) -> None:
         request(sock, {"type": "hooks"}, "hooks-done", "hooks",
                 "the runtime did not run the create hooks")
     hooks.run("createContainer", cfg.spec.hooks.get("createContainer", []),
-              _hook_state(cfg, "creating", pid))
+              _hook_state(cfg, "created", pid))  # see container._runtime_hooks
 
 
 def _take_start(cfg, state_fd: int, pid: int) -> None:

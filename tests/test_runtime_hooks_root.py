@@ -78,7 +78,9 @@ def test_every_kind_runs_at_its_moment_in_its_namespace(hookenv):
     host = socket.gethostname()
     assert [e[1] for e in got] == [host, host, "pyshim-test", "pyshim-test", host, host]
     assert [(e[2]["status"], e[2]["pid"]) for e in got] == [
-        ("creating", c.pid), ("creating", c.pid), ("creating", c.pid), ("created", c.pid),
+        # create-time hooks run after the environment is created (runtime-spec lifecycle
+        # steps 3-5; "creating" is step 2): "created", as crun and runtime-tools have it
+        ("created", c.pid), ("created", c.pid), ("created", c.pid), ("created", c.pid),
         ("running", c.pid), ("stopped", 0)]
     assert all(e[2]["id"] == "c1" and e[2]["bundle"] == str(bundle) for e in got)
 
