@@ -293,8 +293,11 @@ def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
     if host is None:
         host = HostInfo.probe(cgroups=any(m.type == "cgroup" for m in spec.mounts))
     prop = PROPAGATION[spec.linux.rootfs_propagation] if spec.linux.rootfs_propagation else 0
-    # Nothing we mount may propagate back to the host: slave everything first, like runc.
-    ops: list = [Mount(None, "/", None, prop or MS_SLAVE | MS_REC, host=True)]
+    # Nothing we mount may propagate back to the host: slave everything first, like runc. An
+    # unbindable root only after pivot_root (below): set on the host's / now, it would refuse
+    # the bind of the rootfs on itself (EINVAL; runc 1.1 fails so, crun does as we do).
+    early = MS_SLAVE | MS_REC if not prop or prop & MS_UNBINDABLE else prop
+    ops: list = [Mount(None, "/", None, early, host=True)]
     if prop & MS_SHARED:
         ops.append(ParentPrivate(rootfs))
     # pivot_root needs the new root to be a mount point.
@@ -322,8 +325,6 @@ def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
     else:
         ops += [Chdir(rootfs, host=True), PivotRoot(), Mount(None, ".", None, MS_SLAVE | MS_REC),
                 Umount(".", MNT_DETACH), Chdir("/")]
-    if prop:
-        ops.append(Mount(None, "/", None, prop))
     console = for_process(spec.process, dev_console=True) if spec.process else None
     if console is not None:  # where runc makes it: in the new root, before anything is ro
         ops.append(console)
@@ -338,6 +339,8 @@ def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
             for i, p in enumerate(lx.readonly_paths)]
     if spec.root.readonly:
         ops.append(Mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY))
+    if prop:  # last: an unbindable tree refuses the binds of masked and read-only paths
+        ops.append(Mount(None, "/", None, prop))
     return ops
 
 

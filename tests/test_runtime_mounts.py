@@ -282,9 +282,10 @@ def test_root_propagation_and_readonly_root():
     ops = plan_rootfs(parse(mutate), R, "/b", HostInfo())
     assert ops[:3] == [Mount(None, "/", None, MS_SHARED | MS_REC, host=True),
                        ParentPrivate(R), Mount(R, R, None, MS_BIND | MS_REC, host=True)]
-    i = ops.index(PivotRoot())
-    assert ops[i + 4] == Mount(None, "/", None, MS_SHARED | MS_REC)  # after pivot_root
-    assert ops[-1] == Mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    # the new root's propagation is set last, after the read-only remount (an unbindable one
+    # would refuse the binds of the masked and read-only paths)
+    assert ops[-2:] == [Mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY),
+                        Mount(None, "/", None, MS_SHARED | MS_REC)]
 
 
 def test_readonly_dev_is_remounted_after_devices():
@@ -581,3 +582,15 @@ def test_executor_moves_an_idmapped_tree_in_where_the_plan_says(tmp_path):
     with pytest.raises(ContainerSetupError) as e:  # no tree from the caller for it
         executor.apply([IdmapBind(4, str(src), "/x")], str(r), FakeSys(), mount_fds={3: 41})
     assert (e.value.step, e.value.path) == ("idmapped mount", "/x")
+
+
+@pytest.mark.parametrize("prop,flags", [("unbindable", MS_UNBINDABLE),
+                                        ("runbindable", MS_UNBINDABLE | MS_REC)])
+def test_an_unbindable_root_is_made_so_after_pivot_root_only(prop, flags):
+    """Set on the host's / first, it would make the bind of the rootfs on itself fail with
+    EINVAL (runc 1.1 fails so): the host's mounts are made rslave, the new root unbindable."""
+    ops = plan_rootfs(parse(lambda c: c["linux"].update(rootfsPropagation=prop)), R, "/b",
+                      HostInfo())
+    assert ops[:2] == [Mount(None, "/", None, MS_SLAVE | MS_REC, host=True),
+                       Mount(R, R, None, MS_BIND | MS_REC, host=True)]
+    assert ops[-1] == Mount(None, "/", None, flags)

@@ -111,7 +111,8 @@ def shared_bundle(env, tmp_path):
 
 
 @pytest.mark.parametrize("prop,tag", [("rslave", "master:"), ("rshared", "shared:"),
-                                      ("rprivate", None)])
+                                      ("rprivate", None), ("unbindable", "unbindable"),
+                                      ("runbindable", "unbindable")])
 def test_rootfs_propagation_shows_on_the_root_mount(shared_bundle, prop, tag):
     engine, bundle = shared_bundle
     out, code = run(engine, bundle, ["cat", "/proc/self/mountinfo"],
