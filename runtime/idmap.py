@@ -22,7 +22,7 @@ source path) and leaves no child behind.
 import os
 import posixpath
 
-from .child import fork_child
+from .child import fork_child, reset_caller_signals
 from .errors import ContainerSetupError
 from .sys.consts import CLONE_NEWUSER
 
@@ -89,6 +89,7 @@ def user_namespace(maps, sys, write_id_mappings) -> int:
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
 
     def child() -> int:
+        reset_caller_signals()  # the caller's handlers (the CLI's forwarder) are not ours
         os.close(ready_r)
         os.close(go_w)
         try:
