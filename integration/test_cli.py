@@ -528,6 +528,43 @@ def test_exec_or_a_clear_error(runtimes, bundle):
     assert outs["pyshim"] == outs["runc"] == (5, "in-clitest\n", "")
 
 
+def test_exec_into_sub_cgroups_like_runc(runtimes, bundle):
+    """exec --cgroup: a bare path joins that existing sub-cgroup in every hierarchy, a
+    controller:path only in that one; a missing one is an error. Same /proc/self/cgroup
+    (relative to the container's own cgroup) as runc."""
+    b = bundle(["sleep", "30"])
+    outs = {}
+    for name, rt in runtimes.items():
+        rt.ok("run", "-d", "--bundle", b, "sc")
+        pid = rt.state("sc")["pid"]
+        own = {}
+        for line in open(f"/proc/{pid}/cgroup").read().splitlines():
+            hid, ctrls, path = line.split(":", 2)
+            if ctrls in ("pids", "memory"):
+                own[ctrls] = path
+        made = [f"/sys/fs/cgroup/{c}{p}/sub" for c, p in own.items()]
+        for d in made:
+            os.mkdir(d)
+        try:
+            got = []
+            for flags in (["--cgroup", "pids:sub"], ["--cgroup", "pids:sub", "--cgroup",
+                                                     "memory:sub"], ["--cgroup", "nope:sub"]):
+                rc, out, err = rt("exec", *flags, "sc", "cat", "/proc/self/cgroup")
+                lines = {ln.split(":", 2)[1]: ln.split(":", 2)[2]
+                         for ln in out.splitlines()} if rc == 0 else {}
+                got.append((rc, {c: lines.get(c, "").replace(own[c], "<own>") for c in own}))
+            outs[name] = got
+        finally:
+            rt("delete", "--force", "sc")
+            for d in made:
+                if os.path.isdir(d):
+                    os.rmdir(d)
+    assert outs["pyshim"][:2] == [(0, {"pids": "<own>/sub", "memory": "<own>"}),
+                                  (0, {"pids": "<own>/sub", "memory": "<own>/sub"})], outs
+    assert outs["pyshim"][2][0] == 255  # runc's status for a failed exec
+    assert outs["pyshim"] == outs["runc"]
+
+
 def test_ps_pause_resume_update_kill_all(rt, bundle, tmp_path):
     cg = f"/pyshim-cli-{rt.name}-{os.getpid()}-{tmp_path.name[-8:]}"
     b = bundle(["sh", "-c", "sleep 100 & sleep 200"],

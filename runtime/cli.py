@@ -106,7 +106,8 @@ COMMANDS = {
                  (("no-new-privs",), BOOL, "set the no new privileges value for the process"),
                  (("cap", "c"), LIST, "add a capability to the bounding set for the process"),
                  _PRESERVE,
-                 (("cgroup",), LIST, "run the process in a sub-cgroup (not supported yet)"),
+                 (("cgroup",), LIST, "run the process in an (existing) sub-cgroup(s). Format is "
+                                     "[<controller>:]<cgroup>."),
                  (("ignore-paused",), BOOL, "allow exec in a paused container")],
              (1, None), 1),
     "ps": ("ps displays the processes running inside a container",

@@ -21,7 +21,7 @@ import os
 import sys
 
 from .cli import PROG, CliError, UsageError, listen_fds, unsupported
-from .errors import ContainerNotFound, ProcessFinished
+from .errors import ContainerNotFound, EngineError, ProcessFinished
 
 
 def run(name: str, ctx, opts, args: list[str]) -> int:
@@ -275,6 +275,27 @@ def kill(ctx, o, args) -> int:
     return 0
 
 
+def sub_cgroup_paths(args: list[str]) -> dict[str, str]:
+    """runc's exec --cgroup arguments: one bare path (every hierarchy, or cgroup v2's only
+    one), or any number of controller[,controller...]:path."""
+    paths: dict[str, str] = {}
+    for arg in args:
+        ctrls, sep, path = arg.partition(":")
+        if not sep:
+            if len(args) != 1:
+                raise CliError(f"invalid --cgroup argument: {arg} (missing <controller>: prefix)")
+            paths[""] = arg
+            continue
+        for ctrl in ctrls.split(","):
+            if not ctrl:
+                raise CliError(f"invalid --cgroup argument: {arg} (empty <controller> prefix)")
+            if ctrl in paths:
+                raise CliError(f"invalid --cgroup argument(s): controller {ctrl} specified "
+                               "multiple times")
+            paths[ctrl] = path
+    return paths
+
+
 def parse_signal(raw: str) -> int:
     """runc's parseSignal: a number, or a name with or without SIG, in any case. The names
     are signal.Signals' (the SIG* constants of _signal, without the ~4 ms enum import)."""
@@ -364,11 +385,22 @@ def _signal_container(c, sig: int) -> None:
 
 # --- exec ------------------------------------------------------------------------------------
 def exec_(ctx, o, args) -> int:
-    from . import cli_tty
-    if o.cgroup:
-        raise unsupported("exec --cgroup")
     if not o.process and len(args) < 2:
         raise UsageError(f'{PROG}: "exec" requires a minimum of 2 argument(s)', "exec")
+    try:
+        return _exec(ctx, o, args)
+    except (CliError, EngineError, OSError) as e:
+        # runc: every failure to exec is "exec failed: ..." and exit status 255
+        if isinstance(e, OSError) and not isinstance(e, EngineError):
+            text = f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
+        else:
+            text = str(e)
+        raise CliError(f"exec failed: {text}", code=255) from None
+
+
+def _exec(ctx, o, args) -> int:
+    from . import cli_tty
+    sub_cgroups = sub_cgroup_paths(o.cgroup or [])
     c = ctx.engine().load(args[0])
     do_exec = _method(c, "exec", "exec")
     status = c.status()
@@ -387,7 +419,7 @@ def exec_(ctx, o, args) -> int:
         become_subreaper()
         fwd = Forwarder(ctx)
     stdio = _stdio(o)
-    pid = do_exec(process, stdio)
+    pid = do_exec(process, stdio, sub_cgroups) if sub_cgroups else do_exec(process, stdio)
     master = _hand_over_console(stdio, o.console_socket, lambda: _quiet_kill(pid, 9))
     if o.pid_file:
         write_pid_file(o.pid_file, pid)

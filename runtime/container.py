@@ -446,10 +446,11 @@ class Container:
         raise EngineError(f"container {self.id!r}: init did not take the start within "
                           f"{allowed:g}s")
 
-    def exec(self, process: dict, stdio: Stdio) -> int:
+    def exec(self, process: dict, stdio: Stdio, sub_cgroups: dict | None = None) -> int:
         """Run an OCI process object inside the container's namespaces and cgroup; return its
         host pid once it has exec'd (with a terminal, stdio.console_fd is its master). The
-        caller reaps it. See runtime.execproc."""
+        caller reaps it. See runtime.execproc. sub_cgroups: {controller or "": path} of
+        existing sub-cgroups to join instead (runc's exec --cgroup)."""
         load_engine()
         from . import execproc, namespaces
         from . import spec as spec_mod
@@ -465,7 +466,8 @@ class Container:
         try:
             keyring = None if self._data.get("noNewKeyring") else _init_keyring_name(self.id)
             job = execproc.ExecJob(p, stdio.for_process(p), fds, self._cgroup,
-                                   seccomp_filter(self.spec), stdio.preserve_fds, keyring)
+                                   seccomp_filter(self.spec), stdio.preserve_fds, keyring,
+                                   sub_cgroups or None)
             pid, stdio.console_fd = execproc.run(job, self._sys, self._timeout)
             return pid
         finally:

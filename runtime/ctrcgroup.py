@@ -55,13 +55,14 @@ def join(m: "cgroups.Manager | None", pid: int | None = None) -> None:
         raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
 
 
-def open_procs(m: "cgroups.Manager | None") -> list[int]:
-    """fds on the cgroup's cgroup.procs files, opened here (the host's view, our credentials)
-    for join_self() in a process forked later, whatever namespaces it is in by then."""
+def open_procs(m: "cgroups.Manager | None", sub: dict[str, str] | None = None) -> list[int]:
+    """fds on the cgroup's cgroup.procs files (or its sub-cgroups': Manager.sub_dirs),
+    opened here (the host's view, our credentials) for join_self() in a process forked later,
+    whatever namespaces it is in by then."""
     if m is None:
         return []
     try:
-        return m.open_procs()
+        return m.open_procs(sub)
     except EngineError as e:
         raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
 

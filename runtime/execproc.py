@@ -48,12 +48,14 @@ class ExecJob(Record):
     seccomp: "_init.SeccompFilter | None" = None  # the container's, compiled by the caller
     preserve_fds: int = 0  # the caller's fds 3..N+2 reach the process (Stdio.preserve_fds)
     keyring: str | None = None  # the container's session keyring to join (init.join_keyring)
+    sub_cgroups: dict | None = None  # runc's exec --cgroup: {controller or "": sub-path}
 
 
 # --- children --------------------------------------------------------------------------------
 def _intermediate(job: ExecJob, sock: socket.socket, sys) -> int:
     try:
-        procs = ctrcgroup.open_procs(job.cgroup)  # the process joins by itself (see above)
+        # the process joins by itself (see above)
+        procs = ctrcgroup.open_procs(job.cgroup, job.sub_cgroups)
         _init.before_namespaces(None, job.process, sys)  # the oom score; no cgroup (above)
         dup_stdio(job.stdio)  # before setns(mnt): a /dev/null stand-in still opens here
         namespaces.enter(job.namespaces, sys)

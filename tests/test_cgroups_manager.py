@@ -568,3 +568,19 @@ def test_v2_pids_recursive_and_apply(v2):
     (mnt / "default/ctr/x").mkdir()
     fs.populate(mnt / "default/ctr/x", {"cgroup.procs": "78\n"})
     assert m.pids() == [77, 78]
+
+
+def test_exec_sub_cgroups_per_controller_or_everywhere(v1):
+    """runc's exec --cgroup: {controller: sub} joins that sub-cgroup there and the container's
+    own cgroup elsewhere; {"": sub} joins it in every hierarchy."""
+    m = v1[0]
+    only_pids = m.sub_dirs({"pids": "a/b"})
+    assert os.path.join(m.paths["pids"], "a/b") in only_pids
+    assert m.paths["memory"] in only_pids
+    everywhere = m.sub_dirs({"": "x"})
+    assert set(everywhere) == {os.path.join(d, "x") for d in m.dirs()}
+    with pytest.raises(CgroupError, match="no nosuch controller"):
+        m.sub_dirs({"nosuch": "a"})
+    for bad in ("../escape", "/abs", "."):
+        with pytest.raises(CgroupError, match="must be a relative path below"):
+            m.sub_dirs({"": bad})

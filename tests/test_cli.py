@@ -232,10 +232,11 @@ def test_runcs_terminal_rules(engine, tmp_path, capsys, argv, terminal, msg):
 def test_exec_tty_rules(engine, capsys):
     engine.containers["c"] = c = FakeContainer("c", status="running")
     c.exec = lambda p, stdio: 1
-    assert run(engine, "exec", "-d", "-t", "c", "sh") == 1
-    assert "cannot allocate tty" in capsys.readouterr().err
-    assert run(engine, "exec", "-d", "--console-socket", "/s", "c", "sh") == 1
-    assert "cannot use console socket" in capsys.readouterr().err
+    # as runc: a failed exec is "exec failed: ..." and exit status 255
+    assert run(engine, "exec", "-d", "-t", "c", "sh") == 255
+    assert "exec failed: cannot allocate tty" in capsys.readouterr().err
+    assert run(engine, "exec", "-d", "--console-socket", "/s", "c", "sh") == 255
+    assert "exec failed: cannot use console socket" in capsys.readouterr().err
 
 
 def test_the_console_master_goes_to_the_console_socket(engine, tmp_path):
@@ -394,7 +395,7 @@ def test_tabwriter_pads_all_but_the_last_column():
     (["exec", "c", "true"], "exec")])
 def test_missing_engine_methods_are_clear_errors(engine, capsys, argv, what):
     engine.containers["c"] = FakeContainer("c", status="running")
-    assert run(engine, *argv) == 1
+    assert run(engine, *argv) == (255 if what == "exec" else 1)  # runc: exec fails with 255
     assert f"{what}: not supported by this engine yet" in capsys.readouterr().err
 
 
@@ -477,8 +478,8 @@ def test_exec_detached_writes_the_pid_file(engine, tmp_path):
 def test_exec_in_a_stopped_container_fails(engine, capsys):
     engine.containers["c"] = c = FakeContainer("c", status="stopped")
     c.exec = lambda p, stdio: 1
-    assert run(engine, "exec", "-d", "c", "true") == 1
-    assert "stopped" in capsys.readouterr().err
+    assert run(engine, "exec", "-d", "c", "true") == 255  # runc's status for a failed exec
+    assert "exec failed: cannot exec in a stopped container" in capsys.readouterr().err
 
 
 # --- global behaviour ------------------------------------------------------------------------
@@ -631,3 +632,19 @@ def test_listen_fds_only_when_listen_pid_is_us(monkeypatch):
     monkeypatch.delenv("LISTEN_FDS")
     monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
     assert cli.listen_fds() == 0
+
+
+@pytest.mark.parametrize("args,want", [
+    ([], {}), (["sub"], {"": "sub"}), (["pids:a", "cpu,cpuacct:b/c"],
+                                       {"pids": "a", "cpu": "b/c", "cpuacct": "b/c"})])
+def test_exec_cgroup_arguments_as_runc_reads_them(args, want):
+    assert cli_commands.sub_cgroup_paths(args) == want
+
+
+@pytest.mark.parametrize("args,error", [
+    (["a", "b"], "invalid --cgroup argument: a (missing <controller>: prefix)"),
+    ([":x"], "invalid --cgroup argument: :x (empty <controller> prefix)"),
+    (["pids:a", "pids:b"], "controller pids specified multiple times")])
+def test_bad_exec_cgroup_arguments(args, error):
+    with pytest.raises(cli.CliError, match=error.replace("(", r"\(").replace(")", r"\)")):
+        cli_commands.sub_cgroup_paths(args)

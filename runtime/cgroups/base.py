@@ -55,13 +55,34 @@ class Manager:
                         raise _fail("add pid to", path, e) from None
                     time.sleep(delay)
 
-    def open_procs(self) -> list[int]:
-        """fds on cgroup.procs in every hierarchy, for a process to join later from wherever
-        it is then (join_procs): the kernel checks the credentials and cgroup namespace of the
-        opener, not the writer's (Linux >= 5.16). On failure nothing stays open."""
+    def sub_dirs(self, sub: dict[str, str]) -> list[str]:
+        """The distinct directories an exec'd process joins with runc's `exec --cgroup`:
+        sub-cgroup `sub[controller]` (else `sub[""]`, else none) of the container's in each
+        hierarchy. Sub-paths are relative and stay below the container's cgroup."""
+        unknown = sorted(set(sub) - set(self.paths) - {""})
+        if unknown:
+            raise CgroupError(f"exec --cgroup: no {', '.join(unknown)} controller in this "
+                              f"container's cgroups ({', '.join(sorted(self.paths))})", None)
+        out = {}
+        for ctrl, d in self.paths.items():
+            rel = sub.get(ctrl, sub.get(""))
+            if rel:
+                clean = posixpath.normpath(rel)
+                if clean.startswith(("/", "..")) or clean == ".":
+                    raise CgroupError(f"exec --cgroup {rel}: must be a relative path below the "
+                                      "container's cgroup", None)
+                d = posixpath.join(d, clean)
+            out[d] = None
+        return list(out)
+
+    def open_procs(self, sub: dict[str, str] | None = None) -> list[int]:
+        """fds on cgroup.procs in every hierarchy (of sub-cgroups: sub_dirs), for a process to
+        join later from wherever it is then (join_procs): the kernel checks the credentials
+        and cgroup namespace of the opener, not the writer's (Linux >= 5.16). On failure
+        nothing stays open."""
         fds: list[int] = []
         try:
-            for d in self.dirs():
+            for d in (self.sub_dirs(sub) if sub else self.dirs()):
                 path = posixpath.join(d, "cgroup.procs")
                 try:
                     fds.append(self.fs.open_write(path))
