@@ -89,37 +89,15 @@ def containerd(prerequisites, busybox_tar):
     old = signal.signal(signal.SIGTERM, _sigterm_to_keyboardinterrupt)
     c = PrivateContainerd(shims=pyshim_shims())
     _instance = c
-    parents = _namespace_cgroups(c.namespace)
     try:
         c.import_image(busybox_tar)
         yield c
     finally:
         _instance = None
         notes = c.stop()
-        notes += _remove_namespace_cgroups(c.namespace, parents)
         signal.signal(signal.SIGTERM, old)
         if notes:
             print("\nprivate containerd teardown had to clean up:\n  " + "\n  ".join(notes))
-
-
-def _namespace_cgroups(namespace: str) -> set[str]:
-    """The cgroup directories named after a containerd namespace, in every hierarchy: a
-    container without a cgroupsPath of its own gets /<namespace>/<id>, and the shims (runc's
-    too) remove only <id> when it goes."""
-    import glob
-    return set(glob.glob(f"/sys/fs/cgroup/*/{namespace}") + glob.glob(f"/sys/fs/cgroup/{namespace}"))
-
-
-def _remove_namespace_cgroups(namespace: str, existed: set[str]) -> list[str]:
-    """rmdir those the session made (empty by now: any container in them is a leak, and the
-    leak check names it); return notes for any that could not be removed."""
-    notes = []
-    for d in sorted(_namespace_cgroups(namespace) - existed):
-        try:
-            os.rmdir(d)
-        except OSError as e:
-            notes.append(f"cgroup {d}: {e.strerror}")
-    return notes
 
 
 SESSION_KEYRING_C = r"""
@@ -276,7 +254,6 @@ def cri_containerd(prerequisites, busybox_tar):
     global _cri_instance
     c = PrivateContainerd(cri=True, shims=pyshim_shims(), namespace=CRI_NAMESPACE)
     _cri_instance = c
-    parents = _namespace_cgroups(CRI_NAMESPACE)
     try:
         c.import_image(busybox_tar, namespace=CRI_NAMESPACE)
         yield c
@@ -284,7 +261,7 @@ def cri_containerd(prerequisites, busybox_tar):
         _cri_instance = None
         notes = c.stop()
         remove_cgroup_tree(CGROUP_PREFIX)
-        notes += _remove_namespace_cgroups(CRI_NAMESPACE, parents)
+
         signal.signal(signal.SIGTERM, old)
         if notes:
             print("\nCRI containerd teardown had to clean up:\n  " + "\n  ".join(notes))
