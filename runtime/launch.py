@@ -298,7 +298,13 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
         if later:
             # While the intermediate unshares and the init mounts: the mkdirs can queue behind
             # a cgroup move's grace period (runtime.cgwarm), which then costs the init nothing.
-            ctrcgroup.setup(cfg.cgroup, cfg.spec)
+            try:
+                ctrcgroup.setup(cfg.cgroup, cfg.spec)
+            except BaseException:
+                # The intermediate may have forked the init already: learn its pid, so that
+                # spawn's abort kills and reaps it too, not only the intermediate.
+                kids.await_pid(sock, time.monotonic() + timeout, timeout)
+                raise
         start = _await_ready(sock, kids, timeout, cfg.spec, sys, runtime_hooks,
                              cfg.cgroup if joins else None)
         return kids.pid, start, kids.take_console()  # kids.pid is known only after _await_ready

@@ -194,3 +194,28 @@ def test_exec_output_shows_the_cgroup(env, cgpath):
     assert [line for line in out if not line.endswith(cgpath)] == ["0::/"]
     c.delete(force=True)
     _reap(c.pid)
+
+
+def test_a_cgroup_setup_failing_after_the_init_was_forked_leaves_no_child(env, cgpath,
+                                                                         monkeypatch):
+    """The cgroup is made after the fork (launch.setup_cgroup_after_fork): if that fails once
+    the intermediate has forked the init, the init is killed and reaped too (it was left to
+    the subreaper, running, when only the intermediate was)."""
+    import time
+
+    from runtime import ctrcgroup
+    engine, bundle = env
+    write_config(bundle, ["true"], configure(cgpath))
+    real_setup = ctrcgroup.setup
+
+    def slow_failing_setup(m, spec):
+        time.sleep(0.3)  # the children are well on by now: the init exists
+        real_setup(m, spec)
+        ctrcgroup.destroy_quietly(m)
+        raise CgroupError("injected failure", None)
+    monkeypatch.setattr(ctrcgroup, "setup", slow_failing_setup)
+    before = children()
+    with pytest.raises(CgroupError, match="injected failure"):
+        engine.create("c1", str(bundle))
+    assert children() == before
+    assert engine.list() == [] and not glob.glob(f"/sys/fs/cgroup/*{cgpath}")
