@@ -61,17 +61,22 @@ def container_options(type_url: str, value: bytes) -> tuple[bool, bool]:
         type_url.rpartition("/")[2])
     if numbers is not None:
         try:
-            flags = _varint_fields(value)
+            flags = _fields(value, wire=0)
         except ValueError as e:
             raise ConfigError(f"runtime options {type_url}: undecodable: {e}") from None
         return tuple(bool(flags.get(n, 0)) for n in numbers)
-    cfg = load(_any(type_url, value) if type_url else b"")
+    body, path = _runtimeoptions(value) if type_url.endswith(RUNTIMEOPTIONS_TYPE) else ("", "")
+    cfg = _load(body, path)
     return cfg.no_pivot_root, cfg.no_new_keyring
 
 
 def load(options: bytes) -> Config:
     """The configuration for this start, from the options Any (raw bytes) or the config file."""
-    body, path = _from_options(options)
+    return _load(*_from_options(options))
+
+
+def _load(body: str, path: str) -> Config:
+    """From a runtimeoptions config_body, else its config_path, else the config file."""
     if body:
         return parse(body, "runtime options config_body")
     path = path or os.environ.get("PYSHIM_CONFIG") or DEFAULT_PATH
@@ -120,69 +125,44 @@ def _from_options(options: bytes) -> tuple[str, str]:
     try:
         any_fields = _fields(options)
         type_url = any_fields.get(1, b"").decode()
-        if not type_url.endswith(RUNTIMEOPTIONS_TYPE):
-            return "", ""
-        inner = _fields(any_fields.get(2, b""))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"runtime options: undecodable: {e}") from None
+    if not type_url.endswith(RUNTIMEOPTIONS_TYPE):
+        return "", ""
+    return _runtimeoptions(any_fields.get(2, b""))
+
+
+def _runtimeoptions(value: bytes) -> tuple[str, str]:
+    """(config_body, config_path) of an encoded runtimeoptions.v1.Options."""
+    try:
+        inner = _fields(value)
         return inner.get(3, b"").decode(), inner.get(2, b"").decode()
     except (ValueError, UnicodeDecodeError) as e:
         raise ConfigError(f"runtime options: undecodable: {e}") from None
 
 
-def _any(type_url: str, value: bytes) -> bytes:
-    """A protobuf Any's encoding (what `start` reads on stdin) from its two fields."""
-    def field(number: int, data: bytes) -> bytes:
-        return bytes([number << 3 | 2]) + _encode_varint(len(data)) + data
-    return field(1, type_url.encode()) + field(2, value)
-
-
-def _encode_varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _varint_fields(data: bytes) -> dict[int, int]:
-    """The varint fields of a protobuf message (the others are skipped), last wins."""
-    out, i = {}, 0
-    while i < len(data):
-        key, i = _varint(data, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            out[number], i = _varint(data, i)
-        elif wire == 2:
-            n, i = _varint(data, i)
-            i += n
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        if i > len(data):
-            raise ValueError("truncated field")
-    return out
-
-
-def _fields(data: bytes) -> dict[int, bytes]:
-    """The length-delimited fields of a protobuf message (varints are skipped), last wins.
+def _fields(data: bytes, wire: int = 2) -> dict:
+    """The fields of one wire type of a protobuf message, last wins: bytes of the
+    length-delimited ones (2), ints of the varints (0); the others are skipped.
     By hand: `start` must not pay for importing protobuf."""
     out, i = {}, 0
     while i < len(data):
         key, i = _varint(data, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, i = _varint(data, i)
-        elif wire == 2:
+        number, kind = key >> 3, key & 7
+        if kind == 0:
+            value, i = _varint(data, i)
+        elif kind == 2:
             n, i = _varint(data, i)
             if i + n > len(data):
                 raise ValueError("truncated field")
-            out[number] = data[i:i + n]
-            i += n
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
+            value, i = data[i:i + n], i + n
+        elif kind in (1, 5):
+            i += 8 if kind == 1 else 4
+            continue
         else:
-            raise ValueError(f"unsupported wire type {wire}")
+            raise ValueError(f"unsupported wire type {kind}")
+        if kind == wire:
+            out[number] = value
     return out
 
 

@@ -30,7 +30,7 @@ from proto.containerd.types.task import task_lite as types
 from runtime import cgwarm, fastjson
 from runtime.container import Engine
 from runtime.record import Record, field
-from shim import aio, checkpoint, errors, metrics, rootfs
+from shim import aio, checkpoint, config, errors, metrics, rootfs
 from shim.events import EventQueue
 from shim.log import getLogger
 from shim.reaper import Reaper
@@ -589,10 +589,9 @@ def _oom_watch(handle) -> tuple[int, int | None, str | None]:
 def _container_options(options) -> tuple[bool, bool]:
     """(no_pivot_root, no_new_keyring) from CreateTaskRequest.options; a bad one is the
     request's fault (InvalidArgument). Read where the engine runs: in the create fork, which
-    also keeps tomllib out of the daemon."""
-    from shim import config
+    also keeps tomllib out of the daemon (shim.config itself is preloaded there)."""
     try:
-        if options is None or not options.type_url:
+        if options is None:
             return config.container_options("", b"")
         return config.container_options(options.type_url, options.value)
     except config.ConfigError as e:
