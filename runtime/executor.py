@@ -48,14 +48,7 @@ class _Executor:
     # one method per op type -----------------------------------------------------------------
     def Mount(self, op: M.Mount) -> None:
         target = self.resolve(op.target, op.host)
-        if op.create == "source" and not self.sys.exists(op.source):
-            # Fail before making a mount point: the rootfs (often the image) stays untouched.
-            raise OSError(errno.ENOENT, f"bind source {op.source}: {os.strerror(errno.ENOENT)}")
-        if op.create == "dir" or (op.create == "source" and self.sys.isdir(op.source)):
-            self.sys.makedirs(target, 0o755)
-        elif op.create == "source" and not self.sys.exists(target):
-            self.sys.makedirs(posixpath.dirname(target), 0o755)
-            self.sys.touch(target)
+        self.mount_point(op.create, op.source, target)
         self.mount(op.source, target, op.fstype, op.flags, op.data)
 
     def IdmapBind(self, op: M.IdmapBind) -> None:
@@ -63,12 +56,20 @@ class _Executor:
         if fd is None:
             raise OSError(errno.EBADF, f"mounts[{op.index}]: the caller made no idmapped mount")
         target = self.resolve(op.target)
-        if self.sys.isdir(op.source):
+        self.mount_point("source", op.source, target)
+        self.sys.move_mount(fd, target)
+
+    def mount_point(self, create: str | None, source, target: str) -> None:
+        """Make the mount point: "dir", or "source": a directory or a file as the bind source
+        is (an existing target is kept)."""
+        if create == "source" and not self.sys.exists(source):
+            # Fail before making a mount point: the rootfs (often the image) stays untouched.
+            raise OSError(errno.ENOENT, f"bind source {source}: {os.strerror(errno.ENOENT)}")
+        if create == "dir" or (create == "source" and self.sys.isdir(source)):
             self.sys.makedirs(target, 0o755)
-        elif not self.sys.exists(target):
+        elif create == "source" and not self.sys.exists(target):
             self.sys.makedirs(posixpath.dirname(target), 0o755)
             self.sys.touch(target)
-        self.sys.move_mount(fd, target)
 
     def mount(self, source, target: str, fstype, flags: int, data=None) -> None:
         """mount(2); a bind remount the kernel refuses (EPERM) is retried once with the flags

@@ -210,19 +210,22 @@ def _unescape(s: str) -> str:
     return s
 
 
-def full_proc_sys_mounts(mountinfo: str, rootfs: str) -> list[str]:
-    """The mount points of whole (root "/") proc and sysfs mounts outside `rootfs`, in
-    mountinfo order: what MoveRoot hides (runc's msMoveRoot selection)."""
-    points = []
+def mountinfo_entries(mountinfo: str):
+    """(root, mount point, fstype, super options) of each /proc/<pid>/mountinfo line, the
+    paths unescaped."""
     for line in mountinfo.splitlines():
         left, _, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
-        if len(fields) < 5 or not tail or tail[0] not in ("proc", "sysfs"):
-            continue
-        root, point = _unescape(fields[3]), _unescape(fields[4])
-        if root == "/" and not point.startswith(rootfs):  # runc: strings.HasPrefix
-            points.append(point)
-    return points
+        if len(fields) >= 5 and len(tail) >= 3:
+            yield _unescape(fields[3]), _unescape(fields[4]), tail[0], tail[2]
+
+
+def full_proc_sys_mounts(mountinfo: str, rootfs: str) -> list[str]:
+    """The mount points of whole (root "/") proc and sysfs mounts outside `rootfs`, in
+    mountinfo order: what MoveRoot hides (runc's msMoveRoot selection)."""
+    return [point for root, point, fstype, _ in mountinfo_entries(mountinfo)
+            if fstype in ("proc", "sysfs") and root == "/"
+            and not point.startswith(rootfs)]  # runc: strings.HasPrefix
 
 
 def cgroup_hierarchies(mountinfo: str, proc_cgroup: str):
@@ -232,12 +235,9 @@ def cgroup_hierarchies(mountinfo: str, proc_cgroup: str):
         _, ctrls, path = line.split(":", 2)
         own[frozenset(c for c in ctrls.split(",") if c)] = path
     seen = set()
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        fields, (fstype, _src, superopts) = left.split(), right.split()[:3]
+    for root, mountpoint, fstype, superopts in mountinfo_entries(mountinfo):
         if fstype not in ("cgroup", "cgroup2"):
             continue
-        root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
         opts = set(superopts.split(","))
         key = next((k for k in own if k and k <= opts), None) if fstype == "cgroup" else frozenset()
         if key is None or key not in own or key in seen:
