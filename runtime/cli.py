@@ -347,11 +347,13 @@ def version_text() -> str:
 class Context:
     """What every command gets: the global options, the log, and the engine (made lazily)."""
 
-    def __init__(self, gopts: Opts, log: Log, engine_factory=None, real_process: bool = False):
+    def __init__(self, gopts: Opts, log: Log, engine_factory=None, real_process: bool = False,
+                 listen_fds: int = 0):
         self.root = gopts.root or DEFAULT_ROOT
         self.gopts = gopts
         self.log = log
         self.real_process = real_process  # may close inherited fds, install signal handlers
+        self.listen_fds = listen_fds  # systemd socket-activation fds from 3 (create, run)
         self._engine_factory = engine_factory
         self._engine = None
 
@@ -373,6 +375,16 @@ def _check_args(name: str, pos: list[str]) -> None:
         raise UsageError(f'{PROG}: "{name}" requires a minimum of {lo} argument(s)', name)
     if hi is not None and len(pos) > hi:
         raise UsageError(f'{PROG}: "{name}" requires a maximum of {hi} argument(s)', name)
+
+
+def error_text(e: BaseException) -> str | None:
+    """The one line an engine or OS error is reported as; None for any other exception."""
+    from .errors import EngineError
+    if isinstance(e, EngineError):
+        return str(e)
+    if isinstance(e, OSError):
+        return f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
+    return None
 
 
 def listen_fds() -> int:
@@ -445,14 +457,14 @@ def _main(argv: list[str] | None, engine_factory) -> int:
             sys.stdout.write(command_help(name))
             return 0
         _check_args(name, pos)
+        listen = listen_fds() if real and name in ("create", "run") else 0
         if real and name in _MOVES_A_PROCESS:
             # Nothing of our caller's reaches the container but stdio and --preserve-fds...
-            listen = listen_fds() if name in ("create", "run") else 0
             os.closerange(3 + listen + max(opts.preserve_fds or 0, 0), 1 << 20)
             # ...then the cgroup move's grace period runs while the engine is imported.
             from . import cgwarm
             cgwarm.start()
-        ctx = Context(gopts, log, engine_factory, real)
+        ctx = Context(gopts, log, engine_factory, real, listen)
         from . import cli_commands
         log.debug(f"{name} {' '.join(pos)}")
         return cli_commands.run(name, ctx, opts, pos)
@@ -468,11 +480,9 @@ def _main(argv: list[str] | None, engine_factory) -> int:
         log.error("interrupted")
         return 130
     except Exception as e:  # noqa: BLE001 - every failure is one line and exit 1, like runc
-        from .errors import EngineError
-        if isinstance(e, EngineError):
-            log.error(str(e))
-        elif isinstance(e, OSError):
-            log.error(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+        text = error_text(e)
+        if text is not None:
+            log.error(text)
         else:
             log.error(f"internal error: {type(e).__name__}: {e}")
             if log.debug_enabled:

@@ -20,7 +20,7 @@ Invariants:
 import os
 import sys
 
-from .cli import PROG, CliError, UsageError, listen_fds, unsupported
+from .cli import PROG, CliError, UsageError, error_text, unsupported
 from .errors import ContainerNotFound, EngineError, ProcessFinished
 
 
@@ -80,7 +80,7 @@ def _stdio(o, listen: int = 0):
 def _activation(ctx) -> tuple[int, list[str]]:
     """(socket-activation fds, the env the container gets for them), as runc: LISTEN_FDS=N
     and LISTEN_PID=1 (the container's process)."""
-    n = listen_fds() if ctx.real_process else 0
+    n = ctx.listen_fds
     return n, ([f"LISTEN_FDS={n}", "LISTEN_PID=1"] if n else [])
 
 
@@ -391,11 +391,7 @@ def exec_(ctx, o, args) -> int:
         return _exec(ctx, o, args)
     except (CliError, EngineError, OSError) as e:
         # runc: every failure to exec is "exec failed: ..." and exit status 255
-        if isinstance(e, OSError) and not isinstance(e, EngineError):
-            text = f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
-        else:
-            text = str(e)
-        raise CliError(f"exec failed: {text}", code=255) from None
+        raise CliError(f"exec failed: {error_text(e) or e}", code=255) from None
 
 
 def _exec(ctx, o, args) -> int:
