@@ -468,6 +468,32 @@ def test_bad_configs_fail_create_and_leave_nothing(rt, bundle):
     assert rt.ok("list", "-q") == ""
 
 
+def test_unknown_capabilities_are_left_out_with_a_warning(rt, bundle):
+    """runtime-tools' process_capabilities_fail config: runc (and crun) warn and run."""
+    from runtime import caps
+    from runtime.specgen import DEFAULT_CAPS
+    b = bundle(["cat", "/proc/self/status"],
+               lambda c: c["process"]["capabilities"]["bounding"].append("CAP_NO_SUCH"))
+    rc, out, err = rt("run", "--bundle", b, "u")
+    assert rc == 0 and "warn" in err and "CAP_NO_SUCH" in err, err
+    bounding = next(ln.split()[1] for ln in out.splitlines() if ln.startswith("CapBnd:"))
+    assert int(bounding, 16) == caps.to_mask(DEFAULT_CAPS, "x")
+    assert rt.ok("list", "-q") == ""
+
+
+def test_a_mount_label_without_selinux_is_left_out_with_a_warning(runtimes, bundle):
+    """crun's reading; runc 1.1.5 passes context= to mount(2), which fails with EINVAL."""
+    if os.path.exists("/sys/fs/selinux/enforce"):
+        pytest.skip("this host has SELinux: the label is applied (tests/test_runtime_mounts.py)")
+    label = "system_u:object_r:container_file_t:s0:c1,c2"
+    b = bundle(["cat", "/proc/self/mountinfo"], lambda c: c["linux"].update(mountLabel=label))
+    rc, out, err = runtimes["pyshim"]("run", "--bundle", b, "l")
+    assert rc == 0, err
+    assert "linux.mountLabel" in err and label in err and "warn" in err, err
+    dev = [ln for ln in out.splitlines() if ln.split()[4] == "/dev"]
+    assert len(dev) == 1 and " - tmpfs " in dev[0] and "context=" not in out, out
+
+
 def test_json_log_gets_the_error(rt, tmp_path):
     log = tmp_path / f"{rt.name}.log"
     rc, _, err = rt("state", "nope", global_args=("--log", str(log), "--log-format", "json"))

@@ -51,6 +51,7 @@ EXPECTED_PROBE = {
     "linux_uid_gid_mappings": (0, 1),  # user namespaces: not supported by the engine yet
     "killsig": (7, 0),
     "hooks": (9, 0),
+    "process_capabilities_unknown": (3, 0),
 }
 
 

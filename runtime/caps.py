@@ -1,11 +1,11 @@
 """Capability names <-> numbers and the 64-bit masks capset(2) takes.
 
-Invariant: a name the table does not know is an InvalidSpec naming the exact field
-(process.capabilities.<set>[i]); a known name newer than this kernel's cap_last_cap is dropped,
-like runc does, because the kernel cannot grant it anyway.
+A name this kernel cannot grant is dropped, as runc and crun do: one newer than this kernel's
+cap_last_cap, and one the table does not know at all (runc 1.1 and crun 1.8 warn and go on, so
+a config written for a newer kernel or runtime still runs). The runtime-spec asks for an error
+there; containerd, Docker and Kubernetes configs rely on runc's reading. to_mask reports the
+unknown names, with their exact field (process.capabilities.<set>[i]), for a warning.
 """
-
-from .errors import InvalidSpec
 
 # Kernel order: the index is the capability number (include/uapi/linux/capability.h).
 NAMES = (
@@ -38,20 +38,18 @@ def last_cap() -> int:
     return _last[0]
 
 
-def number(name: str, field: str) -> int:
-    try:
-        return NUMBERS[name.upper()]
-    except KeyError:
-        raise InvalidSpec(field, f"unknown capability {name!r}") from None
-
-
-def to_mask(names: list[str], field: str, last: int | None = None) -> int:
-    """The bit mask of `names`, validated; `field` is the list's JSON path."""
+def to_mask(names: list[str], field: str, last: int | None = None,
+            unknown: list | None = None) -> int:
+    """The bit mask of `names`; `field` is the list's JSON path. A name the table does not
+    know is left out and, given `unknown`, appended to it as (its field, the name)."""
     last = last_cap() if last is None else last
     mask = 0
     for i, name in enumerate(names):
-        n = number(name, f"{field}[{i}]")
-        if n <= last:
+        n = NUMBERS.get(name.upper())
+        if n is None:
+            if unknown is not None:
+                unknown.append((f"{field}[{i}]", name))
+        elif n <= last:
             mask |= 1 << n
     return mask
 

@@ -351,7 +351,7 @@ _UNLABELED = frozenset({"proc", "sysfs", "mqueue"})
 
 def with_mount_label(data: str | None, label: str) -> str | None:
     """linux.mountLabel as the context= mount option, as runc's label.FormatMountLabel does
-    (spec.check_supported refused the field where the host has no SELinux)."""
+    (spec.check_supported cleared the field where the host has no SELinux)."""
     if not label:
         return data
     context = f'context="{label}"'

@@ -43,12 +43,14 @@ class User(Record):
 
 
 class Capabilities(Record):
-    """Masks (bit n = capability n), validated against caps.NAMES."""
+    """Masks (bit n = capability n) of the names caps.NAMES knows; `unknown` lists the others,
+    left out, as (field, name) for check_process_supported's warning."""
     bounding: int = 0
     effective: int = 0
     inheritable: int = 0
     permitted: int = 0
     ambient: int = 0
+    unknown: tuple = ()
 
 
 class Rlimit(Record):
@@ -245,8 +247,10 @@ def _uint(obj, key, path, required=False, default=None):
 
 
 def _parse_caps(obj: dict, path: str) -> Capabilities:
-    masks = {s: _caps.to_mask(_list(obj, s, str, path), f"{path}.{s}") for s in _caps.SETS}
-    return Capabilities(**masks)
+    unknown: list = []
+    masks = {s: _caps.to_mask(_list(obj, s, str, path), f"{path}.{s}", unknown=unknown)
+             for s in _caps.SETS}
+    return Capabilities(**masks, unknown=tuple(unknown))
 
 
 def _parse_rlimits(obj: dict, path: str) -> list[Rlimit]:
@@ -627,10 +631,16 @@ def _no_lsm(field_: str, value: str, lsm: str, name: str, applied: bool = False)
 
 
 def check_process_supported(process: Process) -> None:
-    """What a process (the init's, or one to exec) asks that this engine cannot do."""
+    """What a process (the init's, or one to exec) asks that this engine cannot do; a warning
+    for the capability names it leaves out (runtime.caps)."""
     _no_lsm("process.apparmorProfile", process.apparmor_profile, "apparmor", "AppArmor",
             applied=True)
     _no_lsm("process.selinuxLabel", process.selinux_label, "selinux", "SELinux", applied=True)
+    if process.capabilities is not None and process.capabilities.unknown:
+        from . import log
+        for field_, name in process.capabilities.unknown:
+            log.warning("runtime.spec", f"{field_}: ignoring unknown capability {name!r} "
+                        "(as runc and crun do)")
 
 
 def _resctrl_mounted() -> bool:
@@ -676,7 +686,9 @@ def _check_idmapped(i: int, m: Mount, spec: Spec) -> None:
 
 
 def check_supported(spec: Spec) -> None:
-    """What this engine cannot run yet, as InvalidSpec (called by create, not by load)."""
+    """What this engine cannot run yet, as InvalidSpec (called by create, not by load); what
+    runc and crun leave out with a warning is left out (unknown capabilities) or cleared from
+    `spec` (linux.mountLabel without SELinux) the same way."""
     if spec.process is None:
         raise InvalidSpec("process", "is required to create a container")
     if not spec.namespace("mount"):
@@ -685,7 +697,13 @@ def check_supported(spec: Spec) -> None:
     for i, m in enumerate(spec.mounts):
         if m.idmapped():
             _check_idmapped(i, m, spec)
-    _no_lsm("linux.mountLabel", spec.linux.mount_label, "selinux", "SELinux", applied=True)
+    if spec.linux.mount_label and "selinux" not in host_lsms():
+        # crun's reading: a mount label means nothing without SELinux (the kernel would refuse
+        # the context= option with EINVAL), so it is left out, with a warning.
+        from . import log
+        log.warning("runtime.spec", f"linux.mountLabel: SELinux is not enabled on this host; "
+                    f"ignoring {spec.linux.mount_label!r} (as crun does)")
+        spec.linux.mount_label = ""
     if spec.linux.intel_rdt is not None:
         raise InvalidSpec("linux.intelRdt", "Intel RDT is not supported by this engine yet"
                           if _resctrl_mounted() else

@@ -70,7 +70,7 @@ def test_default_config_parses_into_typed_fields():
     ({"process__user__gid": -1}, "process.user.gid"),
     ({"process__user__uid": DELETE}, "process.user.uid"),
     ({"process__user__additionalGids": [1, "2"]}, "process.user.additionalGids[1]"),
-    ({"process__capabilities__effective": ["CAP_CHOWN", "CAP_FLY"]},
+    ({"process__capabilities__effective": ["CAP_CHOWN", 5]},
      "process.capabilities.effective[1]"),
     ({"process__capabilities__ambient": "CAP_CHOWN"}, "process.capabilities.ambient"),
     ({"process__rlimits__0__type": "RLIMIT_BOGUS"}, "process.rlimits[0].type"),

@@ -90,8 +90,7 @@ def test_personality_domains():
 # --- LSMs and Intel RDT: this host has neither -------------------------------------------------
 @pytest.mark.parametrize("where,key,field", [
     ("process", "apparmorProfile", "process.apparmorProfile"),
-    ("process", "selinuxLabel", "process.selinuxLabel"),
-    ("linux", "mountLabel", "linux.mountLabel")])
+    ("process", "selinuxLabel", "process.selinuxLabel")])
 def test_lsm_fields_are_refused_naming_the_field_when_set(monkeypatch, where, key, field):
     monkeypatch.setattr(S, "host_lsms", lambda: set())
     c = cfg()
@@ -104,6 +103,28 @@ def test_lsm_fields_are_refused_naming_the_field_when_set(monkeypatch, where, ke
     # applied where the host has the LSM: process profiles and labels by the init before
     # execve, the mount label as the context= option of the container's mounts
     S.check_supported(S.parse(c))
+
+
+def test_a_mount_label_without_selinux_is_left_out_with_a_warning(monkeypatch):
+    # crun's reading (runc 1.1.5 passes it to mount(2), which fails with EINVAL).
+    from runtime import log
+    warnings = []
+    monkeypatch.setattr(log, "sink", lambda level, msg: warnings.append((level, msg)))
+    monkeypatch.setattr(S, "host_lsms", lambda: set())
+    c = cfg()
+    c["linux"]["mountLabel"] = "system_u:object_r:container_file_t:s0:c1,c2"
+    spec = S.parse(c)
+    S.check_supported(spec)
+    assert spec.linux.mount_label == ""
+    assert warnings == [("warning", "linux.mountLabel: SELinux is not enabled on this host; "
+                         "ignoring 'system_u:object_r:container_file_t:s0:c1,c2' "
+                         "(as crun does)")]
+    # with SELinux it stays, for the context= option of the container's mounts
+    monkeypatch.setattr(S, "host_lsms", lambda: {"selinux"})
+    spec = S.parse(c)
+    S.check_supported(spec)
+    assert spec.linux.mount_label == "system_u:object_r:container_file_t:s0:c1,c2"
+    assert len(warnings) == 1
 
 
 def test_an_exec_process_with_an_apparmor_profile_is_refused(monkeypatch):
