@@ -23,6 +23,7 @@ _STEPS = {M.Mount: "mount", M.SetAttr: "mount_setattr", M.Umount: "umount", M.Ch
           M.IdmapBind: "idmapped mount",
           M.ParentPrivate: "mount", M.MakeDevice: "mknod", M.Symlink: "symlink",
           M.MakeDirs: "mkdir", M.MaskPath: "mask", M.ReadonlyPath: "readonly",
+          M.AwaitCgroup: "cgroup",
           _console.Console: "console"}
 _MODE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
 _BIND_REMOUNT = M.MS_BIND | M.MS_REMOUNT
@@ -31,9 +32,9 @@ _LOCKED_KEPT = M.MS_NODEV | M.MS_NOSUID | M.MS_NOEXEC | M.MS_NODIRATIME  # ro is
 
 
 class _Executor:
-    def __init__(self, rootfs: str, sys, send_master=None, mount_fds=None):
+    def __init__(self, rootfs: str, sys, send_master=None, mount_fds=None, await_cgroup=None):
         self.rootfs, self.sys, self.rooted = rootfs, sys, False
-        self.send_master = send_master
+        self.send_master, self.await_cgroup = send_master, await_cgroup
         self.mount_fds = mount_fds or {}  # spec.mounts index -> detached idmapped mount
 
     def resolve(self, path: str, host: bool = False) -> str:
@@ -159,6 +160,10 @@ class _Executor:
             raise ContainerSetupError("console", "nobody to hand the terminal's master to")
         _console.setup(op, self.sys, self.send_master)
 
+    def AwaitCgroup(self, op: M.AwaitCgroup) -> None:
+        if self.await_cgroup is not None:  # None: the cgroup was made before the fork
+            self.await_cgroup()
+
     def MakeDirs(self, op: M.MakeDirs) -> None:
         self.sys.makedirs(self.resolve(op.path), 0o755)
 
@@ -201,13 +206,14 @@ def _op_path(op) -> str | None:
 
 
 def apply(ops: list, rootfs: str, sys, before_pivot=None, send_master=None,
-          mount_fds=None) -> None:
+          mount_fds=None, await_cgroup=None) -> None:
     """Run the plan. Raises ContainerSetupError(step, message, path) on the first failure.
     before_pivot() (the create-time hooks) runs right before the PivotRoot op: mounts and
     devices are in place, the cwd is the rootfs, and the old root is still reachable.
     send_master(fd) takes the terminal's master at the Console op (runtime.console).
-    mount_fds: the detached idmapped mounts the IdmapBind ops move in (runtime.idmap)."""
-    ex = _Executor(rootfs, sys, send_master, mount_fds)
+    mount_fds: the detached idmapped mounts the IdmapBind ops move in (runtime.idmap).
+    await_cgroup() blocks until the container's cgroup directories exist (AwaitCgroup op)."""
+    ex = _Executor(rootfs, sys, send_master, mount_fds, await_cgroup)
     root_changes = (M.PivotRoot, M.Chroot, M.MoveRoot)
     if before_pivot is not None and not any(isinstance(op, root_changes) for op in ops):
         before_pivot()  # no root change planned: the hooks run first

@@ -71,10 +71,12 @@ class Prepared(Record):
     env: dict[str, str]
 
 
-def prepare(cfg: InitConfig, sys, before_pivot=None, send_master=None) -> Prepared:
+def prepare(cfg: InitConfig, sys, before_pivot=None, send_master=None,
+            await_cgroup=None) -> Prepared:
     """Set the container up; resolve the executable and the environment. before_pivot() runs
     once the mounts are made, before pivot_root; send_master(fd) takes the terminal's master
-    when the process has one (see executor.apply)."""
+    when the process has one; await_cgroup() returns once the cgroup exists, for its bind
+    mounts (see executor.apply)."""
     spec, proc = cfg.spec, cfg.spec.process
     join_keyring(cfg.keyring, sys, searchable=True)
     sys.umask(0)  # devices and mount points get exactly the modes the plan says
@@ -89,7 +91,8 @@ def prepare(cfg: InitConfig, sys, before_pivot=None, send_master=None) -> Prepar
     for key, value in spec.linux.sysctl.items():
         path = sysctl_path(key)
         step("sysctl", sys.write_file, path, value, path=path)
-    executor.apply(cfg.ops, cfg.rootfs, sys, before_pivot, send_master, cfg.mount_fds)
+    executor.apply(cfg.ops, cfg.rootfs, sys, before_pivot, send_master, cfg.mount_fds,
+                   await_cgroup)
     if spec.linux.personality is not None:  # linux.personality (the init's)
         step("personality", sys.personality, spec.linux.personality)
     return prepare_process(proc, sys)

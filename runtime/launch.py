@@ -11,7 +11,10 @@ Invariants:
   (caller_joins_cgroup); with a new cgroup namespace or createContainer hooks the intermediate
   joins it first instead. create returns only after the move: nothing of the container's runs
   outside its cgroup. The caller even creates the cgroup after the fork, while the children
-  set up, when they do not need it (setup_cgroup_after_fork: no cgroup mount to bind).
+  set up (setup_cgroup_after_fork); an init that bind-mounts the cgroup's directories (a
+  cgroup mount, v1 or without a cgroup namespace) sends {"type": "cgroup"} at the plan's
+  AwaitCgroup op and waits for {"type": "cgroup-done"}, which the caller sends once they
+  exist.
   Without a pid/time namespace there is no second fork: the intermediate becomes the init.
   Nobody but the caller's reaper waits for the init once launch() has returned.
 - A new user namespace (runtime.namespaces): the intermediate unshares it first, sends
@@ -109,10 +112,9 @@ def caller_joins_cgroup(cfg) -> bool:
 
 def setup_cgroup_after_fork(cfg) -> bool:
     """Whether launch() may create the cgroup while the children set up, rather than before
-    it forks: only when the caller moves the init (the intermediate would join it first
-    thing) and no mount of the spec's shows the cgroup (the init bind-mounts its directories
-    into the rootfs: they must exist by then)."""
-    return caller_joins_cgroup(cfg) and not any(m.type == "cgroup" for m in cfg.spec.mounts)
+    it forks: when the caller moves the init (else the intermediate joins it first thing). An
+    init that bind-mounts its directories asks for them first (AwaitCgroup)."""
+    return caller_joins_cgroup(cfg)
 
 
 def _intermediate(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
@@ -195,8 +197,14 @@ def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
         if cfg.spec.linux.net_devices:  # moved in by the caller, before our sysctls see them
             request(sock, {"type": "netdevices"}, "netdevices-done", "netDevices",
                     "the runtime did not move the network devices")
+        await_cgroup = None
+        if setup_cgroup_after_fork(cfg):
+            def await_cgroup():
+                request(sock, {"type": "cgroup"}, "cgroup-done", "cgroup",
+                        "the runtime did not create the cgroup")
         prepared = _init.prepare(cfg, sys, lambda: _before_pivot(cfg, sock, pid),
-                                 lambda master: send(sock, {"type": "console"}, master))
+                                 lambda master: send(sock, {"type": "console"}, master),
+                                 await_cgroup)
         if not cfg.spec.process.terminal:  # else 0-2 are the terminal already
             reopen_devnull(stdio)
     except BaseException as e:  # noqa: BLE001
@@ -249,6 +257,8 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
             continue
         if msg["type"] == "ready":
             ready = True
+        elif msg["type"] == "cgroup":  # for its binds; made by launch's wait() before this
+            send(sock, {"type": "cgroup-done"})
         elif msg["type"] == "idmap":  # the intermediate's new user namespace
             namespaces.write_id_mappings(kids.mid, spec.linux, sys)
             send(sock, {"type": "idmap-done"})
@@ -298,6 +308,8 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
         if later:
             # While the intermediate unshares and the init mounts: the mkdirs can queue behind
             # a cgroup move's grace period (runtime.cgwarm), which then costs the init nothing.
+            # An init that binds the directories waits for them (its "cgroup" request is
+            # answered by _await_ready, after this).
             try:
                 ctrcgroup.setup(cfg.cgroup, cfg.spec)
             except BaseException:

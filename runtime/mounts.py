@@ -102,6 +102,11 @@ class MakeDirs(Record, frozen=True):
     path: str
 
 
+class AwaitCgroup(Record, frozen=True):
+    """Before the binds of the container's own cgroup directories: wait until the caller has
+    made them (it may make the cgroup after the fork, while this plan runs: runtime.launch)."""
+
+
 class MaskPath(Record, frozen=True):
     """/dev/null bound over a file, a read-only tmpfs over a directory, nothing if missing."""
     path: str
@@ -393,9 +398,12 @@ def _plan_cgroup(i: int, m, dest: str, spec: Spec, host: HostInfo) -> list:
     if not host.cgroups:
         raise InvalidSpec(f"mounts[{i}]", "no cgroup hierarchy is mounted on the host")
     if len(host.cgroups) == 1 and host.cgroups[0].fstype == "cgroup2":
-        return _cgroup_fs(host.cgroups[0], dest, flags, cgroupns)
+        return ([] if cgroupns else [AwaitCgroup()]) + _cgroup_fs(host.cgroups[0], dest, flags,
+                                                                  cgroupns)
     ops = [Mount("tmpfs", dest, "tmpfs", flags & ~MS_RDONLY,
                  with_mount_label("mode=755", spec.linux.mount_label), create="dir")]
+    if not cgroupns:
+        ops.append(AwaitCgroup())
     for h in host.cgroups:
         name = posixpath.basename(h.mountpoint)
         ops += _cgroup_fs(h, posixpath.join(dest, name), flags, cgroupns)

@@ -1,6 +1,7 @@
 """runtime.init: the init's create-time and start-time sequences, on the fake syscall layer."""
 
 import errno
+import json
 import os
 import stat
 
@@ -323,9 +324,9 @@ def test_who_joins_the_cgroup(rootfs):
 
 
 def test_when_the_cgroup_is_made_after_the_fork(rootfs):
-    """launch() creates the cgroup while the children set up only if nothing of theirs needs
-    it: the caller moves the init (not the intermediate, which joins first thing), and no
-    cgroup mount bind-mounts its directories into the rootfs."""
+    """launch() creates the cgroup while the children set up whenever the caller moves the
+    init (not the intermediate, which joins first thing); a cgroup mount waits for it at the
+    plan's AwaitCgroup op."""
     from runtime import launch
 
     def cfg_with(mutate=None):
@@ -338,7 +339,7 @@ def test_when_the_cgroup_is_made_after_the_fork(rootfs):
         return cfg
 
     assert launch.setup_cgroup_after_fork(cfg_with())
-    assert not launch.setup_cgroup_after_fork(cfg_with(lambda c: c["mounts"].append(
+    assert launch.setup_cgroup_after_fork(cfg_with(lambda c: c["mounts"].append(
         {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"})))
     assert not launch.setup_cgroup_after_fork(cfg_with(
         lambda c: c["linux"]["namespaces"].append({"type": "cgroup"})))
@@ -385,6 +386,45 @@ def test_the_init_joins_its_cgroup_whichever_message_brings_its_pid(rootfs, monk
         ours.close()
         theirs.close()
     assert events == [("join", init), ("hooks" if first == "hooks" else "netdev", init)]
+
+
+def test_the_caller_answers_the_inits_cgroup_request(rootfs):
+    """An init about to bind its cgroup's directories asks for them; launch's wait() has made
+    them before it reads the children's messages, so _await_ready answers at once."""
+    import _socket
+
+    from runtime import child, launch
+
+    cfg = make(rootfs, config(), ops=[])
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    kids = child.Children()
+    kids.start = 1  # as if the pid message had brought the init's start time
+    try:
+        child.send(theirs, {"type": "pid", "pid": os.getpid()})
+        child.send(theirs, {"type": "cgroup"})
+        child.send(theirs, {"type": "ready"})
+        launch._await_ready(ours, kids, 5.0, cfg.spec, FakeSys(), None)
+        assert json.loads(theirs.recv(4096)) == {"type": "cgroup-done"}
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_the_init_awaits_the_cgroup_right_before_binding_it(rootfs):
+    from runtime import mounts as M
+    binds = [M.Mount("/sys/fs/cgroup/cpu/c1", "/sys/fs/cgroup/cpu", None, M.MS_BIND, create="dir")]
+    ops = [M.Mount("tmpfs", "/sys/fs/cgroup", "tmpfs", 0), M.AwaitCgroup(), *binds]
+    cfg = make(rootfs, config(), ops=ops)
+    f = fake()
+    I.prepare(cfg, f, await_cgroup=lambda: f.calls.append(("await_cgroup",)))
+    names = [c[0] for c in f.calls]
+    at = names.index("await_cgroup")
+    mounts = [c for c in f.calls if c[0] == "mount"]
+    assert f.calls.index(mounts[0]) < at < f.calls.index(mounts[1])
+    assert mounts[1][1] == "/sys/fs/cgroup/cpu/c1"
+    f = fake()
+    I.prepare(cfg, f)  # made before the fork: nothing to wait for
+    assert "await_cgroup" not in [c[0] for c in f.calls]
 
 
 def test_the_init_joins_a_session_keyring_of_its_own_first(rootfs):

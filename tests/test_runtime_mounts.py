@@ -9,7 +9,7 @@ import pytest
 from runtime import executor, paths
 from runtime import spec as S
 from runtime.errors import ContainerSetupError, InvalidSpec
-from runtime.mounts import (READONLY_PATH_FLAGS, CgroupHierarchy, Chdir, Chroot, HostInfo,
+from runtime.mounts import (READONLY_PATH_FLAGS, AwaitCgroup, CgroupHierarchy, Chdir, Chroot, HostInfo,
                             MakeDevice,
                             MakeDirs, MaskPath, Mount, MoveRoot, Options, ParentPrivate, PivotRoot,
                             ReadonlyPath, Symlink, Umount, cgroup_hierarchies, full_proc_sys_mounts,
@@ -95,8 +95,10 @@ def test_plan_for_a_containerd_spec_op_by_op():
         Mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY,
               create="dir"),
         # cgroup v1 without a cgroup namespace: a tmpfs, the container's own cgroup of each
-        # hierarchy bound in read-only, co-mounted controllers reachable by name.
+        # hierarchy bound in read-only (once the caller made it: runtime.launch), co-mounted
+        # controllers reachable by name.
         Mount("tmpfs", "/sys/fs/cgroup", "tmpfs", CG & ~MS_RDONLY, "mode=755", create="dir"),
+        AwaitCgroup(),
         Mount("/sys/fs/cgroup/cpu,cpuacct/shim", "/sys/fs/cgroup/cpu,cpuacct", None,
               MS_BIND | MS_REC, create="dir"),
         Mount(None, "/sys/fs/cgroup/cpu,cpuacct", None, CG | MS_REMOUNT | MS_BIND),
@@ -137,7 +139,7 @@ def test_plan_for_a_containerd_spec_op_by_op():
 def test_cgroup_v1_with_a_cgroup_namespace_mounts_the_hierarchies():
     spec = parse(lambda c: c["linux"]["namespaces"].append({"type": "cgroup"}), cgroup=True)
     ops = [op for op in plan_rootfs(spec, R, "/b", HYBRID)
-           if getattr(op, "target", "").startswith("/sys/fs/cgroup")]
+           if isinstance(op, AwaitCgroup) or getattr(op, "target", "").startswith("/sys/fs/cgroup")]
     CG = MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RELATIME | MS_RDONLY
     assert ops == [
         Mount("tmpfs", "/sys/fs/cgroup", "tmpfs", CG & ~MS_RDONLY, "mode=755", create="dir"),
@@ -152,13 +154,15 @@ def test_cgroup_v2_only_host():
     CG = MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RELATIME | MS_RDONLY
     spec = parse(cgroup=True)
     ops = [op for op in plan_rootfs(spec, R, "/b", V2)
-           if getattr(op, "target", "").startswith("/sys/fs/cgroup")]
-    assert ops == [Mount("/sys/fs/cgroup/shim", "/sys/fs/cgroup", None, MS_BIND | MS_REC,
+           if isinstance(op, AwaitCgroup) or getattr(op, "target", "").startswith("/sys/fs/cgroup")]
+    assert ops == [AwaitCgroup(),
+                   Mount("/sys/fs/cgroup/shim", "/sys/fs/cgroup", None, MS_BIND | MS_REC,
                          create="dir"),
                    Mount(None, "/sys/fs/cgroup", None, CG | MS_REMOUNT | MS_BIND)]
+    # a new cgroup ns: the init joined the cgroup before unsharing, nothing to wait for
     spec = parse(lambda c: c["linux"]["namespaces"].append({"type": "cgroup"}), cgroup=True)
     ops = [op for op in plan_rootfs(spec, R, "/b", V2)
-           if getattr(op, "target", "").startswith("/sys/fs/cgroup")]
+           if isinstance(op, AwaitCgroup) or getattr(op, "target", "").startswith("/sys/fs/cgroup")]
     assert ops == [Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", CG, None, create="dir")]
 
 
