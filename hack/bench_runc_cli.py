@@ -18,7 +18,8 @@ starting a container now and then) see the second.
 
 Usage: hack/bench_runc_cli.py [--rounds 50] [--idle 0.25] [--variants pyshim,runc,crun]
        [--json FILE]
-(as root; hack/bench-runc-cli.sh installs first; PYSHIM_RUNC=path overrides the binary)
+(as root; hack/bench-runc-cli.sh installs first; PYSHIM_RUNC=path overrides the binary;
+PYSHIM_RUNC_BASE=path adds the variant "base", another pyshim-runc to A/B against)
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ TIMEOUT = 60
 def binaries() -> dict[str, str | None]:
     py = os.environ.get("PYSHIM_RUNC") or os.path.join(REPO, ".venv/bin/pyshim-runc")
     return {"pyshim": py if os.path.exists(py) else shutil.which("pyshim-runc"),
-            "runc": shutil.which("runc"), "crun": shutil.which("crun")}
+            "runc": shutil.which("runc"), "crun": shutil.which("crun"),
+            "base": os.environ.get("PYSHIM_RUNC_BASE")}
 
 
 def make_bundle(d: str) -> str:
@@ -155,7 +157,7 @@ def main() -> int:
                 json.dump({v.name: v.times for v in variants} | {"failed": failed}, f, indent=1)
         return 0
     finally:
-        for name in ("pyshim", "runc", "crun"):
+        for name in ("pyshim", "runc", "crun", "base"):
             root = os.path.join(tmp, f"state-{name}")
             if found.get(name) and os.path.isdir(root):
                 for cid in os.listdir(root):

@@ -93,10 +93,11 @@ fi
 # sys.path. Each replaces pip's script of the same name.
 step="writing the fast launchers"
 purelib=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-write_launcher() {  # NAME MODULE
-    local launcher
-    launcher=$(printf '#!%s -IS\n# Written by hack/install.sh: see the comment there.\nimport sys\nsys.path[:0] = [%s, %s]\nfrom %s import main\nsys.exit(main())\n' \
-        "$VENV/bin/python" "'$root'" "'$purelib'" "$2")
+write_launcher() {  # NAME MODULE [FIRST-LINE]
+    local launcher first=""
+    [[ -z ${3:-} ]] || first="$3"$'\n'
+    launcher=$(printf '#!%s -IS\n# Written by hack/install.sh: see the comment there.\nimport sys\nsys.path[:0] = [%s, %s]\n%sfrom %s import main\nsys.exit(main())\n' \
+        "$VENV/bin/python" "'$root'" "'$purelib'" "$first" "$2")
     if [[ "$(cat "$VENV/bin/$1" 2>/dev/null)" != "$launcher" ]]; then
         printf '%s\n' "$launcher" >"$VENV/bin/$1.tmp"
         chmod 755 "$VENV/bin/$1.tmp"
@@ -104,7 +105,9 @@ write_launcher() {  # NAME MODULE
     fi
 }
 write_launcher "$SHIM" shim.main
-write_launcher "$CLI" runtime.cli
+# The CLI's: the cgroup move's grace period starts before anything else is imported
+# (runtime/cgwarm.py).
+write_launcher "$CLI" runtime.cli 'from runtime import cgwarm; cgwarm.early(sys.argv)'
 
 # --- the shim on containerd's PATH, the CLI on everyone's -----------------------------------
 for bin in "$SHIM" "$CLI"; do

@@ -11,15 +11,25 @@ takes the rwsem) on a thread of its own, so the wait runs while the caller does 
 (the CLI: importing the engine, reading config.json, creating the cgroup). The real move then
 finds the rwsem's fast path already off and does not wait again.
 
+The CLI starts it from its launcher (early(), before even runtime.cli is imported: ~1.5 ms
+sooner than main() could), the shim when Create or Exec arrives.
+
 Invariants:
 - It moves nothing: the process stays in its own cgroup, whatever the outcome; every error
   (not root, no cgroupfs, a threaded or vanished cgroup) is ignored - it is only a head start.
-- Only os and _thread (builtins): it runs before the engine's imports, which it overlaps.
-- The thread touches no Python-level lock (no import, no open()): a fork while it is blocked
-  in the kernel is safe, and the child simply has no such thread.
+- Only builtins (posix, _thread, fcntl): it runs before the engine's imports, which it overlaps.
+- The caller's fds are not disturbed, and it leaves none behind. start() opens the
+  cgroup.procs files itself, at 1000 or above (F_DUPFD), never at a number a caller's
+  --preserve-fds or LISTEN_FDS could name; the thread only writes to and closes them (it may
+  get the GIL late: that delays the move, not the caller). closerange() (the CLI's close of
+  what it inherited) skips the fds a thread still holds; _lock orders it with their close.
+- No import and no open() in the thread, and _lock is never held across the wait: a fork
+  while it is blocked in the kernel is safe, and the child simply has no such thread.
 """
 
-import os
+import fcntl
+import posix
+import _thread
 
 # Where this process's own cgroup.procs may be, per /proc/self/cgroup line: the unified
 # hierarchy (pure v2 mounts it at /sys/fs/cgroup, hybrid v1 at /sys/fs/cgroup/unified), then
@@ -43,49 +53,105 @@ def candidates(proc_self_cgroup: str) -> list[str]:
     return v2 + v1
 
 
-def warm(read=None, open_=os.open, write=os.write, close=os.close) -> str | None:
-    """Move this process into its own cgroup once; returns the file written, or None."""
+_lock = _thread.allocate_lock()
+_live: set[int] = set()  # the fds warm threads hold (all >= HIGH_FD), until they close them
+HIGH_FD = 1000
+started = False  # start() ran in this process and found a cgroup.procs to write
+_COMMANDS = frozenset(("create", "run", "exec"))  # the CLI's commands that move a process
+
+
+def open_targets(read=None, open_=posix.open, close=posix.close) -> list[int]:
+    """Write-only fds on this process's own cgroup.procs files (candidates() order), each at
+    HIGH_FD or above; [] if there are none (not root, no cgroupfs)."""
     try:
         text = read() if read else _read("/proc/self/cgroup")
     except OSError:
-        return None
-    pid = str(os.getpid()).encode()
+        return []
+    fds = []
     for path in candidates(text):
         try:
-            fd = open_(path, os.O_WRONLY | os.O_CLOEXEC)
+            fds.append(_high(open_(path, posix.O_WRONLY | posix.O_CLOEXEC), close))
         except OSError:
             continue
-        try:
-            write(fd, pid)
-            return path
-        except OSError:
-            continue
-        finally:
-            close(fd)
-    return None
+    return fds
+
+
+def warm(fds: list[int], write=posix.write, close=posix.close) -> int | None:
+    """Move this process into its own cgroup through the first of `fds` that takes it; close
+    them all. Returns the fd written, or None."""
+    try:
+        pid = str(posix.getpid()).encode()
+        for fd in fds:
+            try:
+                write(fd, pid)
+                return fd
+            except OSError:
+                continue
+        return None
+    finally:
+        with _lock:
+            for fd in fds:
+                _live.discard(fd)
+                close(fd)
+
+
+def _high(fd: int, close) -> int:
+    """fd moved to the lowest free number >= HIGH_FD (where it already is, it stays)."""
+    if fd >= HIGH_FD:
+        return fd
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, HIGH_FD)
+    finally:
+        close(fd)
 
 
 def _read(path: str) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
     try:
-        return os.read(fd, 65536).decode()
+        return posix.read(fd, 65536).decode()
     finally:
-        os.close(fd)
+        posix.close(fd)
+
+
+def closerange(low: int) -> None:
+    """Close every fd from `low` up but those a warm thread still holds."""
+    with _lock:
+        for fd in sorted(f for f in _live if f >= low):
+            posix.closerange(low, fd)
+            low = fd + 1
+        posix.closerange(low, 1 << 20)
+
+
+def early(argv: list[str]) -> None:
+    """The CLI launcher's call: start() if the command line may be one that moves a process
+    (a container named "run" only costs a needless no-op move)."""
+    if not _COMMANDS.isdisjoint(argv[1:]):
+        start()
 
 
 def start() -> None:
-    """warm() on a background thread; returns at once. A no-op unless root."""
-    if os.geteuid() != 0:
+    """Open the cgroup.procs files here, then write to them on a background thread; returns
+    at once. A no-op unless root."""
+    global started
+    if posix.geteuid() != 0:
         return
-    import _thread
+    fds = open_targets()
+    if not fds:
+        return
+    with _lock:
+        _live.update(fds)
+    started = True
     try:
-        _thread.start_new_thread(_quiet_warm, ())
+        _thread.start_new_thread(_quiet_warm, (fds,))
     except RuntimeError:  # can't start a thread: no head start, nothing else changes
-        pass
+        with _lock:
+            for fd in fds:
+                _live.discard(fd)
+                posix.close(fd)
 
 
-def _quiet_warm() -> None:
+def _quiet_warm(fds: list[int]) -> None:
     try:
-        warm()
+        warm(fds)
     except BaseException:  # noqa: BLE001 - a head start only; never a traceback on stderr
         pass

@@ -459,11 +459,13 @@ def _main(argv: list[str] | None, engine_factory) -> int:
         _check_args(name, pos)
         listen = listen_fds() if real and name in ("create", "run") else 0
         if real and name in _MOVES_A_PROCESS:
-            # Nothing of our caller's reaches the container but stdio and --preserve-fds...
-            os.closerange(3 + listen + max(opts.preserve_fds or 0, 0), 1 << 20)
-            # ...then the cgroup move's grace period runs while the engine is imported.
+            # Nothing of our caller's reaches the container but stdio and --preserve-fds (the
+            # launcher's cgwarm thread keeps its own fd)...
             from . import cgwarm
-            cgwarm.start()
+            cgwarm.closerange(3 + listen + max(opts.preserve_fds or 0, 0))
+            # ...and the cgroup move's grace period runs while the engine is imported.
+            if not cgwarm.started:  # not launched by hack/install.sh's launcher
+                cgwarm.start()
         ctx = Context(gopts, log, engine_factory, real, listen)
         from . import cli_commands
         log.debug(f"{name} {' '.join(pos)}")

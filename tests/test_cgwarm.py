@@ -35,45 +35,53 @@ def test_candidates_ignore_garbage():
     assert cgwarm.candidates("junk\n3:cpu:relative\n\n") == []
 
 
-def test_warm_writes_our_own_pid_into_the_first_cgroup_that_takes_it():
-    opened, written, closed = [], [], []
+def test_targets_are_the_openable_candidates_moved_high():
+    opened, closed = [], []
 
     def open_(path, flags):
         assert flags & os.O_WRONLY
         opened.append(path)
-        if "unified" not in path:
+        if "unified" not in path and "pids" not in path:
             raise FileNotFoundError(path)
-        return 42
+        return os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)  # a low fd, as open() gives
 
-    def write(fd, data):
-        written.append((fd, data))
-        return len(data)
-
-    path = cgwarm.warm(read=lambda: HYBRID, open_=open_, write=write, close=closed.append)
-    assert path == "/sys/fs/cgroup/unified/user.slice/session-1.scope/cgroup.procs"
-    assert opened == [cgwarm.candidates(HYBRID)[0], path]
-    assert written == [(42, str(os.getpid()).encode())]
-    assert closed == [42]
-
-
-def test_warm_goes_on_after_a_refused_write_and_never_raises():
-    closed = []
-
-    def write(fd, data):
-        raise PermissionError(1, "no")
-
-    assert cgwarm.warm(read=lambda: HYBRID, open_=lambda p, f: 7, write=write,
-                       close=closed.append) is None
-    assert closed == [7] * len(cgwarm.candidates(HYBRID))  # every fd it opened is closed
+    fds = cgwarm.open_targets(read=lambda: HYBRID, open_=open_)
+    try:
+        assert opened == cgwarm.candidates(HYBRID)
+        assert len(fds) == 2 and all(fd >= cgwarm.HIGH_FD for fd in fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
     def unreadable():
         raise FileNotFoundError("/proc/self/cgroup")
-    assert cgwarm.warm(read=unreadable) is None
+    assert cgwarm.open_targets(read=unreadable) == []
+
+
+def test_warm_writes_our_own_pid_into_the_first_that_takes_it_and_closes_all(monkeypatch):
+    monkeypatch.setattr(cgwarm, "_live", {1001, 1002, 1003})
+    written, closed = [], []
+
+    def write(fd, data):
+        written.append((fd, data))
+        if fd == 1001:
+            raise OSError(95, "threaded cgroup")
+        return len(data)
+
+    assert cgwarm.warm([1001, 1002, 1003], write=write, close=closed.append) == 1002
+    assert written == [(1001, str(os.getpid()).encode()), (1002, str(os.getpid()).encode())]
+    assert closed == [1001, 1002, 1003] and cgwarm._live == set()
+
+    def refused(fd, data):
+        raise PermissionError(1, "no")
+    closed.clear()
+    assert cgwarm.warm([1007, 1008], write=refused, close=closed.append) is None
+    assert closed == [1007, 1008]  # never raises, every fd closed
 
 
 def test_start_is_a_no_op_for_an_unprivileged_caller(monkeypatch):
     started = []
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(cgwarm.posix, "geteuid", lambda: 1000)
     import _thread
     monkeypatch.setattr(_thread, "start_new_thread", lambda *a: started.append(a))
     cgwarm.start()
@@ -84,13 +92,13 @@ def test_start_is_a_no_op_for_an_unprivileged_caller(monkeypatch):
     (["run", "--preserve-fds", "2", "c1"], True), (["create", "c1"], True),
     (["exec", "c1", "true"], True), (["state", "c1"], False), (["kill", "c1"], False)])
 def test_the_cli_closes_inherited_fds_before_it_warms(monkeypatch, command, warms):
-    """The warm-up thread holds an fd while it waits in the kernel: the close of the caller's
-    inherited fds must come first, or it would close that fd under the thread (and the
-    thread's close() then hit whatever took the number next)."""
+    """Run without hack/install.sh's launcher (which warms before main), the CLI closes the
+    caller's inherited fds first, then starts the warm-up."""
     events = []
     monkeypatch.setattr(cli, "exit_now", lambda rc: events.append(("exit", rc)))
-    monkeypatch.setattr(os, "closerange", lambda lo, hi: events.append(("closerange", lo)))
+    monkeypatch.setattr(cgwarm, "closerange", lambda lo: events.append(("closerange", lo)))
     monkeypatch.setattr(cgwarm, "start", lambda: events.append(("warm",)))
+    monkeypatch.setattr(cgwarm, "started", False)  # not by the launcher
     monkeypatch.setattr(sys, "argv", ["pyshim-runc", "--root", "/nonexistent/root", *command])
     from runtime import cli_commands
     # Not the command itself: as the real process it would install signal handlers here.
@@ -102,3 +110,57 @@ def test_the_cli_closes_inherited_fds_before_it_warms(monkeypatch, command, warm
         assert events[:2] == [("closerange", keep), ("warm",)]
     else:
         assert ("warm",) not in events and not any(e[0] == "closerange" for e in events)
+
+
+def test_launched_early_the_cli_does_not_warm_twice(monkeypatch):
+    events = []
+    monkeypatch.setattr(cli, "exit_now", lambda rc: None)
+    monkeypatch.setattr(cgwarm, "closerange", lambda lo: events.append(("closerange", lo)))
+    monkeypatch.setattr(cgwarm, "start", lambda: events.append(("warm",)))
+    monkeypatch.setattr(cgwarm, "started", True)
+    monkeypatch.setattr(sys, "argv", ["pyshim-runc", "--root", "/nonexistent/root", "run", "c"])
+    from runtime import cli_commands
+    monkeypatch.setattr(cli_commands, "run", lambda name, *a: 0)
+    cli.main()
+    assert events == [("closerange", 3)]
+
+
+@pytest.mark.parametrize("argv,warms", [
+    (["pyshim-runc", "--root", "/r", "run", "-b", "b", "c1"], True),
+    (["pyshim-runc", "create", "c1"], True), (["pyshim-runc", "exec", "c1", "sh"], True),
+    (["pyshim-runc", "state", "c1"], False), (["pyshim-runc", "--version"], False),
+    (["run"], False)])  # argv[0] is the program
+def test_early_warms_for_the_commands_that_move_a_process(monkeypatch, argv, warms):
+    started = []
+    monkeypatch.setattr(cgwarm, "start", lambda: started.append(True))
+    cgwarm.early(argv)
+    assert bool(started) == warms
+
+
+def test_closerange_spares_the_fds_a_warm_thread_still_holds(monkeypatch):
+    """While the thread waits in write(), the CLI closes what it inherited: not the thread's
+    fds (high, where no --preserve-fds number falls); the thread closes them itself."""
+    calls = []
+    monkeypatch.setattr(cgwarm.posix, "closerange", lambda lo, hi: calls.append((lo, hi)))
+    monkeypatch.setattr(cgwarm, "_live", {1000, 1003})
+    cgwarm.closerange(5)
+    assert calls == [(5, 1000), (1001, 1003), (1004, 1 << 20)]
+    calls.clear()
+    monkeypatch.setattr(cgwarm, "_live", set())
+    cgwarm.closerange(3)
+    assert calls == [(3, 1 << 20)]
+
+
+def test_start_hands_the_thread_fds_it_opened_itself(monkeypatch):
+    """The thread may get the GIL late (after the CLI's closerange): it must find its fds
+    open, and open none of its own."""
+    import _thread
+    monkeypatch.setattr(cgwarm, "_live", set())
+    monkeypatch.setattr(cgwarm, "started", False)
+    monkeypatch.setattr(cgwarm.posix, "geteuid", lambda: 0)
+    monkeypatch.setattr(cgwarm, "open_targets", lambda: [1004, 1005])
+    threads = []
+    monkeypatch.setattr(_thread, "start_new_thread", lambda f, args: threads.append((f, args)))
+    cgwarm.start()
+    assert threads == [(cgwarm._quiet_warm, ([1004, 1005],))]
+    assert cgwarm._live == {1004, 1005} and cgwarm.started
