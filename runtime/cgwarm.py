@@ -17,7 +17,7 @@ sooner than main() could), the shim when Create or Exec arrives.
 Invariants:
 - It moves nothing: the process stays in its own cgroup, whatever the outcome; every error
   (not root, no cgroupfs, a threaded or vanished cgroup) is ignored - it is only a head start.
-- Only builtins (posix, _thread, fcntl): it runs before the engine's imports, which it overlaps.
+- Only builtins (posix, sys, _thread, fcntl): it runs before the engine's imports, which it overlaps.
 - The caller's fds are not disturbed, and it leaves none behind. start() opens the
   cgroup.procs files itself, at 1000 or above (F_DUPFD), never at a number a caller's
   --preserve-fds or LISTEN_FDS could name; the thread only writes to and closes them (it may
@@ -29,6 +29,7 @@ Invariants:
 
 import fcntl
 import posix
+import sys
 import _thread
 
 # Where this process's own cgroup.procs may be, per /proc/self/cgroup line: the unified
@@ -56,6 +57,7 @@ def candidates(proc_self_cgroup: str) -> list[str]:
 _lock = _thread.allocate_lock()
 _live: set[int] = set()  # the fds warm threads hold (all >= HIGH_FD), until they close them
 HIGH_FD = 1000
+SWITCH = 0.0001  # s: the GIL switch interval while the thread waits to run
 started = False  # start() ran in this process and found a cgroup.procs to write
 _COMMANDS = frozenset(("create", "run", "exec"))  # the CLI's commands that move a process
 
@@ -76,10 +78,13 @@ def open_targets(read=None, open_=posix.open, close=posix.close) -> list[int]:
     return fds
 
 
-def warm(fds: list[int], write=posix.write, close=posix.close) -> int | None:
+def warm(fds: list[int], write=posix.write, close=posix.close, switch=None) -> int | None:
     """Move this process into its own cgroup through the first of `fds` that takes it; close
-    them all. Returns the fd written, or None."""
+    them all. Returns the fd written, or None. switch: the GIL switch interval to restore
+    first (start() lowered it)."""
     try:
+        if switch is not None:
+            sys.setswitchinterval(switch)
         pid = str(posix.getpid()).encode()
         for fd in fds:
             try:
@@ -117,7 +122,8 @@ def closerange(low: int) -> None:
     """Close every fd from `low` up but those a warm thread still holds."""
     with _lock:
         for fd in sorted(f for f in _live if f >= low):
-            posix.closerange(low, fd)
+            if low < fd:
+                posix.closerange(low, fd)
             low = fd + 1
         posix.closerange(low, 1 << 20)
 
@@ -141,17 +147,22 @@ def start() -> None:
     with _lock:
         _live.update(fds)
     started = True
+    # A new thread waits for the GIL until the caller's thread drops it, by default after
+    # 5 ms of asking (the launcher's imports hold it): 0.1 ms here, until the thread runs.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, SWITCH))
     try:
-        _thread.start_new_thread(_quiet_warm, (fds,))
+        _thread.start_new_thread(_quiet_warm, (fds, switch))
     except RuntimeError:  # can't start a thread: no head start, nothing else changes
+        sys.setswitchinterval(switch)
         with _lock:
             for fd in fds:
                 _live.discard(fd)
                 posix.close(fd)
 
 
-def _quiet_warm(fds: list[int]) -> None:
+def _quiet_warm(fds: list[int], switch: float) -> None:
     try:
-        warm(fds)
+        warm(fds, switch=switch)
     except BaseException:  # noqa: BLE001 - a head start only; never a traceback on stderr
         pass

@@ -142,9 +142,9 @@ def test_closerange_spares_the_fds_a_warm_thread_still_holds(monkeypatch):
     fds (high, where no --preserve-fds number falls); the thread closes them itself."""
     calls = []
     monkeypatch.setattr(cgwarm.posix, "closerange", lambda lo, hi: calls.append((lo, hi)))
-    monkeypatch.setattr(cgwarm, "_live", {1000, 1003})
+    monkeypatch.setattr(cgwarm, "_live", {1000, 1003, 1004})
     cgwarm.closerange(5)
-    assert calls == [(5, 1000), (1001, 1003), (1004, 1 << 20)]
+    assert calls == [(5, 1000), (1001, 1003), (1005, 1 << 20)]
     calls.clear()
     monkeypatch.setattr(cgwarm, "_live", set())
     cgwarm.closerange(3)
@@ -161,6 +161,25 @@ def test_start_hands_the_thread_fds_it_opened_itself(monkeypatch):
     monkeypatch.setattr(cgwarm, "open_targets", lambda: [1004, 1005])
     threads = []
     monkeypatch.setattr(_thread, "start_new_thread", lambda f, args: threads.append((f, args)))
-    cgwarm.start()
-    assert threads == [(cgwarm._quiet_warm, ([1004, 1005],))]
+    switch = sys.getswitchinterval()
+    try:
+        cgwarm.start()
+        # until the thread runs, the GIL changes hands within 0.1 ms; it restores the interval
+        assert sys.getswitchinterval() == pytest.approx(cgwarm.SWITCH)
+    finally:
+        sys.setswitchinterval(switch)
+    assert threads == [(cgwarm._quiet_warm, ([1004, 1005], switch))]
     assert cgwarm._live == {1004, 1005} and cgwarm.started
+
+
+def test_the_thread_restores_the_switch_interval_first(monkeypatch):
+    monkeypatch.setattr(cgwarm, "_live", set())
+    switch = sys.getswitchinterval()
+    seen = []
+    try:
+        sys.setswitchinterval(cgwarm.SWITCH)
+        cgwarm.warm([1010], write=lambda fd, d: seen.append(sys.getswitchinterval()),
+                    close=lambda fd: None, switch=0.004)
+        assert seen == [pytest.approx(0.004)]
+    finally:
+        sys.setswitchinterval(switch)
