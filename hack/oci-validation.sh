@@ -11,17 +11,18 @@
 #                      (default: all of them)
 #   OUT                where the TAP goes: $OUT/<runtime>/<test>.tap|.err, $OUT/summary.txt
 #                      (default: /var/tmp/pyshim-oci-validation/results)
-#   RUNTIME_TOOLS_SRC  a runtime-tools source tree (default: Debian's, under /usr/share/gocode).
-#                      With a vendor/ directory it builds in module mode (-mod=vendor),
-#                      otherwise in GOPATH mode over /usr/share/gocode. Never written to.
+#   RUNTIME_TOOLS_SRC  a runtime-tools source tree (default: Debian's, under /usr/share/gocode,
+#                      with this repo's integration/runtime-tools laid over it: Debian ships no
+#                      validation/ nor cmd/runtimetest). With vendor/modules.txt it builds in
+#                      module mode (-mod=vendor), otherwise in GOPATH mode over
+#                      /usr/share/gocode. Never written to.
 #   TEST_TIMEOUT       seconds per executable (default 300)
 #   VERBOSE=1          print each executable's counts and failing lines
 #
 # Offline by construction: GOPROXY=off, GOFLAGS=-mod=vendor or GO111MODULE=off; the only
 # network use is apt-get for Debian's packages (skipped when they are installed).
 # Exit status: 0 the suite ran (whatever it counted), 1 an error, 2 the suite cannot be built
-# here (the reason is printed: Debian's golang-github-opencontainers-runtime-tools-dev ships
-# only the library packages, not validation/ nor cmd/runtimetest - give RUNTIME_TOOLS_SRC).
+# here (the reason is printed).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,6 +32,10 @@ RUNTIME=${RUNTIME:-pyshim-runc}
 TEST_TIMEOUT=${TEST_TIMEOUT:-300}
 DEBIAN_SRC=/usr/share/gocode/src/github.com/opencontainers/runtime-tools
 SRC=${RUNTIME_TOOLS_SRC:-$DEBIAN_SRC}
+OVERLAY=""  # laid over $SRC when that has no validation programs of its own
+if [[ -z ${RUNTIME_TOOLS_SRC:-} && ! -d $SRC/validation && -d $root/integration/runtime-tools ]]; then
+    OVERLAY=$root/integration/runtime-tools
+fi
 PACKAGES=(golang-go golang-github-opencontainers-runtime-tools-dev busybox-static)
 GOARCH_=$(dpkg --print-architecture)
 
@@ -57,7 +62,7 @@ command -v go >/dev/null || die "no go after installing golang-go"
 
 # --- the source: validation/ and cmd/runtimetest are what runs ------------------------------
 [[ -d $SRC ]] || unavailable "no runtime-tools source at $SRC"
-if [[ ! -d $SRC/validation || ! -d $SRC/cmd/runtimetest ]]; then
+if [[ -z $OVERLAY && ( ! -d $SRC/validation || ! -d $SRC/cmd/runtimetest ) ]]; then
     have=$(cd "$SRC" && ls -d */ 2>/dev/null | tr -d / | tr '\n' ' ')
     reason="$SRC has no validation/ or cmd/runtimetest/ (it has: $have)."
     if [[ $SRC == "$DEBIAN_SRC" ]]; then
@@ -75,12 +80,17 @@ BUILD=$WORK/build
 RUN=$WORK/run
 mkdir -p "$BUILD" "$RUN/validation" "$OUT"
 tree=$BUILD/gopath/src/github.com/opencontainers/runtime-tools
-if [[ ! -d $tree || -n $(find "$SRC" -newer "$BUILD/.copied" -print -quit 2>/dev/null) ]]; then
+if [[ ! -d $tree || ! -f $BUILD/.copied || $(cat "$BUILD/.copied") != "$SRC $OVERLAY" \
+      || -n $(find "$SRC" $OVERLAY -newer "$BUILD/.copied" -print -quit 2>/dev/null) ]]; then
     rm -rf "$tree" && mkdir -p "$tree"
     cp -a "$SRC/." "$tree/"
-    touch "$BUILD/.copied"
+    if [[ -n $OVERLAY ]]; then
+        cp -a "$OVERLAY/." "$tree/"
+        rm -f "$tree/go.mod" "$tree/go.sum"  # Debian's: its modules are GOPATH packages here
+    fi
+    echo "$SRC $OVERLAY" >"$BUILD/.copied"
 fi
-if [[ -d $tree/vendor && -f $tree/go.mod ]]; then
+if [[ -f $tree/vendor/modules.txt && -f $tree/go.mod ]]; then
     mode="module mode, -mod=vendor"
     gobuild() { (cd "$tree" && GO111MODULE=on GOFLAGS=-mod=vendor go build -o "$@"); }
 else

@@ -1,9 +1,10 @@
 """OCI conformance of pyshim-runc, a small fast subset for CI (the full runs are hack/ scripts).
 
-1. The OCI runtime-tools validation suite (hack/oci-validation.sh): a representative subset for
-   pyshim-runc and runc; pyshim-runc may fail no more assertions than runc in any executable.
-   Skipped when the suite cannot be built here - Debian ships only runtime-tools' libraries, so
-   it needs RUNTIME_TOOLS_SRC (a runtime-tools checkout); the skip message says why.
+1. The OCI runtime-tools validation suite (hack/oci-validation.sh, built offline from Debian's
+   runtime-tools libraries plus integration/runtime-tools): a representative subset for
+   pyshim-runc and runc; pyshim-runc may fail no more assertions than runc in any executable,
+   and passes the two where it follows crun rather than runc (FOLLOWS_CRUN). Skipped, with the
+   script's reason, only outside CI when the suite cannot be built.
 2. hack/oci-validation.sh's own machinery (build with Debian's Go offline, run, TAP counts, a
    crashing executable noticed), on a tiny stand-in runtime-tools tree this test writes.
 3. pyshim's own conformance probe (hack/oci_probe.py, runtime-tools' method: config variants,
@@ -28,7 +29,13 @@ from integration.test_cli import pyshim_runc
 SCRIPT = os.path.join(REPO, "hack", "oci-validation.sh")
 SUBSET = ("default create delete kill start state pidfile hostname process linux_ns_itype "
           "linux_ns_nopath linux_ns_path mounts linux_masked_paths linux_readonly_paths "
-          "process_capabilities process_rlimits killsig").split()
+          "process_capabilities process_rlimits killsig linux_mount_label "
+          "process_capabilities_fail").split()
+# Where pyshim reads the spec as crun does, not as runc 1.1.5: a mount label without SELinux is
+# left out (runc fails create with EINVAL), an unknown capability is ignored (runc does that too;
+# the executable then exits 1 for the spec's "MUST error"). The runtimetest assertions inside the
+# container must all pass: at least this many ok, none not ok.
+FOLLOWS_CRUN = {"linux_mount_label": 270, "process_capabilities_fail": 270}
 
 # hack/oci_probe.py cases -> (ok, not ok) for pyshim-runc, recorded 2026-11 (kernel 6.18,
 # cgroup v1 hybrid). A case whose ok count drops or not-ok count grows fails this test; when the
@@ -87,6 +94,9 @@ def test_runtime_tools_subset_fails_no_more_than_runc(root, tmp_path):
     r = _run_script({"RUNTIME": f"runc {pyshim_runc()}", "TESTS": " ".join(SUBSET),
                      "OUT": str(tmp_path)}, timeout=1800)
     if r.returncode == 2:
+        if in_ci():
+            pytest.fail(r.stderr.strip() + " (CI is set: failing instead of skipping)",
+                        pytrace=False)
         pytest.skip(r.stderr.strip())
     assert r.returncode == 0, r.stdout + r.stderr
     counts = _summary(str(tmp_path / "summary.txt"))
@@ -95,6 +105,10 @@ def test_runtime_tools_subset_fails_no_more_than_runc(root, tmp_path):
         ref, got = counts["runc", t], counts["pyshim-runc", t]
         if got["not ok"] > ref["not ok"] or got["ok"] + got["skip"] < ref["ok"] + ref["skip"]:
             worse.append(f"{t}: pyshim-runc {got} vs runc {ref}")
+    for t, least in FOLLOWS_CRUN.items():
+        got = counts["pyshim-runc", t]
+        if got["ok"] < least or got["not ok"]:
+            worse.append(f"{t}: pyshim-runc {got}, expected at least {least} ok and no not ok")
     assert not worse, "\n".join(worse)
 
 
