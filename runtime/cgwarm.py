@@ -17,7 +17,8 @@ sooner than main() could), the shim when Create or Exec arrives.
 Invariants:
 - It moves nothing: the process stays in its own cgroup, whatever the outcome; every error
   (not root, no cgroupfs, a threaded or vanished cgroup) is ignored - it is only a head start.
-- Only builtins (posix, sys, _thread, fcntl): it runs before the engine's imports, which it overlaps.
+- Only builtins (posix, sys, _thread, fcntl): it runs before the engine's imports, which it
+  overlaps.
 - The caller's fds are not disturbed, and it leaves none behind. start() opens the
   cgroup.procs files itself, at 1000 or above (F_DUPFD), never at a number a caller's
   --preserve-fds or LISTEN_FDS could name; the thread only writes to and closes them (it may
@@ -58,6 +59,7 @@ _lock = _thread.allocate_lock()
 _live: set[int] = set()  # the fds warm threads hold (all >= HIGH_FD), until they close them
 HIGH_FD = 1000
 SWITCH = 0.0001  # s: the GIL switch interval while the thread waits to run
+_NORMAL_SWITCH = sys.getswitchinterval()  # what the thread puts back (the shim may start several)
 started = False  # start() ran in this process and found a cgroup.procs to write
 _COMMANDS = frozenset(("create", "run", "exec"))  # the CLI's commands that move a process
 
@@ -149,12 +151,11 @@ def start() -> None:
     started = True
     # A new thread waits for the GIL until the caller's thread drops it, by default after
     # 5 ms of asking (the launcher's imports hold it): 0.1 ms here, until the thread runs.
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch, SWITCH))
+    sys.setswitchinterval(min(_NORMAL_SWITCH, SWITCH))
     try:
-        _thread.start_new_thread(_quiet_warm, (fds, switch))
+        _thread.start_new_thread(_quiet_warm, (fds, _NORMAL_SWITCH))
     except RuntimeError:  # can't start a thread: no head start, nothing else changes
-        sys.setswitchinterval(switch)
+        sys.setswitchinterval(_NORMAL_SWITCH)
         with _lock:
             for fd in fds:
                 _live.discard(fd)

@@ -166,9 +166,11 @@ def test_start_hands_the_thread_fds_it_opened_itself(monkeypatch):
         cgwarm.start()
         # until the thread runs, the GIL changes hands within 0.1 ms; it restores the interval
         assert sys.getswitchinterval() == pytest.approx(cgwarm.SWITCH)
+        cgwarm.start()  # a second one before the first ran (the shim): the same interval back
     finally:
         sys.setswitchinterval(switch)
-    assert threads == [(cgwarm._quiet_warm, ([1004, 1005], switch))]
+    assert threads == [(cgwarm._quiet_warm, ([1004, 1005], cgwarm._NORMAL_SWITCH))] * 2
+    assert cgwarm._NORMAL_SWITCH == pytest.approx(switch)
     assert cgwarm._live == {1004, 1005} and cgwarm.started
 
 
