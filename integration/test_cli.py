@@ -468,6 +468,24 @@ def test_bad_configs_fail_create_and_leave_nothing(rt, bundle):
     assert rt.ok("list", "-q") == ""
 
 
+def test_every_spec_rlimit_is_set_like_runcs(runtimes, bundle):
+    """RLIMIT_LOCKS (which Python's resource module lacks: pyshim failed create on it) and the
+    others, including RLIM_INFINITY, as /proc/self/limits shows them inside."""
+    limits = [("RLIMIT_LOCKS", 100, 200), ("RLIMIT_NOFILE", 1024, 2048),
+              ("RLIMIT_CORE", 0, 2**64 - 1), ("RLIMIT_MSGQUEUE", 8192, 819200)]
+    b = bundle(["cat", "/proc/self/limits"], lambda c: c["process"].update(rlimits=[
+        {"type": t, "soft": soft, "hard": hard} for t, soft, hard in limits]))
+    outs = {}
+    for name, rt in runtimes.items():
+        rc, out, err = rt("run", "--bundle", b, "lim")
+        assert rc == 0, (name, err)
+        outs[name] = out
+    assert outs["pyshim"] == outs["runc"]
+    lines = {ln[:26].strip(): ln[26:].split()[:2] for ln in outs["pyshim"].splitlines()}
+    assert lines["Max file locks"] == ["100", "200"]
+    assert lines["Max core file size"] == ["0", "unlimited"]
+
+
 def test_unknown_capabilities_are_left_out_with_a_warning(rt, bundle):
     """runtime-tools' process_capabilities_fail config: runc (and crun) warn and run."""
     from runtime import caps

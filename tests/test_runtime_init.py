@@ -272,11 +272,11 @@ def test_close_range_refused_falls_back_to_marking_proc_self_fd(monkeypatch):
         os.set_inheritable(r, True)
         os.set_inheritable(w, True)
         monkeypatch.setattr(L._libc, "syscall", lambda *a: -1)
-        monkeypatch.setattr(L.ctypes, "get_errno", lambda: errno.ENOSYS)
+        monkeypatch.setattr(L.ffi, "get_errno", lambda: errno.ENOSYS)
         L.Linux().close_range(min(r, w), CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC)
         assert not os.get_inheritable(r) and not os.get_inheritable(w)
         os.fstat(r)  # still open
-        monkeypatch.setattr(L.ctypes, "get_errno", lambda: errno.EINVAL)
+        monkeypatch.setattr(L.ffi, "get_errno", lambda: errno.EINVAL)
         with pytest.raises(OSError):
             L.Linux().close_range(min(r, w), CLOSE_RANGE_MAX, CLOSE_RANGE_CLOEXEC)
     finally:

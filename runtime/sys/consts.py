@@ -109,3 +109,10 @@ TIOCSWINSZ = 0x5414
 TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int)
 TIOCSPTLCK = 0x40045431  # _IOW('T', 0x31, int)
 TIOCGPTPEER = 0x5441  # _IO('T', 0x41), Linux >= 4.13
+
+# setrlimit/prlimit(2) resources (asm-generic numbering: x86_64 and aarch64), by the runtime
+# spec's names; the kernel's RLIM_INFINITY is all ones
+RLIMITS = {"RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3,
+           "RLIMIT_CORE": 4, "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7,
+           "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9, "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11,
+           "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13, "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15}

@@ -1,15 +1,14 @@
-"""The real syscall layer: thin ctypes/os wrappers, one method per operation.
+"""The real syscall layer: thin ctypes/os wrappers, one method per operation (the C calls go
+through runtime.sys.ffi: ctypes' core without the cost of importing the ctypes package).
 
 Invariant: every failure is an OSError whose errno is the kernel's and whose strerror names
 the operation and the path ("mount tmpfs on /x/dev: No such device"), so callers can report
 it without knowing which call failed. Nothing here decides anything; it only executes.
 """
 
-import ctypes
 import errno
 import fcntl
 import os
-import resource
 import struct
 
 # _signal and _socket, not signal and socket: their enum wrappers cost ~5 ms of start-up.
@@ -17,17 +16,18 @@ import _signal as signal
 import _socket as socket
 
 from . import consts as C
+from . import ffi
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_str, _ulong = ctypes.c_char_p, ctypes.c_ulong
+_libc = ffi.CDLL(None)  # errno kept per call (use_errno)
+_str, _ulong = ffi.c_char_p, ffi.c_ulong
 _libc.mount.argtypes = [_str, _str, _str, _ulong, _str]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-_libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-_libc.prctl.argtypes = [ctypes.c_int, _ulong, _ulong, _ulong, _ulong]
-_libc.syscall.restype = ctypes.c_long
+_libc.umount2.argtypes = [ffi.c_char_p, ffi.c_int]
+_libc.unshare.argtypes = [ffi.c_int]
+_libc.setns.argtypes = [ffi.c_int, ffi.c_int]
+_libc.sethostname.argtypes = [ffi.c_char_p, ffi.c_size_t]
+_libc.setdomainname.argtypes = [ffi.c_char_p, ffi.c_size_t]
+_libc.prctl.argtypes = [ffi.c_int, _ulong, _ulong, _ulong, _ulong]
+_libc.syscall.restype = ffi.c_long
 _SYSCALLS = C.SYSCALL_NUMBERS.get(os.uname().machine, C.SYSCALL_NUMBERS["x86_64"])
 
 
@@ -37,13 +37,17 @@ _STATVFS_FLAGS = ((os.ST_RDONLY, C.MS_RDONLY), (os.ST_NOSUID, C.MS_NOSUID),
                   (os.ST_RELATIME, C.MS_RELATIME))
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class _CapHeader(ffi.Structure):
+    _fields_ = [("version", ffi.c_uint32), ("pid", ffi.c_int)]
 
 
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+class _Rlimit(ffi.Structure):
+    _fields_ = [("rlim_cur", ffi.c_ulong), ("rlim_max", ffi.c_ulong)]
+
+
+class _CapData(ffi.Structure):
+    _fields_ = [("effective", ffi.c_uint32), ("permitted", ffi.c_uint32),
+                ("inheritable", ffi.c_uint32)]
 
 
 def _b(s: str | None) -> bytes | None:
@@ -51,7 +55,7 @@ def _b(s: str | None) -> bytes | None:
 
 
 def _fail(op: str, what: str) -> OSError:
-    err = ctypes.get_errno()
+    err = ffi.get_errno()
     return OSError(err, f"{op} {what}: {os.strerror(err)}".replace("  ", " "))
 
 
@@ -88,15 +92,15 @@ class Linux:
         """mount_setattr(2) on the mount at `target` (and every mount below it: recursive)."""
         attr = struct.pack("QQQQ", attr_set, attr_clr, 0, 0)  # struct mount_attr
         flags = C.AT_RECURSIVE if recursive else 0
-        if _libc.syscall(_SYSCALLS["mount_setattr"], C.AT_FDCWD, _b(target), ctypes.c_uint(flags),
-                         attr, ctypes.c_size_t(len(attr))) != 0:
+        if _libc.syscall(_SYSCALLS["mount_setattr"], C.AT_FDCWD, _b(target), ffi.c_uint(flags),
+                         attr, ffi.c_size_t(len(attr))) != 0:
             raise _fail("mount_setattr", target)
 
     def open_tree(self, path: str, recursive: bool) -> int:
         """open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at `path` (and of
         the mounts below it: recursive), close-on-exec."""
         flags = C.OPEN_TREE_CLONE | C.OPEN_TREE_CLOEXEC | (C.AT_RECURSIVE if recursive else 0)
-        fd = _libc.syscall(_SYSCALLS["open_tree"], C.AT_FDCWD, _b(path), ctypes.c_uint(flags))
+        fd = _libc.syscall(_SYSCALLS["open_tree"], C.AT_FDCWD, _b(path), ffi.c_uint(flags))
         if fd < 0:
             raise _fail("open_tree", path)
         return fd
@@ -106,14 +110,14 @@ class Linux:
         the user namespace `userns_fd`'s mappings."""
         attr = struct.pack("QQQQ", C.MOUNT_ATTR_IDMAP, 0, 0, userns_fd)  # struct mount_attr
         flags = C.AT_EMPTY_PATH | (C.AT_RECURSIVE if recursive else 0)
-        if _libc.syscall(_SYSCALLS["mount_setattr"], ctypes.c_int(fd), b"", ctypes.c_uint(flags),
-                         attr, ctypes.c_size_t(len(attr))) != 0:
+        if _libc.syscall(_SYSCALLS["mount_setattr"], ffi.c_int(fd), b"", ffi.c_uint(flags),
+                         attr, ffi.c_size_t(len(attr))) != 0:
             raise _fail("mount_setattr MOUNT_ATTR_IDMAP", f"fd {fd}")
 
     def move_mount(self, fd: int, target: str) -> None:
         """move_mount(2) of a detached tree onto `target`."""
-        if _libc.syscall(_SYSCALLS["move_mount"], ctypes.c_int(fd), b"", C.AT_FDCWD, _b(target),
-                         ctypes.c_uint(C.MOVE_MOUNT_F_EMPTY_PATH)) != 0:
+        if _libc.syscall(_SYSCALLS["move_mount"], ffi.c_int(fd), b"", C.AT_FDCWD, _b(target),
+                         ffi.c_uint(C.MOVE_MOUNT_F_EMPTY_PATH)) != 0:
             raise _fail("move_mount", target)
 
     def umount2(self, target: str, flags: int) -> None:
@@ -173,7 +177,7 @@ class Linux:
     # --- credentials and capabilities ------------------------------------------------------
     def capget(self) -> tuple[int, int, int]:
         hdr, data = _CapHeader(C.LINUX_CAPABILITY_VERSION_3, 0), (_CapData * 2)()
-        if _libc.capget(ctypes.byref(hdr), data) != 0:
+        if _libc.capget(ffi.byref(hdr), data) != 0:
             raise _fail("capget", "")
         join = lambda f: getattr(data[0], f) | getattr(data[1], f) << 32  # noqa: E731
         return join("effective"), join("permitted"), join("inheritable")
@@ -185,7 +189,7 @@ class Linux:
             data[i].effective = (effective >> sh) & 0xFFFFFFFF
             data[i].permitted = (permitted >> sh) & 0xFFFFFFFF
             data[i].inheritable = (inheritable >> sh) & 0xFFFFFFFF
-        if _libc.capset(ctypes.byref(hdr), data) != 0:
+        if _libc.capset(ffi.byref(hdr), data) != 0:
             raise _fail("capset", f"eff={effective:#x} prm={permitted:#x} inh={inheritable:#x}")
 
     def _prctl(self, what: str, option: int, arg2: int = 0, arg3: int = 0) -> None:
@@ -218,10 +222,10 @@ class Linux:
 
     # --- process ----------------------------------------------------------------------------
     def setrlimit(self, name: str, soft: int, hard: int) -> None:
-        try:
-            _wrap("setrlimit", name, resource.setrlimit, getattr(resource, name), (soft, hard))
-        except ValueError as e:  # Python checks soft <= hard itself
-            raise OSError(22, f"setrlimit {name}: {e}") from None
+        """prlimit(0: ourselves, RLIMIT_<name>, {soft, hard}, NULL); -1 is RLIM_INFINITY."""
+        limits = _Rlimit(soft, hard)  # unsigned: -1 wraps to RLIM_INFINITY, as in C
+        if _libc.prlimit(0, C.RLIMITS[name], ffi.byref(limits), None) != 0:
+            raise _fail("setrlimit", name)
 
     def ioprio_set(self, value: int) -> None:
         """ioprio_set(IOPRIO_WHO_PROCESS, 0: ourselves, value)."""
@@ -237,17 +241,17 @@ class Linux:
             raise _fail("sched_setattr", f"policy {policy}")
 
     def personality(self, persona: int) -> None:
-        if _libc.personality(ctypes.c_ulong(persona)) == -1:
+        if _libc.personality(ffi.c_ulong(persona)) == -1:
             raise _fail("personality", hex(persona))
 
     def umask(self, mask: int) -> int:
         return os.umask(mask)
 
     def close_range(self, first: int, last: int, flags: int) -> None:
-        if _libc.syscall(_SYSCALLS["close_range"], ctypes.c_uint(first), ctypes.c_uint(last),
-                         ctypes.c_uint(flags)) == 0:
+        if _libc.syscall(_SYSCALLS["close_range"], ffi.c_uint(first), ffi.c_uint(last),
+                         ffi.c_uint(flags)) == 0:
             return
-        err = ctypes.get_errno()
+        err = ffi.get_errno()
         if err not in (errno.ENOSYS, errno.EPERM) or flags not in (0, C.CLOSE_RANGE_CLOEXEC):
             raise _fail("close_range", f"{first}..{last}")
         # A kernel before 5.11, or a seccomp filter that refuses the call: walk /proc/self/fd
@@ -266,7 +270,7 @@ class Linux:
     def join_session_keyring(self, name: str) -> int:
         """keyctl(KEYCTL_JOIN_SESSION_KEYRING): a new session keyring called `name`, or the
         existing one of that name (if searchable); returns its serial."""
-        serial = _libc.syscall(_SYSCALLS["keyctl"], ctypes.c_int(C.KEYCTL_JOIN_SESSION_KEYRING),
+        serial = _libc.syscall(_SYSCALLS["keyctl"], ffi.c_int(C.KEYCTL_JOIN_SESSION_KEYRING),
                                _b(name))
         if serial < 0:
             raise _fail("keyctl join session keyring", name)
@@ -275,17 +279,17 @@ class Linux:
     def keyring_add_search(self, serial: int) -> None:
         """Add the user's search permission to a key (runc's ModKeyringPerm(id, ~0, search)):
         its description is "type;uid;gid;perm;name", perm in hex."""
-        buf = ctypes.create_string_buffer(4096)
-        if _libc.syscall(_SYSCALLS["keyctl"], ctypes.c_int(C.KEYCTL_DESCRIBE),
-                         ctypes.c_int(serial), buf, ctypes.c_size_t(len(buf))) < 0:
+        buf = ffi.create_string_buffer(4096)
+        if _libc.syscall(_SYSCALLS["keyctl"], ffi.c_int(C.KEYCTL_DESCRIBE),
+                         ffi.c_int(serial), buf, ffi.c_size_t(len(buf))) < 0:
             raise _fail("keyctl describe", str(serial))
         try:
             perm = int(buf.value.decode().split(";")[3], 16)
         except (IndexError, ValueError):
             raise OSError(errno.EINVAL, f"keyctl describe {serial}: unexpected "
                                         f"{buf.value!r}") from None
-        if _libc.syscall(_SYSCALLS["keyctl"], ctypes.c_int(C.KEYCTL_SETPERM),
-                         ctypes.c_int(serial), ctypes.c_uint(perm | C.KEY_USR_SEARCH)) < 0:
+        if _libc.syscall(_SYSCALLS["keyctl"], ffi.c_int(C.KEYCTL_SETPERM),
+                         ffi.c_int(serial), ffi.c_uint(perm | C.KEY_USR_SEARCH)) < 0:
             raise _fail("keyctl setperm", str(serial))
 
     def set_inheritable(self, fd: int) -> None:

@@ -1,0 +1,82 @@
+"""The part of ctypes the syscall layer uses, built on ctypes' own C core (_ctypes).
+
+Every pyshim-runc create, run and exec imports the syscall layer; `import ctypes` costs ~1.3 ms
+of that start-up (its package defines every C type, the function-prototype caches, struct and
+the endianness helpers), _ctypes and these few types ~0.4 ms. The objects are the real ctypes
+ones (a c_int here is a _SimpleCData of type "i", as ctypes.c_int is; CDLL calls go through
+_ctypes.CFuncPtr with ctypes.CDLL's flags), so the semantics are ctypes': argtypes and restype
+conversions, byref, Structure layouts, errno captured per call (use_errno) and read with
+get_errno().
+
+Invariant: only what runtime.sys.linux needs; code that wants more of ctypes (libseccomp's
+binding, the eBPF device filter) imports ctypes itself, off the CLI's common path.
+"""
+
+from _ctypes import (FUNCFLAG_CDECL, FUNCFLAG_USE_ERRNO, RTLD_GLOBAL, CFuncPtr, Structure,
+                     _SimpleCData, byref, dlopen, get_errno, sizeof)
+
+__all__ = ["CDLL", "Structure", "byref", "c_char", "c_char_p", "c_int", "c_long", "c_size_t",
+           "c_uint", "c_uint32", "c_ulong", "c_void_p", "create_string_buffer", "get_errno",
+           "sizeof"]
+
+
+class c_int(_SimpleCData):  # noqa: N801 - ctypes' names
+    _type_ = "i"
+
+
+class c_uint(_SimpleCData):  # noqa: N801
+    _type_ = "I"
+
+
+c_uint32 = c_uint  # "I" is 32 bits on every Linux ABI CPython supports
+
+
+class c_long(_SimpleCData):  # noqa: N801
+    _type_ = "l"
+
+
+class c_ulong(_SimpleCData):  # noqa: N801
+    _type_ = "L"
+
+
+c_size_t = c_ulong  # as ctypes has it where sizeof(size_t) == sizeof(long): Linux
+
+
+class c_char(_SimpleCData):  # noqa: N801
+    _type_ = "c"
+
+
+class c_char_p(_SimpleCData):  # noqa: N801
+    _type_ = "z"
+
+
+class c_void_p(_SimpleCData):  # noqa: N801
+    _type_ = "P"
+
+
+class _CFunction(CFuncPtr):
+    """A C function of a CDLL(use_errno=True): cdecl, errno saved after each call, int result
+    unless restype says otherwise (ctypes.CDLL's _FuncPtr)."""
+    _flags_ = FUNCFLAG_CDECL | FUNCFLAG_USE_ERRNO
+    _restype_ = c_int
+
+
+class CDLL:
+    """ctypes.CDLL(name, use_errno=True): functions by attribute, each made once."""
+
+    def __init__(self, name: str | None):
+        self._name = name
+        self._handle = dlopen(name, RTLD_GLOBAL)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        func = _CFunction((name, self))
+        func.__name__ = name
+        setattr(self, name, func)
+        return func
+
+
+def create_string_buffer(size: int):
+    """A zeroed char array of `size` bytes (ctypes.create_string_buffer(size))."""
+    return (c_char * size)()
