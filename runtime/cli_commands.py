@@ -202,6 +202,13 @@ class Forwarder:
             target(self.pending.pop(0))
 
 
+def long_wait() -> None:
+    """What follows lasts as long as the container or process does: the cycle collector back
+    on (cli.main turned it off for the command's own, short work)."""
+    import gc
+    gc.enable()
+
+
 def wait_status(pid: int) -> int:
     """Wait for our child `pid`, reaping other orphans on the way; its exit code or 128+sig."""
     while True:
@@ -356,6 +363,7 @@ def run_(ctx, o, args) -> int:
         raise
     if o.detach:
         return 0
+    long_wait()
     fwd.attach(lambda sig: _signal_container(c, sig))
     if master is not None:
         try:
@@ -421,6 +429,7 @@ def _exec(ctx, o, args) -> int:
         write_pid_file(o.pid_file, pid)
     if o.detach:
         return 0
+    long_wait()
     fwd.attach(lambda sig: _quiet_kill(pid, sig))
     if master is not None:
         try:
@@ -623,6 +632,7 @@ def events(ctx, o, args) -> int:
         return 0
     import time
     interval = _duration(o.interval or "5s")
+    long_wait()
     while c.status() != "stopped":
         _out(go_json({"type": "stats", "id": c.id, "data": stats()}) + "\n")
         time.sleep(interval)

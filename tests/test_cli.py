@@ -648,3 +648,44 @@ def test_exec_cgroup_arguments_as_runc_reads_them(args, want):
 def test_bad_exec_cgroup_arguments(args, error):
     with pytest.raises(cli.CliError, match=error.replace("(", r"\(").replace(")", r"\)")):
         cli_commands.sub_cgroup_paths(args)
+
+
+# --- the cycle collector ---------------------------------------------------------------------
+def test_the_real_process_runs_its_command_without_the_cycle_collector(monkeypatch):
+    import gc
+    import sys
+
+    from runtime import cli, cli_commands
+    seen = []
+    monkeypatch.setattr(cli, "exit_now", lambda rc: None)
+    monkeypatch.setattr(sys, "argv", ["pyshim-runc", "--root", "/nonexistent/root", "state", "c"])
+    monkeypatch.setattr(cli_commands, "run", lambda name, *a: seen.append(gc.isenabled()) or 0)
+    try:
+        cli.main()
+        assert seen == [False]
+        seen.clear()
+        gc.enable()
+        cli.main(["--root", "/nonexistent/root", "state", "c"])  # tests, embedders: untouched
+        assert seen == [True]
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("argv", [["run", "c1"], ["exec", "c1", "sh"]])
+def test_a_foreground_wait_has_the_cycle_collector_back(engine, monkeypatch, argv):
+    """run and exec in the foreground last as long as the process: gc is on again by then."""
+    import gc
+
+    from runtime import cli_commands
+    engine.containers["c1"] = FakeContainer("c1", status="running")
+    seen = []
+    monkeypatch.setattr(cli_commands, "become_subreaper", lambda: None)
+    monkeypatch.setattr(cli_commands, "wait_status", lambda pid: seen.append(gc.isenabled()) or 0)
+    monkeypatch.setattr(engine, "create", lambda *a, **k: engine.containers["c1"], raising=False)
+    monkeypatch.setattr(engine.containers["c1"], "exec", lambda *a, **k: 4343, raising=False)
+    gc.disable()
+    try:
+        run(engine, *argv)
+    finally:
+        gc.enable()
+    assert seen == [True]
