@@ -79,3 +79,27 @@ def test_setrlimit_errors_name_the_limit():
             LINUX.setrlimit("RLIMIT_NOFILE", 20, 10)
         assert e.value.errno == errno.EINVAL and "setrlimit RLIMIT_NOFILE" in str(e.value)
     assert _in_child(soft_above_hard) == 0
+
+
+def test_the_c_structs_made_by_hand_are_structs_own():
+    import struct
+    import sys
+
+    from runtime.sys import linux as L
+    assert L._u64s(1, 2, 0, 2**64 - 1) == struct.pack("QQQQ", 1, 2, 0, 2**64 - 1)
+    for flags in (0, 0x1043, -1):
+        assert L._ifreq_flags(b"lo", flags) == struct.pack("16sh22x", b"lo", flags)
+    assert L._int(struct.pack("I", 7)) == 7
+    assert L._int(struct.pack("h", -2), signed=True) == -2
+    calls = []
+    monkey_libc = type("Libc", (), {"syscall": lambda self, *a: calls.append(a) or 0})()
+    real = L._libc
+    L._libc = monkey_libc
+    try:
+        L.Linux().sched_setattr(6, 1, -5, 0, 10, 20, 30)
+        L.Linux().mount_setattr("/x", 1, 2)
+    finally:
+        L._libc = real
+    assert calls[0][2] == struct.pack("IIQiIQQQ", 48, 6, 1, -5, 0, 10, 20, 30)
+    assert struct.pack("QQQQ", 1, 2, 0, 0) in calls[1]
+    assert sys.byteorder in ("little", "big")

@@ -9,7 +9,7 @@ it without knowing which call failed. Nothing here decides anything; it only exe
 import errno
 import fcntl
 import os
-import struct
+import sys as _sys
 
 # _signal and _socket, not signal and socket: their enum wrappers cost ~5 ms of start-up.
 import _signal as signal
@@ -48,6 +48,21 @@ class _Rlimit(ffi.Structure):
 class _CapData(ffi.Structure):
     _fields_ = [("effective", ffi.c_uint32), ("permitted", ffi.c_uint32),
                 ("inheritable", ffi.c_uint32)]
+
+
+# C structs by hand (the struct module would cost ~0.3 ms of every CLI start-up, and could not
+# be imported by an init after pivot_root): native byte order, fields already aligned.
+def _u64s(*values: int) -> bytes:
+    return b"".join(v.to_bytes(8, _sys.byteorder) for v in values)
+
+
+def _int(data: bytes, signed: bool = False) -> int:
+    return int.from_bytes(data, _sys.byteorder, signed=signed)
+
+
+def _ifreq_flags(name: bytes, flags: int) -> bytes:
+    """struct ifreq with ifr_flags: 16-byte name, a short, padded to 40 bytes."""
+    return name.ljust(16, b"\0") + flags.to_bytes(2, _sys.byteorder, signed=True) + bytes(22)
 
 
 def _b(s: str | None) -> bytes | None:
@@ -90,7 +105,7 @@ class Linux:
     def mount_setattr(self, target: str, attr_set: int, attr_clr: int = 0,
                       recursive: bool = False) -> None:
         """mount_setattr(2) on the mount at `target` (and every mount below it: recursive)."""
-        attr = struct.pack("QQQQ", attr_set, attr_clr, 0, 0)  # struct mount_attr
+        attr = _u64s(attr_set, attr_clr, 0, 0)  # struct mount_attr
         flags = C.AT_RECURSIVE if recursive else 0
         if _libc.syscall(_SYSCALLS["mount_setattr"], C.AT_FDCWD, _b(target), ffi.c_uint(flags),
                          attr, ffi.c_size_t(len(attr))) != 0:
@@ -108,7 +123,7 @@ class Linux:
     def idmap_tree(self, fd: int, userns_fd: int, recursive: bool) -> None:
         """mount_setattr(2) MOUNT_ATTR_IDMAP on a detached tree: its ids are mapped through
         the user namespace `userns_fd`'s mappings."""
-        attr = struct.pack("QQQQ", C.MOUNT_ATTR_IDMAP, 0, 0, userns_fd)  # struct mount_attr
+        attr = _u64s(C.MOUNT_ATTR_IDMAP, 0, 0, userns_fd)  # struct mount_attr
         flags = C.AT_EMPTY_PATH | (C.AT_RECURSIVE if recursive else 0)
         if _libc.syscall(_SYSCALLS["mount_setattr"], ffi.c_int(fd), b"", ffi.c_uint(flags),
                          attr, ffi.c_size_t(len(attr))) != 0:
@@ -165,10 +180,10 @@ class Linux:
         # SIOCSIFFLAGS on a throwaway socket: the netlink alternative (pyroute2) costs 200 ms.
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            req = struct.pack("16sh22x", b"lo", 0)
+            req = _ifreq_flags(b"lo", 0)
             try:
-                flags = struct.unpack("16sh22x", fcntl.ioctl(s, C.SIOCGIFFLAGS, req))[1]
-                fcntl.ioctl(s, C.SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | C.IFF_UP))
+                flags = _int(fcntl.ioctl(s, C.SIOCGIFFLAGS, req)[16:18], signed=True)
+                fcntl.ioctl(s, C.SIOCSIFFLAGS, _ifreq_flags(b"lo", flags | C.IFF_UP))
             except OSError as e:
                 raise OSError(e.errno, f"set lo up: {os.strerror(e.errno)}") from None
         finally:
@@ -235,8 +250,11 @@ class Linux:
     def sched_setattr(self, policy: int, flags: int, nice: int, priority: int, runtime: int,
                       deadline: int, period: int) -> None:
         """sched_setattr(0: ourselves, struct sched_attr (VER0, 48 bytes), 0)."""
-        attr = struct.pack("IIQiIQQQ", 48, policy, flags, nice, priority, runtime, deadline,
-                           period)
+        order = _sys.byteorder  # struct sched_attr: u32 u32 u64 s32 u32 u64 u64 u64
+        attr = b"".join((
+            (48).to_bytes(4, order), policy.to_bytes(4, order), flags.to_bytes(8, order),
+            nice.to_bytes(4, order, signed=True), priority.to_bytes(4, order),
+            _u64s(runtime, deadline, period)))
         if _libc.syscall(_SYSCALLS["sched_setattr"], 0, attr, 0) != 0:
             raise _fail("sched_setattr", f"policy {policy}")
 
@@ -323,8 +341,8 @@ class Linux:
         flags = os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC
         master = _wrap("open", "/dev/ptmx", os.open, "/dev/ptmx", flags)
         try:
-            fcntl.ioctl(master, C.TIOCSPTLCK, struct.pack("i", 0))  # unlockpt
-            n = struct.unpack("I", fcntl.ioctl(master, C.TIOCGPTN, bytes(4)))[0]
+            fcntl.ioctl(master, C.TIOCSPTLCK, bytes(4))  # unlockpt: int 0
+            n = _int(fcntl.ioctl(master, C.TIOCGPTN, bytes(4)))
             path = f"/dev/pts/{n}"
             try:
                 slave = fcntl.ioctl(master, C.TIOCGPTPEER, flags)
@@ -339,7 +357,7 @@ class Linux:
 
     def set_winsize(self, fd: int, height: int, width: int) -> None:
         _wrap("ioctl TIOCSWINSZ", f"fd {fd}", fcntl.ioctl, fd, C.TIOCSWINSZ,
-              struct.pack("HHHH", height, width, 0, 0))
+              b"".join(v.to_bytes(2, _sys.byteorder) for v in (height, width, 0, 0)))
 
     def set_ctty(self, fd: int) -> None:
         """Make the terminal on fd our controlling terminal (we must lead a session)."""
