@@ -151,6 +151,41 @@ if [[ ! -f $rootfs_tar || $rootfs_tar -ot ${BASH_SOURCE[0]} ]]; then
     fi
 fi
 
+# --- what the executables leave behind ------------------------------------------------------
+# Removed at exit, only what this run made (newer than $STAMP): bundles (/tmp/ocitest*; a
+# util.Fatal exit skips their deferred removal, and a runtime running a container without a
+# mount namespace - runc in linux_ns_itype - leaves proc/dev/sys mounted on one, in the host's
+# mount namespace), containers left in a runtime's default root, and the empty cgroups the
+# cgroup tests name (/cgrouptest, testdir/cgrouptest/container under a runtime's parent).
+STAMP=$(mktemp /tmp/oci-validation-stamp.XXXXXX)
+started=$(date +%s)
+cleanup() {
+    local rt id created d
+    for rt in $RUNTIME; do
+        command -v "$rt" >/dev/null || continue
+        for id in $("$rt" list -q 2>/dev/null); do
+            created=$("$rt" state "$id" 2>/dev/null | sed -n 's/.*"created": *"\([^"]*\)".*/\1/p')
+            [[ -n $created ]] && (( $(date -d "$created" +%s 2>/dev/null || echo 0) >= started )) \
+                || continue
+            "$rt" delete --force "$id" >/dev/null 2>&1 || true
+        done
+    done
+    while read -r d; do
+        if grep -q " $d[ /]" /proc/self/mountinfo; then
+            umount -R "$d" 2>/dev/null || umount -Rl "$d" 2>/dev/null || true
+        fi
+        grep -q " $d[ /]" /proc/self/mountinfo || rm -rf "$d"
+    done < <(find /tmp -maxdepth 1 -type d \( -name 'ocitest*' -o -name 'oci-pid*' \) \
+                  -cnewer "$STAMP" 2>/dev/null)
+    while read -r d; do
+        rmdir "$d" 2>/dev/null || true
+    done < <(find /sys/fs/cgroup -mindepth 2 -maxdepth 8 -depth -type d -cnewer "$STAMP" \
+                  \( -name cgrouptest -o -name container -path '*/testdir/cgrouptest/*' \
+                     -o -name testdir \) 2>/dev/null)
+    rm -f "$STAMP"
+}
+trap cleanup EXIT
+
 # --- run ------------------------------------------------------------------------------------
 read -r -a tests <<<"${TESTS:-${all_tests[*]}}"
 count() {  # TAP_FILE -> "ok notok skip"
