@@ -60,7 +60,7 @@ _live: set[int] = set()  # the fds warm threads hold (all >= HIGH_FD), until the
 HIGH_FD = 1000
 SWITCH = 0.0001  # s: the GIL switch interval while the thread waits to run
 _NORMAL_SWITCH = sys.getswitchinterval()  # what the thread puts back (the shim may start several)
-started = False  # start() ran in this process and found a cgroup.procs to write
+started = False  # start() ran in this process as root (whatever it found: not tried again)
 _COMMANDS = frozenset(("create", "run", "exec"))  # the CLI's commands that move a process
 
 
@@ -96,10 +96,14 @@ def warm(fds: list[int], write=posix.write, close=posix.close, switch=None) -> i
                 continue
         return None
     finally:
-        with _lock:
-            for fd in fds:
-                _live.discard(fd)
-                close(fd)
+        _release(fds, close)
+
+
+def _release(fds: list[int], close=posix.close) -> None:
+    with _lock:
+        for fd in fds:
+            _live.discard(fd)
+            close(fd)
 
 
 def _high(fd: int, close) -> int:
@@ -143,12 +147,12 @@ def start() -> None:
     global started
     if posix.geteuid() != 0:
         return
+    started = True
     fds = open_targets()
     if not fds:
         return
     with _lock:
         _live.update(fds)
-    started = True
     # A new thread waits for the GIL until the caller's thread drops it, by default after
     # 5 ms of asking (the launcher's imports hold it): 0.1 ms here, until the thread runs.
     sys.setswitchinterval(min(_NORMAL_SWITCH, SWITCH))
@@ -156,10 +160,7 @@ def start() -> None:
         _thread.start_new_thread(_quiet_warm, (fds, _NORMAL_SWITCH))
     except RuntimeError:  # can't start a thread: no head start, nothing else changes
         sys.setswitchinterval(_NORMAL_SWITCH)
-        with _lock:
-            for fd in fds:
-                _live.discard(fd)
-                posix.close(fd)
+        _release(fds)
 
 
 def _quiet_warm(fds: list[int], switch: float) -> None:
