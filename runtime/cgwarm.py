@@ -1,10 +1,13 @@
-"""Start the kernel's cgroup-migration grace period early, in the background.
+"""Start the kernel's cgroup-migration grace period early, in the background (cgroup v2).
 
-Moving a process between cgroups takes the kernel's global cgroup_threadgroup_rwsem for
-writing. Its fast path is switched off through rcu_sync, which waits one RCU grace period
-(5-15 ms on this kind of host) on the first move after an idle spell; moves within the next
-grace period after that are instant. Every container creation pays that wait once, when its
-init is moved into the container's cgroup - runc too.
+Moving a process into a cgroup through cgroup.procs takes the kernel's global
+cgroup_threadgroup_rwsem for writing. Its fast path is switched off through rcu_sync, which
+waits one RCU grace period (5-30 ms on this kind of host) on the first move after an idle
+spell; moves within the next grace period after that are instant. On a cgroup v2 host every
+container creation pays that wait once, when its init is moved into the container's cgroup -
+runc too. (On v1 and hybrid hosts the engine's processes move themselves through "tasks",
+which takes no grace period: see cgroups.V1Manager. There is nothing to warm there, and a
+warm-up would only hold cgroup_mutex, which the cgroup's mkdirs need, for a grace period.)
 
 start() moves the calling process into the cgroup it is already in (a no-op move that still
 takes the rwsem) on a thread of its own, so the wait runs while the caller does other work
@@ -17,6 +20,7 @@ sooner than main() could), the shim when Create or Exec arrives.
 Invariants:
 - It moves nothing: the process stays in its own cgroup, whatever the outcome; every error
   (not root, no cgroupfs, a threaded or vanished cgroup) is ignored - it is only a head start.
+- Only on a pure cgroup v2 host (no v1 controller in /proc/self/cgroup); elsewhere a no-op.
 - Only builtins (posix, sys, _thread, fcntl): it runs before the engine's imports, which it
   overlaps.
 - The caller's fds are not disturbed, and it leaves none behind. start() opens the
@@ -33,26 +37,22 @@ import posix
 import sys
 import _thread
 
-# Where this process's own cgroup.procs may be, per /proc/self/cgroup line: the unified
-# hierarchy (pure v2 mounts it at /sys/fs/cgroup, hybrid v1 at /sys/fs/cgroup/unified), then
-# the v1 controllers' own mounts.
+# Where this process's own cgroup.procs is on a cgroup v2 host: /sys/fs/cgroup.
 _ROOT = "/sys/fs/cgroup"
 
 
 def candidates(proc_self_cgroup: str) -> list[str]:
-    """The cgroup.procs files that hold this process, most likely first (v2, then v1)."""
-    v2, v1 = [], []
+    """The cgroup.procs file that holds this process on a pure cgroup v2 host; none when a v1
+    controller is mounted (the engine joins its v1 hierarchies without a grace period)."""
+    paths = []
     for line in proc_self_cgroup.splitlines():
         hid, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
-        if not path.startswith("/"):
-            continue
-        if hid == "0" and controllers == "":
-            v2 += [f"{_ROOT}{path}/cgroup.procs".replace("//", "/"),
-                   f"{_ROOT}/unified{path}/cgroup.procs".replace("//", "/")]
-        elif controllers and not controllers.startswith("name="):
-            v1.append(f"{_ROOT}/{controllers}{path}/cgroup.procs".replace("//", "/"))
-    return v2 + v1
+        if controllers and not controllers.startswith("name="):
+            return []  # a v1 controller: a v1 or hybrid host
+        if hid == "0" and controllers == "" and path.startswith("/"):
+            paths.append(f"{_ROOT}{path}/cgroup.procs".replace("//", "/"))
+    return paths
 
 
 _lock = _thread.allocate_lock()

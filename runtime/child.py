@@ -34,14 +34,15 @@ Stdio3 = tuple  # (stdin, stdout, stderr): fds or None for /dev/null
 
 
 # --- messages --------------------------------------------------------------------------------
-def send(sock: socket.socket, msg: dict, fd: int | None = None) -> None:
-    """One message; `fd` travels with it (SCM_RIGHTS), the receiver gets its own copy."""
+def send(sock: socket.socket, msg: dict, *fds: int) -> None:
+    """One message; `fds` travel with it (SCM_RIGHTS), the receiver gets its own copies."""
     data = json.dumps(msg).encode()
-    if fd is None:
+    if not fds:
         sock.send(data)
     else:
         sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                               fd.to_bytes(_FD_SIZE, sys.byteorder, signed=True))])
+                               b"".join(fd.to_bytes(_FD_SIZE, sys.byteorder, signed=True)
+                                        for fd in fds))])
 
 
 def recv(sock: socket.socket, deadline: float, timeout: float,
@@ -74,13 +75,19 @@ def _recv_with_fds(sock: socket.socket, max_fds: int = 4) -> tuple[bytes, list[i
     return data, fds
 
 
-def request(sock: socket.socket, msg: dict, answer: str, step: str, failure: str) -> None:
-    """In a child: send msg and block until the caller answers {"type": answer}. No deadline
-    here: the caller has one, and kills us at it."""
+def request(sock: socket.socket, msg: dict, answer: str, step: str, failure: str) -> list[int]:
+    """In a child: send msg and block until the caller answers {"type": answer}; returns the
+    fds that came with the answer (CLOEXEC, ours to close). No deadline here: the caller has
+    one, and kills us at it."""
     send(sock, msg)
-    reply = sock.recv(65536)
+    reply, fds = _recv_with_fds(sock, MAX_FDS)
     if not reply or json.loads(reply).get("type") != answer:
+        _close_all(fds)
         raise ContainerSetupError(step, failure)
+    return fds
+
+
+MAX_FDS = 64  # per message: a v1 host's cgroup hierarchies at most (one join fd each)
 
 
 def encode_error(e: BaseException, step: str) -> dict:

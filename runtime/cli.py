@@ -468,7 +468,8 @@ def _main(argv: list[str] | None, engine_factory) -> int:
             # launcher's cgwarm thread keeps its own fd)...
             from . import cgwarm
             cgwarm.closerange(3 + listen + max(opts.preserve_fds or 0, 0))
-            # ...and the cgroup move's grace period runs while the engine is imported.
+            # ...and (cgroup v2) the cgroup move's grace period runs while the engine is
+            # imported.
             if not cgwarm.started:  # not launched by hack/install.sh's launcher
                 cgwarm.start()
         ctx = Context(gopts, log, engine_factory, real, listen)

@@ -8,12 +8,17 @@ Invariants:
   (cgroups.with_default_devices); if anything fails it removes what it made and re-raises.
 - to_state()/from_state() carry the RESOLVED directories, so every later call acts on exactly
   what create made, whatever the caller's own cgroup or the host's mounts are by then.
-- join() runs in create's forked intermediate before it enters or unshares any namespace (the
-  host's cgroupfs paths mean what they say only there) and before it forks the container's
-  init, which is therefore born inside the cgroup (and a new cgroup namespace roots there).
-- An exec'd process joins by itself (open_procs() in the intermediate, on the host; then
-  join_self() in the process, first thing after its fork, before any user code): only the
-  process ever counts against pids.max, as with runc, whose exec needs one free pid.
+- A process moves ITSELF wherever it can: open_join() fds, opened on the host by the caller
+  or an intermediate, then join_self() in the (single-threaded, freshly forked) process. On
+  v1 that is a write of "0" to "tasks", which takes no RCU grace period (cgroups.V1Manager);
+  moving another process by pid (join(m, pid): cgroup.procs) always may.
+  - create: the init joins at its "cgroup" request (runtime.launch), with fds the caller sends;
+    with a new cgroup namespace (rooted where the intermediate is when it unshares it) or
+    createContainer hooks (they run in the init and must start inside the cgroup), the
+    intermediate joins with join(m) before it enters or unshares any namespace (the host's
+    cgroupfs paths mean what they say only there), and the init is born inside.
+  - exec: the process joins first thing after its fork, before any user code: only the
+    process ever counts against pids.max, as with runc, whose exec needs one free pid.
 """
 
 import os
@@ -46,30 +51,35 @@ def destroy_quietly(m: "cgroups.Manager | None") -> None:
 
 
 def join(m: "cgroups.Manager | None", pid: int | None = None) -> None:
-    """Move pid (default: the calling process) into the container's cgroup."""
+    """Move pid into the container's cgroup; pid None: the calling process, which must be
+    single-threaded (see join_self)."""
     if m is None:
         return
+    if pid is None:
+        join_self(open_join(m))
+        return
     try:
-        m.apply(os.getpid() if pid is None else pid)
+        m.apply(pid)
     except EngineError as e:
         raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
 
 
-def open_procs(m: "cgroups.Manager | None", sub: dict[str, str] | None = None) -> list[int]:
-    """fds on the cgroup's cgroup.procs files (or its sub-cgroups': Manager.sub_dirs),
-    opened here (the host's view, our credentials) for join_self() in a process forked later,
-    whatever namespaces it is in by then."""
+def open_join(m: "cgroups.Manager | None", sub: dict[str, str] | None = None) -> list[int]:
+    """fds through which a process forked later moves itself into the cgroup (or its
+    sub-cgroups: Manager.sub_dirs) with join_self(), whatever namespaces it is in by then;
+    opened here (the host's view, our credentials)."""
     if m is None:
         return []
     try:
-        return m.open_procs(sub)
+        return m.open_join(sub)
     except EngineError as e:
         raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
 
 
 def join_self(fds: list[int]) -> None:
-    """Move the calling process into the cgroup through open_procs() fds ("0": ourselves),
-    then close them."""
+    """Move the calling process into the cgroup through open_join() fds ("0": ourselves),
+    then close them. Only from a single-threaded process: on v1 "0" moves the calling
+    thread alone."""
     try:
         for fd in fds:
             try:

@@ -8,8 +8,9 @@ Invariants:
   time after opening, so a recycled pid is never entered; the children only setns() on
   inherited fds.
 - Only the process joins the container's cgroup, as runc's exec: the intermediate opens the
-  cgroup.procs files while the host's cgroupfs paths still mean what they say and stays in
-  the caller's cgroup; the process writes itself into them first thing after its fork,
+  join files (ctrcgroup.open_join: v1 "tasks", v2 "cgroup.procs") while the host's cgroupfs
+  paths still mean what they say and stays in the caller's cgroup; the process writes itself
+  into them ("0": no RCU grace period on v1) first thing after its fork,
   before anything else and long before it execs (a failure is reported: no user code ever
   runs outside the cgroup). So an exec needs ONE free pid under pids.max, not two.
 - The process is the intermediate's child, so it is inside a pid/time namespace the
@@ -55,7 +56,7 @@ class ExecJob(Record):
 def _intermediate(job: ExecJob, sock: socket.socket, sys) -> int:
     try:
         # the process joins by itself (see above)
-        procs = ctrcgroup.open_procs(job.cgroup, job.sub_cgroups)
+        procs = ctrcgroup.open_join(job.cgroup, job.sub_cgroups)
         _init.before_namespaces(None, job.process, sys)  # the oom score; no cgroup (above)
         dup_stdio(job.stdio)  # before setns(mnt): a /dev/null stand-in still opens here
         namespaces.enter(job.namespaces, sys)

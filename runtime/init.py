@@ -75,8 +75,9 @@ def prepare(cfg: InitConfig, sys, before_pivot=None, send_master=None,
             await_cgroup=None) -> Prepared:
     """Set the container up; resolve the executable and the environment. before_pivot() runs
     once the mounts are made, before pivot_root; send_master(fd) takes the terminal's master
-    when the process has one; await_cgroup() returns once the cgroup exists, for its bind
-    mounts (see executor.apply)."""
+    when the process has one; await_cgroup() returns once the cgroup exists and we are in it
+    (runtime.launch): called at the plan's AwaitCgroup op, for the cgroup bind mounts (see
+    executor.apply), and again after the mounts (it must make the second call a no-op)."""
     spec, proc = cfg.spec, cfg.spec.process
     join_keyring(cfg.keyring, sys, searchable=True)
     sys.umask(0)  # devices and mount points get exactly the modes the plan says
@@ -93,6 +94,8 @@ def prepare(cfg: InitConfig, sys, before_pivot=None, send_master=None,
         step("sysctl", sys.write_file, path, value, path=path)
     executor.apply(cfg.ops, cfg.rootfs, sys, before_pivot, send_master, cfg.mount_fds,
                    await_cgroup)
+    if await_cgroup is not None:  # (a no-op if the plan's AwaitCgroup called it)
+        await_cgroup()  # in the cgroup before what it may constrain: rlimits, the scheduler
     if spec.linux.personality is not None:  # linux.personality (the init's)
         step("personality", sys.personality, spec.linux.personality)
     return prepare_process(proc, sys)

@@ -6,17 +6,20 @@ Invariants:
   try/finally os._exit().
 - The intermediate enters/creates the namespaces (a new pid namespace only applies to its
   children, hence the second fork), reports the init's host pid and exits; the caller reaps
-  it. The caller moves the init into the container's cgroup as soon as that pid arrives
-  (whichever message brings it), so the move's RCU wait overlaps the init's setup
-  (caller_joins_cgroup); with a new cgroup namespace or createContainer hooks the intermediate
-  joins it first instead. create returns only after the move: nothing of the container's runs
-  outside its cgroup. The caller even creates the cgroup after the fork, while the children
-  set up (setup_cgroup_after_fork); an init that bind-mounts the cgroup's directories (a
-  cgroup mount, v1 or without a cgroup namespace) sends {"type": "cgroup"} at the plan's
-  AwaitCgroup op and waits for {"type": "cgroup-done"}, which the caller sends once they
-  exist.
-  Without a pid/time namespace there is no second fork: the intermediate becomes the init.
-  Nobody but the caller's reaper waits for the init once launch() has returned.
+  it. Without a pid/time namespace there is no second fork: the intermediate becomes the
+  init. Nobody but the caller's reaper waits for the init once launch() has returned.
+- The cgroup (setup_cgroup_after_fork): the caller creates it after the fork, while the
+  children set up. The init sends {"type": "cgroup"} before its cgroup bind mounts (the
+  plan's AwaitCgroup op), else once its mounts are done, and waits for {"type":
+  "cgroup-done"}, which the caller sends once the cgroup exists and the init can be in it:
+  - v1 (init_joins_cgroup): the answer carries the "tasks" fds (SCM_RIGHTS) through which the
+    init moves itself, a move that takes no RCU grace period;
+  - v2 (caller_joins_cgroup): the caller has moved the init by pid as soon as that pid
+    arrived (whichever message brought it), so that move's grace period overlapped the
+    init's setup.
+  With a new cgroup namespace or createContainer hooks the intermediate joins it first
+  instead. create returns only after "ready", which the init sends after it joined: nothing
+  of the container's runs outside its cgroup.
 - A new user namespace (runtime.namespaces): the intermediate unshares it first, sends
   {"type": "idmap"} and waits; the caller writes /proc/<intermediate>/uid_map and gid_map and
   answers {"type": "idmap-done"}; the intermediate becomes root in it, then unshares the rest.
@@ -98,30 +101,38 @@ def _needs_second_fork(spec) -> bool:
     return any(n.type in ("pid", "time") for n in spec.linux.namespaces)
 
 
-def caller_joins_cgroup(cfg) -> bool:
-    """Whether the caller moves the init into its cgroup while the init sets up (see launch).
-
-    Moving a process between cgroups waits for an RCU grace period (5-15 ms here) the first
-    time; done by the caller once it knows the init's pid, that wait overlaps the init's own
-    work (mounts, devices) instead of preceding it. Not when a new cgroup namespace must be
-    rooted at the container's cgroup (the intermediate joins it before unsharing), nor when
-    createContainer hooks run in the init (they must start inside the cgroup)."""
+def setup_cgroup_after_fork(cfg) -> bool:
+    """Whether launch() creates the cgroup while the children set up, rather than before it
+    forks, and the init joins it late (init_joins_cgroup, caller_joins_cgroup). Not when a
+    new cgroup namespace must be rooted at the container's cgroup (the intermediate joins it
+    before unsharing), nor when createContainer hooks run in the init (they must start inside
+    the cgroup). The init asks for it ({"type": "cgroup"}) before its cgroup binds (the
+    plan's AwaitCgroup op), else once its mounts are done, before anything the cgroup may
+    constrain is set (rlimits, the scheduler)."""
     return (cfg.cgroup is not None and not cfg.spec.new_namespace("cgroup")
             and not cfg.spec.hooks.get("createContainer"))
 
 
-def setup_cgroup_after_fork(cfg) -> bool:
-    """Whether launch() may create the cgroup while the children set up, rather than before
-    it forks: when the caller moves the init (else the intermediate joins it first thing). An
-    init that bind-mounts its directories asks for them first (AwaitCgroup)."""
-    return caller_joins_cgroup(cfg)
+def init_joins_cgroup(cfg) -> bool:
+    """cgroup v1: the init moves itself, through "tasks" fds the caller sends with its answer
+    to the init's "cgroup" request - a move that takes no RCU grace period
+    (cgroups.V1Manager)."""
+    return setup_cgroup_after_fork(cfg) and cfg.cgroup.version == 1
+
+
+def caller_joins_cgroup(cfg) -> bool:
+    """cgroup v2: the caller moves the init by pid (cgroup.procs) as soon as it knows the
+    pid. That move waits for an RCU grace period (5-30 ms) after an idle spell (unless
+    runtime.cgwarm started it early); done by the caller, the wait overlaps the init's own
+    work (mounts, devices) instead of preceding it."""
+    return setup_cgroup_after_fork(cfg) and cfg.cgroup.version != 1
 
 
 def _intermediate(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
     try:
         # first: the init is born in the cgroup, and a new cgroup ns roots there (unless the
-        # caller moves the init later: caller_joins_cgroup)
-        _init.before_namespaces(None if caller_joins_cgroup(cfg) else cfg.cgroup,
+        # init joins it later: setup_cgroup_after_fork)
+        _init.before_namespaces(None if setup_cgroup_after_fork(cfg) else cfg.cgroup,
                                 cfg.spec.process, sys)
         _enter_namespaces(cfg.spec, sock, sys)
         if not _needs_second_fork(cfg.spec):
@@ -165,9 +176,13 @@ def _runtime_hooks(spec) -> bool:
     return bool(spec.hooks.get("prestart") or spec.hooks.get("createRuntime"))
 
 
-def _before_pivot(cfg, sock: socket.socket, pid: int) -> None:
-    """The create-time hooks, in order: the caller's (prestart, createRuntime), then ours."""
+def _before_pivot(cfg, sock: socket.socket, pid: int, await_cgroup=None) -> None:
+    """The create-time hooks, in order: the caller's (prestart, createRuntime), then ours.
+    The caller's find the init in its cgroup (a prestart hook may set the cgroup up for the
+    init's pid, as NVIDIA's does): await_cgroup() first (see _init_main)."""
     if _runtime_hooks(cfg.spec):
+        if await_cgroup is not None:
+            await_cgroup()
         request(sock, {"type": "hooks"}, "hooks-done", "hooks",
                 "the runtime did not run the create hooks")
     hooks.run("createContainer", cfg.spec.hooks.get("createContainer", []),
@@ -199,10 +214,18 @@ def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
                     "the runtime did not move the network devices")
         await_cgroup = None
         if setup_cgroup_after_fork(cfg):
-            def await_cgroup():
-                request(sock, {"type": "cgroup"}, "cgroup-done", "cgroup",
-                        "the runtime did not create the cgroup")
-        prepared = _init.prepare(cfg, sys, lambda: _before_pivot(cfg, sock, pid),
+            asked = False
+
+            def await_cgroup():  # once: at AwaitCgroup, before the runtime's hooks, else
+                # after the mounts (init.prepare)
+                nonlocal asked
+                if not asked:
+                    asked = True
+                    # v1: the answer brings the fds to join through; v2: the caller moved us
+                    ctrcgroup.join_self(request(sock, {"type": "cgroup"}, "cgroup-done",
+                                                "cgroup", "the runtime did not create the "
+                                                "cgroup"))
+        prepared = _init.prepare(cfg, sys, lambda: _before_pivot(cfg, sock, pid, await_cgroup),
                                  lambda master: send(sock, {"type": "console"}, master),
                                  await_cgroup)
         if not cfg.spec.process.terminal:  # else 0-2 are the terminal already
@@ -225,9 +248,10 @@ def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
 
 # --- caller side -----------------------------------------------------------------------------
 def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
-                 runtime_hooks, cgroup=None) -> int:
+                 runtime_hooks, cgroup=None, self_join=None) -> int:
     """cgroup: the Manager to move the init into as soon as its pid is known (see
-    caller_joins_cgroup), or None when the intermediate joined it."""
+    caller_joins_cgroup); self_join: the Manager whose join fds answer the init's "cgroup"
+    request (init_joins_cgroup); both None when the intermediate joined it."""
     # createContainer hooks run in the init before it is ready: their time is not its fault.
     allowed = timeout + hooks.budget(spec.hooks.get("createContainer", []))
     deadline = time.monotonic() + allowed
@@ -257,8 +281,14 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
             continue
         if msg["type"] == "ready":
             ready = True
-        elif msg["type"] == "cgroup":  # for its binds; made by launch's wait() before this
-            send(sock, {"type": "cgroup-done"})
+        elif msg["type"] == "cgroup":  # it exists: launch's wait() made it before this
+            await_pid()  # and a caller_joins_cgroup move is done
+            fds = ctrcgroup.open_join(self_join) if self_join is not None else []
+            try:
+                send(sock, {"type": "cgroup-done"}, *fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
         elif msg["type"] == "idmap":  # the intermediate's new user namespace
             namespaces.write_id_mappings(kids.mid, spec.linux, sys)
             send(sock, {"type": "idmap-done"})
@@ -299,17 +329,15 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
     runtime_hooks(init pid) runs the prestart and createRuntime hooks when the init asks."""
     if cfg.spec.hooks:
         hooks.preload()  # the init runs hooks too, some after pivot_root
-    joins = caller_joins_cgroup(cfg)
-    later = setup_cgroup_after_fork(cfg)
+    joins, later = caller_joins_cgroup(cfg), setup_cgroup_after_fork(cfg)
     if not later:
         ctrcgroup.setup(cfg.cgroup, cfg.spec)
 
     def wait(sock, kids):
         if later:
-            # While the intermediate unshares and the init mounts: the mkdirs can queue behind
-            # a cgroup move's grace period (runtime.cgwarm), which then costs the init nothing.
-            # An init that binds the directories waits for them (its "cgroup" request is
-            # answered by _await_ready, after this).
+            # While the intermediate unshares and the init mounts (v2: the mkdirs can queue
+            # behind runtime.cgwarm's grace period, which then costs the init nothing). The
+            # init waits for them: _await_ready answers its "cgroup" request, after this.
             try:
                 ctrcgroup.setup(cfg.cgroup, cfg.spec)
             except BaseException:
@@ -318,6 +346,7 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
                 kids.await_pid(sock, time.monotonic() + timeout, timeout)
                 raise
         start = _await_ready(sock, kids, timeout, cfg.spec, sys, runtime_hooks,
-                             cfg.cgroup if joins else None)
+                             cfg.cgroup if joins else None,
+                             cfg.cgroup if later and not joins else None)
         return kids.pid, start, kids.take_console()  # kids.pid is known only after _await_ready
     return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys), wait)

@@ -142,8 +142,9 @@ class TaskService:
         target = os.path.join(req.bundle, "rootfs")
         pio = handle = oom = None
         mounted = False
-        # The init's cgroup move waits out an RCU grace period: start it now, so that it
-        # runs while the rootfs is mounted and the config planned (runtime.cgwarm).
+        # On a cgroup v2 host the init's cgroup move waits out an RCU grace period: start it
+        # now, so that it runs while the rootfs is mounted and the config planned
+        # (runtime.cgwarm; a no-op on v1, where the init moves itself without one).
         cgwarm.start()
         try:
             mounted = rootfs.mount_all(req.rootfs, target)

@@ -16,42 +16,47 @@ HYBRID = """\
 """
 
 
-def test_candidates_unified_first_then_each_v1_controller():
-    assert cgwarm.candidates(HYBRID) == [
-        "/sys/fs/cgroup/user.slice/session-1.scope/cgroup.procs",  # pure v2 mount
-        "/sys/fs/cgroup/unified/user.slice/session-1.scope/cgroup.procs",  # hybrid
-        "/sys/fs/cgroup/pids/user.slice/cgroup.procs",
-        "/sys/fs/cgroup/memory/process_api/abc/cgroup.procs",
-        "/sys/fs/cgroup/cpu,cpuacct/cgroup.procs",
-    ]  # name=systemd has no controller: moving there could not matter less, but skip it
+V2 = "0::/user.slice/session-1.scope\n"
 
 
-def test_candidates_of_a_pure_v2_root_process():
-    assert cgwarm.candidates("0::/\n") == ["/sys/fs/cgroup/cgroup.procs",
-                                           "/sys/fs/cgroup/unified/cgroup.procs"]
+def test_candidates_on_a_v1_or_hybrid_host_are_none():
+    # The engine's processes join v1 hierarchies through "tasks", without a grace period: a
+    # warm-up there would only hold cgroup_mutex (which the cgroup's mkdirs wait for).
+    assert cgwarm.candidates(HYBRID) == []
+    assert cgwarm.candidates("3:cpu,cpuacct:/\n") == []
+
+
+def test_candidates_on_a_pure_v2_host():
+    assert cgwarm.candidates(V2) == ["/sys/fs/cgroup/user.slice/session-1.scope/cgroup.procs"]
+    assert cgwarm.candidates("0::/\n") == ["/sys/fs/cgroup/cgroup.procs"]
+    # a named v1 hierarchy (no controller) does not make it a v1 host
+    assert cgwarm.candidates("1:name=systemd:/\n0::/\n") == ["/sys/fs/cgroup/cgroup.procs"]
 
 
 def test_candidates_ignore_garbage():
-    assert cgwarm.candidates("junk\n3:cpu:relative\n\n") == []
+    assert cgwarm.candidates("junk\n0::relative\n\n") == []
 
 
 def test_targets_are_the_openable_candidates_moved_high():
-    opened, closed = [], []
+    opened = []
 
     def open_(path, flags):
         assert flags & os.O_WRONLY
         opened.append(path)
-        if "unified" not in path and "pids" not in path:
-            raise FileNotFoundError(path)
         return os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)  # a low fd, as open() gives
 
-    fds = cgwarm.open_targets(read=lambda: HYBRID, open_=open_)
+    fds = cgwarm.open_targets(read=lambda: V2, open_=open_)
     try:
-        assert opened == cgwarm.candidates(HYBRID)
-        assert len(fds) == 2 and all(fd >= cgwarm.HIGH_FD for fd in fds)
+        assert opened == cgwarm.candidates(V2)
+        assert len(fds) == 1 and all(fd >= cgwarm.HIGH_FD for fd in fds)
     finally:
         for fd in fds:
             os.close(fd)
+
+    def missing(path, flags):
+        raise FileNotFoundError(path)
+    assert cgwarm.open_targets(read=lambda: V2, open_=missing) == []
+    assert cgwarm.open_targets(read=lambda: HYBRID, open_=missing) == []  # never even tried
 
     def unreadable():
         raise FileNotFoundError("/proc/self/cgroup")

@@ -87,40 +87,68 @@ def test_setup_removes_the_cgroup_when_setting_fails():
     assert [c[0] for c in m.calls] == ["create", "set", "destroy"]
 
 
-def test_a_failed_join_is_a_setup_error_naming_the_path():
+def test_a_failed_move_by_pid_is_a_setup_error_naming_the_path():
     with pytest.raises(ContainerSetupError) as e:
-        ctrcgroup.join(FakeManager())
+        ctrcgroup.join(FakeManager(), 1234)
     assert (e.value.step, e.value.path) == ("cgroups", "/x/cgroup.procs")
     assert "/x/cgroup.procs" in str(e.value)
     ctrcgroup.join(None)  # no cgroup: nothing to do
+    ctrcgroup.join(None, 1234)
 
 
-def test_open_procs_then_join_self_writes_0_in_every_hierarchy_and_closes(tmp_path):
+def _v1_dirs(tmp_path):
     dirs = {c: tmp_path / c / "pyshim" / "c1" for c in ("memory", "pids", "cpu,cpuacct")}
     for d in dirs.values():
         d.mkdir(parents=True)
+        (d / "tasks").write_text("")
         (d / "cgroup.procs").write_text("")
     m = cgroups.V1Manager({"memory": str(dirs["memory"]), "cpuset": str(dirs["pids"]),
                            "cpu": str(dirs["cpu,cpuacct"]), "cpuacct": str(dirs["cpu,cpuacct"])},
                           V1)
-    fds = ctrcgroup.open_procs(m)
+    return m, dirs
+
+
+def test_v1_open_join_then_join_self_writes_0_to_tasks_in_every_hierarchy_and_closes(tmp_path):
+    # "tasks", not cgroup.procs: a thread moving itself there takes no RCU grace period
+    m, dirs = _v1_dirs(tmp_path)
+    fds = ctrcgroup.open_join(m)
     assert len(fds) == 3  # one per distinct directory
     ctrcgroup.join_self(fds)
-    assert all((d / "cgroup.procs").read_text() == "0" for d in dirs.values())
+    assert all((d / "tasks").read_text() == "0" for d in dirs.values())
+    assert all((d / "cgroup.procs").read_text() == "" for d in dirs.values())
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
-    assert ctrcgroup.open_procs(None) == []
+    assert ctrcgroup.open_join(None) == []
 
 
-def test_open_procs_failure_is_a_setup_error_and_leaves_no_fd_open(tmp_path):
+def test_join_without_a_pid_moves_the_caller_itself_the_same_way(tmp_path):
+    m, dirs = _v1_dirs(tmp_path)
+    before = set(os.listdir("/proc/self/fd"))
+    ctrcgroup.join(m)
+    assert all((d / "tasks").read_text() == "0" for d in dirs.values())
+    assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_v2_open_join_is_cgroup_procs(tmp_path):
+    (tmp_path / "c1").mkdir()
+    (tmp_path / "c1" / "cgroup.procs").write_text("")
+    m = cgroups.V2Manager(str(tmp_path / "c1"), str(tmp_path))
+    ctrcgroup.join_self(ctrcgroup.open_join(m))
+    assert (tmp_path / "c1" / "cgroup.procs").read_text() == "0"
+
+
+def test_open_join_failure_is_a_setup_error_and_leaves_no_fd_open(tmp_path):
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "cgroup.procs").write_text("")
+    (tmp_path / "a" / "tasks").write_text("")
     m = cgroups.V1Manager({"memory": str(tmp_path / "a"), "cpu": str(tmp_path / "gone")}, V1)
     before = set(os.listdir("/proc/self/fd"))
     with pytest.raises(ContainerSetupError) as e:
-        ctrcgroup.open_procs(m)
-    assert (e.value.step, e.value.path) == ("cgroups", str(tmp_path / "gone" / "cgroup.procs"))
+        ctrcgroup.open_join(m)
+    assert (e.value.step, e.value.path) == ("cgroups", str(tmp_path / "gone" / "tasks"))
+    assert set(os.listdir("/proc/self/fd")) == before
+    with pytest.raises(ContainerSetupError):
+        ctrcgroup.join(m)
     assert set(os.listdir("/proc/self/fd")) == before
 
 

@@ -299,28 +299,37 @@ def test_read_file_reads_to_the_end(tmp_path):
 
 
 def test_who_joins_the_cgroup(rootfs):
-    """The caller moves the init into its cgroup while the init sets up (the move's RCU wait
-    then overlaps that work), except where the init must already be inside: a new cgroup
-    namespace is rooted where the unsharing process is, and createContainer hooks run from the
-    init."""
+    """v1: the init moves itself (through "tasks": no RCU grace period); v2: the caller moves
+    it while it sets up (the move's RCU wait then overlaps that work); neither where the init
+    must already be inside: a new cgroup namespace is rooted where the unsharing process is,
+    and createContainer hooks run from the init (the intermediate joins first)."""
     from runtime import launch
 
-    def cfg_with(mutate=None):
+    class V1:
+        version = 1
+
+    class V2:
+        version = 2
+
+    def cfg_with(manager, mutate=None):
         c = config()
         if mutate:
             mutate(c)
         cfg = make(rootfs, c, ops=[])
-        cfg.cgroup = object()  # any manager
+        cfg.cgroup = manager
         return cfg
 
-    assert launch.caller_joins_cgroup(cfg_with())
-    assert not launch.caller_joins_cgroup(cfg_with(
-        lambda c: c["linux"]["namespaces"].append({"type": "cgroup"})))
-    assert not launch.caller_joins_cgroup(cfg_with(
-        lambda c: c.setdefault("hooks", {}).update(createContainer=[{"path": "/bin/true"}])))
-    no_cgroup = cfg_with()
-    no_cgroup.cgroup = None
-    assert not launch.caller_joins_cgroup(no_cgroup)
+    def who(cfg):
+        return launch.init_joins_cgroup(cfg), launch.caller_joins_cgroup(cfg)
+
+    assert who(cfg_with(V1())) == (True, False)
+    assert who(cfg_with(V2())) == (False, True)
+    for m in (V1(), V2()):
+        assert who(cfg_with(m, lambda c: c["linux"]["namespaces"].append({"type": "cgroup"}))) \
+            == (False, False)
+        assert who(cfg_with(m, lambda c: c.setdefault("hooks", {}).update(
+            createContainer=[{"path": "/bin/true"}]))) == (False, False)
+    assert who(cfg_with(None)) == (False, False)
 
 
 def test_when_the_cgroup_is_made_after_the_fork(rootfs):
@@ -389,8 +398,9 @@ def test_the_init_joins_its_cgroup_whichever_message_brings_its_pid(rootfs, monk
 
 
 def test_the_caller_answers_the_inits_cgroup_request(rootfs):
-    """An init about to bind its cgroup's directories asks for them; launch's wait() has made
-    them before it reads the children's messages, so _await_ready answers at once."""
+    """An init about to bind its cgroup's directories, or done with its mounts, asks for its
+    cgroup; launch's wait() has made it before it reads the children's messages, so
+    _await_ready answers at once (v2: it moved the init by pid already)."""
     import _socket
 
     from runtime import child, launch
@@ -410,6 +420,83 @@ def test_the_caller_answers_the_inits_cgroup_request(rootfs):
         theirs.close()
 
 
+def test_a_v1_init_gets_the_tasks_fds_to_join_through_with_the_answer(rootfs, tmp_path):
+    """init_joins_cgroup: the answer carries one fd per hierarchy directory, on "tasks"; the
+    init's join_self writes "0" through each (itself: no grace period). The caller keeps no
+    copy."""
+    import _socket
+
+    from runtime import cgroups, child, ctrcgroup, launch
+
+    dirs = [tmp_path / "memory" / "c1", tmp_path / "cpu,cpuacct" / "c1"]
+    for d in dirs:
+        d.mkdir(parents=True)
+        (d / "tasks").write_text("")
+    h = cgroups.Hierarchy("v1", {c: cgroups.Mount(str(tmp_path / c))
+                                 for c in ("memory", "cpu", "cpuacct")})
+    m = cgroups.V1Manager({"memory": str(dirs[0]), "cpu": str(dirs[1]),
+                           "cpuacct": str(dirs[1])}, h)
+    cfg = make(rootfs, config(), ops=[])
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    kids = child.Children()
+    kids.start = 1
+    before = set(os.listdir("/proc/self/fd"))
+    try:
+        child.send(theirs, {"type": "pid", "pid": os.getpid()})
+        child.send(theirs, {"type": "cgroup"})
+        child.send(theirs, {"type": "ready"})
+        launch._await_ready(ours, kids, 5.0, cfg.spec, FakeSys(), None, self_join=m)
+        kids.close()  # its pidfd
+        assert set(os.listdir("/proc/self/fd")) == before  # the caller's copies are closed
+        data, fds = child._recv_with_fds(theirs, child.MAX_FDS)
+        assert json.loads(data) == {"type": "cgroup-done"} and len(fds) == 2
+        ctrcgroup.join_self(fds)
+        assert [(d / "tasks").read_text() for d in dirs] == ["0", "0"]
+        assert set(os.listdir("/proc/self/fd")) == before
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_request_returns_the_answers_fds_and_closes_them_on_a_wrong_answer():
+    import _socket
+
+    from runtime import child
+
+    for answer, ok in (("cgroup-done", True), ("something-else", False)):
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        r, w = os.pipe()
+        try:
+            child.send(theirs, {"type": answer}, r, w)  # queued before the request is sent
+            before = _open_fds()
+            if ok:
+                fds = child.request(ours, {"type": "cgroup"}, "cgroup-done", "cgroup", "no")
+                assert len(fds) == 2 and _open_fds() == before | set(fds)
+                for fd in fds:
+                    os.close(fd)
+            else:
+                with pytest.raises(ContainerSetupError):
+                    child.request(ours, {"type": "cgroup"}, "cgroup-done", "cgroup", "no")
+                assert _open_fds() == before
+            assert json.loads(theirs.recv(4096)) == {"type": "cgroup"}
+        finally:
+            for fd in (r, w):
+                os.close(fd)
+            ours.close()
+            theirs.close()
+
+
+def _open_fds() -> set[int]:
+    out = set()
+    for fd in range(256):
+        try:
+            os.fstat(fd)
+            out.add(fd)
+        except OSError:
+            pass
+    return out
+
+
 def test_the_init_awaits_the_cgroup_right_before_binding_it(rootfs):
     from runtime import mounts as M
     binds = [M.Mount("/sys/fs/cgroup/cpu/c1", "/sys/fs/cgroup/cpu", None, M.MS_BIND, create="dir")]
@@ -425,6 +512,22 @@ def test_the_init_awaits_the_cgroup_right_before_binding_it(rootfs):
     f = fake()
     I.prepare(cfg, f)  # made before the fork: nothing to wait for
     assert "await_cgroup" not in [c[0] for c in f.calls]
+
+
+def test_without_a_cgroup_mount_the_init_joins_after_its_mounts_before_its_limits(rootfs):
+    """No AwaitCgroup op: prepare() still awaits the cgroup (and joins it, launch's
+    await_cgroup), after the mounts and before anything the cgroup may refuse or constrain:
+    the rlimits, the scheduler (an RT policy needs the cgroup's RT budget)."""
+    from runtime import mounts as M
+    c = config(rlimits=[{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 100}],
+               scheduler={"policy": "SCHED_OTHER", "nice": 1})
+    cfg = make(rootfs, c, ops=[M.Mount("tmpfs", "/tmp", "tmpfs", 0)])
+    f = fake()
+    I.prepare(cfg, f, await_cgroup=lambda: f.calls.append(("await_cgroup",)))
+    names = [n for n, *_ in f.calls]
+    assert names.count("await_cgroup") == 1
+    at = names.index("await_cgroup")
+    assert names.index("mount") < at < names.index("setrlimit") < names.index("sched_setattr")
 
 
 def test_the_init_joins_a_session_keyring_of_its_own_first(rootfs):
@@ -451,3 +554,32 @@ def test_a_kernel_without_keyrings_is_no_error_but_a_refusal_fails_create(rootfs
     f.fail[("join_session_keyring", "_ses.c1")] = errno.EDQUOT
     with pytest.raises(ContainerSetupError, match="unable to join session keyring _ses.c1"):
         I.prepare(cfg, f)
+
+
+def test_the_runtime_hooks_find_the_init_in_its_cgroup(rootfs):
+    """prestart/createRuntime hooks get the init's pid, and may set its cgroup up by it (as
+    NVIDIA's prestart hook does): the init joins before it asks the caller to run them."""
+    import _socket
+    import select
+
+    from runtime import child, launch
+
+    c = config()
+    c["hooks"] = {"prestart": [{"path": "/bin/true"}]}
+    cfg = make(rootfs, c, ops=[])
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    events = []
+    try:
+        child.send(theirs, {"type": "hooks-done"})  # the caller's answer, queued
+        launch._before_pivot(cfg, ours, 1, lambda: events.append(
+            ("cgroup", "nothing asked yet" if not select.select([theirs], [], [], 0)[0]
+             else "hooks asked first")))
+        assert events == [("cgroup", "nothing asked yet")]
+        assert json.loads(theirs.recv(4096)) == {"type": "hooks"}
+        events.clear()
+        launch._before_pivot(make(rootfs, config(), ops=[]), ours, 1,
+                             lambda: events.append("cgroup"))
+        assert events == []  # no runtime hooks: prepare() awaits it after the mounts
+    finally:
+        ours.close()
+        theirs.close()

@@ -27,6 +27,9 @@ def _fail(op: str, path: str, e: OSError, field: str | None = None) -> CgroupErr
 
 class Manager:
     version = 0
+    # What a process writes "0" to in each directory to move itself (open_join): v1 says
+    # "tasks", see V1Manager.
+    JOIN_FILE = "cgroup.procs"
 
     def __init__(self, paths: dict[str, str], fs: CgroupFS | None = None, kill=os.kill):
         self.paths = dict(paths)
@@ -75,15 +78,15 @@ class Manager:
             out[d] = None
         return list(out)
 
-    def open_procs(self, sub: dict[str, str] | None = None) -> list[int]:
-        """fds on cgroup.procs in every hierarchy (of sub-cgroups: sub_dirs), for a process to
-        join later from wherever it is then (join_procs): the kernel checks the credentials
-        and cgroup namespace of the opener, not the writer's (Linux >= 5.16). On failure
-        nothing stays open."""
+    def open_join(self, sub: dict[str, str] | None = None) -> list[int]:
+        """fds on JOIN_FILE in every hierarchy (of sub-cgroups: sub_dirs), through which a
+        process forked later moves itself, from wherever it is then (ctrcgroup.join_self):
+        the kernel checks the credentials and cgroup namespace of the opener, not the
+        writer's (Linux >= 5.16). On failure nothing stays open."""
         fds: list[int] = []
         try:
             for d in (self.sub_dirs(sub) if sub else self.dirs()):
-                path = posixpath.join(d, "cgroup.procs")
+                path = posixpath.join(d, self.JOIN_FILE)
                 try:
                     fds.append(self.fs.open_write(path))
                 except OSError as e:

@@ -20,6 +20,11 @@ FREEZE_TRIES = 1000
 
 class V1Manager(Manager):
     version = 1
+    # A thread that writes "0" to a v1 "tasks" file moves only itself, and the kernel then
+    # skips the global cgroup_threadgroup_rwsem, whose write side waits for an RCU grace
+    # period (5-30 ms) after an idle spell; "cgroup.procs" always takes it. Only for a
+    # single-threaded process (a fresh fork), which "tasks" moves entirely.
+    JOIN_FILE = "tasks"
 
     def __init__(self, paths: dict[str, str], hierarchy, fs=None, kill=os.kill):
         super().__init__(paths, fs, kill)
