@@ -167,9 +167,10 @@ def reopen_devnull(stdio: Stdio3) -> None:
 
 
 # --- in the caller ---------------------------------------------------------------------------
-def spawn(intermediate, wait):
-    """Fork intermediate(sock) -> exit code with a fresh socketpair, then return
-    wait(sock, kids); on any failure kill and reap what was forked before raising."""
+def spawn(intermediate, wait, fork=fork_child):
+    """Fork intermediate(sock) -> exit code with a fresh socketpair (through `fork`, a
+    fork_child), then return wait(sock, kids); on any failure kill and reap what was forked
+    before raising."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     kids = Children()
 
@@ -178,7 +179,7 @@ def spawn(intermediate, wait):
         parent.close()
         return intermediate(child)
     try:
-        kids.mid = fork_child(body)
+        kids.mid = fork(body)
         child.close()
         return wait(parent, kids)
     except BaseException:

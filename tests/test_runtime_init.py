@@ -583,3 +583,73 @@ def test_the_runtime_hooks_find_the_init_in_its_cgroup(rootfs):
     finally:
         ours.close()
         theirs.close()
+
+
+def test_who_makes_the_pid_namespace(rootfs):
+    """The caller unshares a new pid namespace for its children, so that its one child is
+    the init, except where the intermediate must make it (a user namespace must own it, a
+    time namespace's offsets come before its first process) or joins it (a path)."""
+    from runtime import launch
+
+    def spec_with(*extra, pid=True):
+        c = config()
+        ns = [n for n in c["linux"]["namespaces"] if n["type"] != "pid"]
+        if pid:
+            ns.append(pid if isinstance(pid, dict) else {"type": "pid"})
+        c["linux"]["namespaces"] = ns + list(extra)
+        return S.parse(c) if not extra or extra[0]["type"] != "user" else None
+
+    assert launch.caller_unshares_pid(spec_with())
+    assert not launch.caller_unshares_pid(spec_with(pid=False))
+    assert not launch.caller_unshares_pid(spec_with(pid={"type": "pid", "path": "/proc/1/ns/pid"}))
+    assert not launch.caller_unshares_pid(spec_with({"type": "time"}))
+    c = config()
+    c["linux"]["namespaces"].append({"type": "user"})
+    c["linux"]["uidMappings"] = c["linux"]["gidMappings"] = [
+        {"containerID": 0, "hostID": 100000, "size": 65536}]
+    assert not launch.caller_unshares_pid(S.parse(c))
+
+
+def test_fork_in_new_pid_ns_order_and_failures(monkeypatch):
+    from runtime import launch
+    from runtime.sys.consts import CLONE_NEWPID
+
+    calls = []
+
+    class Sys:
+        fail = None
+
+        def unshare(self, flags):
+            calls.append(("unshare", flags))
+            if self.fail:
+                raise OSError(self.fail, os.strerror(self.fail))
+
+        def setns_fd(self, fd, nstype):
+            os.fstat(fd)  # still open
+            calls.append(("setns", nstype))
+
+    def fork_child(body):
+        calls.append(("fork",))
+        return 4242
+    monkeypatch.setattr(launch, "fork_child", fork_child)
+    before = _open_fds()
+    assert launch._fork_in_new_pid_ns(Sys())(lambda: 0) == 4242
+    assert calls == [("unshare", CLONE_NEWPID), ("fork",), ("setns", CLONE_NEWPID)]
+    assert _open_fds() == before
+
+    calls.clear()
+    s = Sys()
+    s.fail = errno.EPERM
+    with pytest.raises(ContainerSetupError) as e:
+        launch._fork_in_new_pid_ns(s)(lambda: 0)
+    assert e.value.step == "namespaces" and calls == [("unshare", CLONE_NEWPID)]
+    assert _open_fds() == before
+
+    def no_fork(body):
+        raise BlockingIOError(errno.EAGAIN, "fork")
+    monkeypatch.setattr(launch, "fork_child", no_fork)
+    calls.clear()
+    with pytest.raises(BlockingIOError):
+        launch._fork_in_new_pid_ns(Sys())(lambda: 0)
+    assert calls == [("unshare", CLONE_NEWPID), ("setns", CLONE_NEWPID)]  # undone all the same
+    assert _open_fds() == before

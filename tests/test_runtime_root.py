@@ -260,6 +260,73 @@ def test_without_a_pid_namespace_the_intermediate_is_the_init(env):
     c.delete()
 
 
+def _nspids(pid: "int | str") -> list[int]:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("NSpid:"):
+            return [int(x) for x in line.split()[1:]]
+    raise AssertionError("no NSpid")
+
+
+def test_a_new_pid_namespace_takes_one_fork_and_our_next_child_is_ours(env):
+    """The caller makes the pid namespace for its children (launch.caller_unshares_pid): the
+    process it forks is the init, pid 1 in it, our own child (one fork, no intermediate);
+    and the caller's next children are in its own pid namespace again."""
+    engine, bundle = env
+    write_config(bundle, ["sh", "-c", "read x; echo $$"])
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        c = engine.create("c1", str(bundle), Stdio(stdin=in_r, stdout=out_w))
+    finally:
+        os.close(in_r)
+        os.close(out_w)
+    try:
+        assert _nspids(c.pid) == [c.pid, 1]
+        assert int(open(f"/proc/{c.pid}/stat").read().split(") ")[1].split()[1]) == os.getpid()
+        assert os.readlink(f"/proc/{c.pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+        assert os.readlink("/proc/self/ns/pid_for_children") == os.readlink("/proc/self/ns/pid")
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if _nspids("self") == [os.getpid()] else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+        c.start()
+        os.write(in_w, b"\n")
+        assert read_all(out_r).strip() == "1"
+        assert _reap(c.pid) == 0
+    finally:
+        os.close(in_w)
+        c.delete(force=True)
+
+
+def test_fork_in_new_pid_ns_child_is_pid_1_and_the_caller_is_restored():
+    from runtime import launch
+    from runtime.sys.linux import Linux
+
+    r, w = os.pipe()
+
+    def body():
+        os.write(w, repr(_nspids("self")).encode())  # (os.getpid() is 1)
+        return 0
+    before = _open_fds()
+    pid = launch._fork_in_new_pid_ns(Linux())(body)
+    os.close(w)
+    assert read_all(r) == repr([pid, 1])
+    assert _reap(pid) == 0
+    assert os.readlink("/proc/self/ns/pid_for_children") == os.readlink("/proc/self/ns/pid")
+    assert _open_fds() == before - {r, w}  # (read_all closed r)
+
+
+def _open_fds() -> set[int]:
+    out = set()
+    for fd in range(256):
+        try:
+            os.fstat(fd)
+            out.add(fd)
+        except OSError:
+            pass
+    return out
+
+
 def test_joined_namespaces(env):
     engine, bundle = env
     # Join the network and uts namespaces of a first container from a second one.
