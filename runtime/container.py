@@ -31,7 +31,8 @@ from .errors import (ContainerExists, ContainerNotFound, ContainerSetupError, En
 # Start-up is latency for every CLI command and every `shim delete`: state, kill, delete, list
 # and start need only the modules above (and runtime.ctrcgroup for the cgroup). What create and
 # exec apply a spec with (runtime.spec, mounts, launch, execproc, init, seccomp, hooks...) is
-# imported by them, on first use (load_engine()).
+# imported by them, on first use: create runtime.launch, exec runtime.execproc, and what each
+# of those imports (load_engine() imports all of it).
 _ID_CHARS = frozenset("_+.-")
 _UNSET = object()
 START_TIMEOUT = 10.0
@@ -76,9 +77,11 @@ def _valid_id(container_id: str) -> bool:
 
 
 def load_engine(everything: bool = False):
-    """Import what create and exec apply a spec with; returns runtime.launch. everything=True:
-    also what only some specs need (seccomp; imported by seccomp_filter() when a spec has a
-    profile): what `pyshim-runc features` asks, to report only what the engine really loads."""
+    """Import what create and exec apply a spec with (create needs only runtime.launch and
+    what it imports, exec runtime.execproc: each imports just that); returns runtime.launch.
+    everything=True: also what only some specs need (seccomp; imported by seccomp_filter()
+    when a spec has a profile): what `pyshim-runc features` asks, to report only what the
+    engine really loads."""
     from . import execproc, hooks, launch, mounts, namespaces  # noqa: F401
     if everything:
         from . import seccomp  # noqa: F401
@@ -121,8 +124,7 @@ class Engine:
         if os.path.lexists(state_dir):  # checked again, race-free, by mkdir below
             raise ContainerExists(container_id)
         bundle = os.path.abspath(bundle)
-        launch = load_engine()
-        from . import ctrcgroup
+        from . import ctrcgroup, launch  # launch imports all the init runs (before the fork)
         # all that can fail before anything exists
         cfg = _plan(container_id, bundle, state_dir, no_pivot)
         if extra_env:
@@ -451,7 +453,6 @@ class Container:
         host pid once it has exec'd (with a terminal, stdio.console_fd is its master). The
         caller reaps it. See runtime.execproc. sub_cgroups: {controller or "": path} of
         existing sub-cgroups to join instead (runc's exec --cgroup)."""
-        load_engine()
         from . import execproc, namespaces
         from . import spec as spec_mod
         p = spec_mod.parse_process(process)
