@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -190,6 +191,23 @@ def test_run_foreground_gives_output_and_exit_code_and_cleans_up(rt, bundle):
     rc, out, err = rt("run", "--bundle", b, "r")
     assert (rc, out, err) == (7, "out\nclitest\n", "err\n")
     assert rt.ok("list", "-q") == ""
+
+
+def test_signals_the_caller_ignored_are_default_in_the_container(rt, bundle):
+    """Under nohup (SIGHUP ignored), with SIGINT ignored too, and Python's own SIGPIPE and
+    SIGXFSZ: the container's process starts with no signal ignored or blocked (exec keeps
+    SIG_IGN), as with runc."""
+    b = bundle(["cat", "/proc/self/status"])  # (no shell: ash ignores SIGQUIT itself)
+
+    def ignore():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    r = subprocess.run([rt.binary, "--root", rt.root, "run", "--bundle", b, "sig"],
+                       capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+                       preexec_fn=ignore)
+    assert r.returncode == 0, r.stderr
+    status = dict(line.split(":\t", 1) for line in r.stdout.decode().splitlines())
+    assert (status["SigBlk"], status["SigIgn"]) == ("0000000000000000", "0000000000000000")
 
 
 def test_a_seccomp_profile_that_predates_close_range_still_runs(rt, bundle):

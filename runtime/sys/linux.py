@@ -316,9 +316,13 @@ class Linux:
 
     def reset_signals(self) -> None:
         """Every disposition back to SIG_DFL and an empty mask: exec keeps SIG_IGN and the mask,
-        and Python ignores SIGPIPE and SIGXFSZ."""
+        and Python ignores SIGPIPE and SIGXFSZ. Only what is not SIG_DFL already is touched
+        (getsignal() reads Python's table, which it filled from the kernel at start-up and
+        keeps in step with every change made through it; None, a disposition set outside
+        Python, is reset too): one syscall per changed signal, not ~62."""
         for sig in signal.valid_signals():
-            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            if sig not in (signal.SIGKILL, signal.SIGSTOP) and \
+                    signal.getsignal(sig) != signal.SIG_DFL:
                 try:
                     signal.signal(sig, signal.SIG_DFL)
                 except (OSError, ValueError):
