@@ -10,11 +10,13 @@ left out; the others are still measured. Also times the bare start-up of each CL
 (`list` on an empty root and `--version`), which is what every create/start/state/kill/delete
 of containerd's runc shim pays.
 
-`run` is timed twice per round: right after the previous command (`run`), and after --idle
-seconds without any (`run after idle`). Moving a process into a cgroup waits one RCU grace
-period (11-17 ms here) unless another move happened within about a grace period before, so
-the two differ by most of that wait, for every runtime; runs spaced out in time (a node
-starting a container now and then) see the second.
+`run` is timed three times per round: right after the previous command (`run`: the previous
+variant's `--version`), right after that run of the same runtime (`run again`: a loop of
+runs), and after --idle seconds without any command (`run after idle`). Moving a process
+into a cgroup through cgroup.procs waits one RCU grace period (5-30 ms here) unless another
+such move happened within about a grace period before, so runc's three differ by most of
+that wait; runs spaced out in time (a node starting a container now and then) see the last.
+pyshim's processes move themselves through v1 "tasks" files, which takes no grace period.
 
 Usage: hack/bench_runc_cli.py [--rounds 50] [--idle 0.25] [--variants pyshim,runc,crun]
        [--json FILE]
@@ -63,8 +65,8 @@ class Variant:
         self.name, self.binary, self.bundle = name, binary, bundle
         self.root = os.path.join(tmp, f"state-{name}")
         self.n = 0
-        self.times: dict[str, list[float]] = {"run": [], "run_idle": [], "list": [],
-                                              "version": []}
+        self.times: dict[str, list[float]] = {"run": [], "run_again": [], "run_idle": [],
+                                              "list": [], "version": []}
 
     def _timed(self, argv: list[str]) -> tuple[float, subprocess.CompletedProcess]:
         t0 = time.perf_counter()
@@ -82,7 +84,7 @@ class Variant:
         return dt, r
 
     def round(self, idle: float) -> None:
-        for what in ("run", "run_idle"):
+        for what in ("run", "run_again", "run_idle"):
             if what == "run_idle":
                 time.sleep(idle)
             dt, r = self.run_once()
@@ -143,6 +145,7 @@ def main() -> int:
         print(f"\n{a.rounds} interleaved rounds, bundle: busybox `true`, default ctr spec")
         for what, label in (("run", "run (create+start+wait+delete), right after the previous "
                                     "command"),
+                            ("run_again", "run right after a run of the same runtime"),
                             ("run_idle", f"run after {a.idle:g} s idle"),
                             ("list", "start-up: list on an empty root"),
                             ("version", "start-up: --version")):

@@ -1,13 +1,17 @@
-"""Fork the container: caller --fork--> intermediate --fork--> init.
+"""Fork the container: caller --fork--> intermediate --fork--> init, or caller --fork--> init.
 
 Invariants:
-- The caller never changes namespace, root, cwd or signal state; only the children do. Control
-  never returns from a child to the caller's Python stack: every child body runs inside
+- The caller never changes namespace, root, cwd or signal state; only the children do (but
+  for the pid namespace of its children, below, restored before fork returns). Control never
+  returns from a child to the caller's Python stack: every child body runs inside
   try/finally os._exit().
 - The intermediate enters/creates the namespaces (a new pid namespace only applies to its
   children, hence the second fork), reports the init's host pid and exits; the caller reaps
   it. Without a pid/time namespace there is no second fork: the intermediate becomes the
-  init. Nobody but the caller's reaper waits for the init once launch() has returned.
+  init. Nor with a new pid namespace and no user or time namespace (caller_unshares_pid): the
+  caller unshares CLONE_NEWPID for its own children, forks, and setns back to its own pid
+  namespace at once, so its child is born pid 1 there and is the init. Nobody but the
+  caller's reaper waits for the init once launch() has returned.
 - The cgroup (setup_cgroup_after_fork): the caller creates it after the fork, while the
   children set up. The init sends {"type": "cgroup"} before its cgroup bind mounts (the
   plan's AwaitCgroup op), else once its mounts are done, and waits for {"type":
