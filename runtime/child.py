@@ -167,20 +167,24 @@ def reopen_devnull(stdio: Stdio3) -> None:
 
 
 # --- in the caller ---------------------------------------------------------------------------
-def spawn(intermediate, wait, fork=fork_child):
+def spawn(intermediate, wait, fork=fork_child, handshake: bool = False):
     """Fork intermediate(sock) -> exit code with a fresh socketpair (through `fork`, a
     fork_child), then return wait(sock, kids); on any failure kill and reap what was forked
-    before raising."""
+    before raising. handshake: wait() runs only once the child runs (see await_started)."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     kids = Children()
 
     def body() -> int:
+        if handshake:
+            child.send(STARTED)
         reset_caller_signals()
         parent.close()
         return intermediate(child)
     try:
         kids.mid = fork(body)
         child.close()
+        if handshake:
+            await_started(parent, kids)
         return wait(parent, kids)
     except BaseException:
         kids.abort()
@@ -189,6 +193,23 @@ def spawn(intermediate, wait, fork=fork_child):
         kids.close()
         parent.close()
         child.close()
+
+
+STARTED = b'{"type":"started"}'
+
+
+def await_started(sock: socket.socket, kids: "Children", timeout: float = 10.0) -> None:
+    """Block until the child just forked says it runs. A caller with CPU work of its own to
+    do next (create's cgroup setup) would otherwise keep the CPU the child was forked onto
+    for that long while the other one idles (the kernel places a new child, but does not
+    preempt its parent for it): blocked here, the caller is placed anew when the child's
+    message wakes it, on an idle CPU, and the two run side by side."""
+    msg = recv(sock, time.monotonic() + timeout, timeout)
+    if msg is None:
+        kids.reap_mid()
+        raise ContainerSetupError("init", "the container's init exited before reporting")
+    if msg.get("type") != "started":
+        raise ContainerSetupError("init", f"unexpected first message from the init: {msg}")
 
 
 class Children:

@@ -390,5 +390,5 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
         return kids.pid, start, kids.take_console()  # kids.pid is known only after _await_ready
     if caller_unshares_pid(cfg.spec):
         return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys, True), wait,
-                     _fork_in_new_pid_ns(sys))
-    return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys), wait)
+                     _fork_in_new_pid_ns(sys), handshake=later)
+    return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys), wait, handshake=later)

@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import stat
+import time
 
 import pytest
 
@@ -653,3 +654,45 @@ def test_fork_in_new_pid_ns_order_and_failures(monkeypatch):
         launch._fork_in_new_pid_ns(Sys())(lambda: 0)
     assert calls == [("unshare", CLONE_NEWPID), ("setns", CLONE_NEWPID)]  # undone all the same
     assert _open_fds() == before
+
+
+def test_spawn_handshake_wait_starts_once_the_child_runs():
+    """handshake=True: the child's first message is "started", read by spawn before wait()
+    runs (the caller blocks meanwhile, so the child is not left queued behind it); wait()
+    then sees what the child sends next."""
+    from runtime import child
+
+    seen = []
+
+    def intermediate(sock):
+        child.send(sock, {"type": "hello"})
+        return 0
+
+    def wait(sock, kids):
+        seen.append(child.recv(sock, time.monotonic() + 5, 5))
+        os.waitpid(kids.mid, 0)
+        kids.mid = None
+        return "done"
+    assert child.spawn(intermediate, wait, handshake=True) == "done"
+    assert seen == [{"type": "hello"}]
+
+
+def test_spawn_handshake_a_child_gone_before_it_ran_is_an_error_and_reaped():
+    from runtime import child
+
+    forked = []
+
+    def fork_that_dies(body):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(3)  # never runs body(): no "started"
+        forked.append(pid)
+        return pid
+
+    def wait(sock, kids):
+        raise AssertionError("wait() must not run")
+    with pytest.raises(ContainerSetupError) as e:
+        child.spawn(lambda sock: 0, wait, fork_that_dies, handshake=True)
+    assert e.value.step == "init"
+    with pytest.raises(ChildProcessError):
+        os.waitpid(forked[0], os.WNOHANG)  # reaped already
