@@ -75,16 +75,18 @@ def _recv_with_fds(sock: socket.socket, max_fds: int = 4) -> tuple[bytes, list[i
     return data, fds
 
 
-def request(sock: socket.socket, msg: dict, answer: str, step: str, failure: str) -> list[int]:
+def request(sock: socket.socket, msg: dict, answer: str, step: str,
+            failure: str) -> tuple[dict, list[int]]:
     """In a child: send msg and block until the caller answers {"type": answer}; returns the
-    fds that came with the answer (CLOEXEC, ours to close). No deadline here: the caller has
-    one, and kills us at it."""
+    answer and the fds that came with it (CLOEXEC, ours to close). No deadline here: the
+    caller has one, and kills us at it."""
     send(sock, msg)
-    reply, fds = _recv_with_fds(sock, MAX_FDS)
-    if not reply or json.loads(reply).get("type") != answer:
+    data, fds = _recv_with_fds(sock, MAX_FDS)
+    reply = json.loads(data) if data else None
+    if not reply or reply.get("type") != answer:
         _close_all(fds)
         raise ContainerSetupError(step, failure)
-    return fds
+    return reply, fds
 
 
 MAX_FDS = 64  # per message: a v1 host's cgroup hierarchies at most (one join fd each)

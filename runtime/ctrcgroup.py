@@ -64,29 +64,35 @@ def join(m: "cgroups.Manager | None", pid: int | None = None) -> None:
         raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
 
 
-def open_join(m: "cgroups.Manager | None", sub: dict[str, str] | None = None) -> list[int]:
-    """fds through which a process forked later moves itself into the cgroup (or its
-    sub-cgroups: Manager.sub_dirs) with join_self(), whatever namespaces it is in by then;
-    opened here (the host's view, our credentials)."""
+Join = tuple  # (fds, their paths): what open_join() gives and join_self() takes
+
+
+def open_join(m: "cgroups.Manager | None", sub: dict[str, str] | None = None) -> Join:
+    """(fds, paths): the fds through which a process forked later moves itself into the
+    cgroup (or its sub-cgroups: Manager.sub_dirs) with join_self(), whatever namespaces it
+    is in by then, opened here (the host's view, our credentials); the paths, for errors."""
     if m is None:
-        return []
+        return [], []
     try:
-        return m.open_join(sub)
+        return m.open_join(sub), m.join_paths(sub)
     except EngineError as e:
         raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
 
 
-def join_self(fds: list[int]) -> None:
-    """Move the calling process into the cgroup through open_join() fds ("0": ourselves),
-    then close them. Only from a single-threaded process: on v1 "0" moves the calling
-    thread alone."""
+def join_self(join: Join) -> None:
+    """Move the calling process into the cgroup through open_join()'s fds ("0": ourselves),
+    then close them; a failure names the file. Only from a single-threaded process: on v1
+    "0" moves the calling thread alone."""
+    fds, paths = join
     try:
-        for fd in fds:
+        for i, fd in enumerate(fds):
             try:
                 os.write(fd, b"0")
             except OSError as e:
-                raise ContainerSetupError("cgroups", f"join the container's cgroup: "
-                                          f"{os.strerror(e.errno)}") from None
+                path = paths[i] if i < len(paths) else None
+                raise ContainerSetupError("cgroups", f"join the container's cgroup"
+                                          f"{f' through {path}' if path else ''}: "
+                                          f"{os.strerror(e.errno)}", path) from None
     finally:
         for fd in fds:
             os.close(fd)

@@ -68,7 +68,7 @@ def _intermediate(job: ExecJob, sock: socket.socket, sys) -> int:
         return 1
 
 
-def _process_main(job: ExecJob, procs: list[int], sock: socket.socket, sys) -> int:
+def _process_main(job: ExecJob, procs: "ctrcgroup.Join", sock: socket.socket, sys) -> int:
     try:
         ctrcgroup.join_self(procs)  # first: nothing of ours runs outside the cgroup after this
         os.setsid()  # its own session, like runc's exec'd processes

@@ -261,9 +261,9 @@ def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
                 if not asked:
                     asked = True
                     # v1: the answer brings the fds to join through; v2: the caller moved us
-                    ctrcgroup.join_self(request(sock, {"type": "cgroup"}, "cgroup-done",
-                                                "cgroup", "the runtime did not create the "
-                                                "cgroup"))
+                    reply, fds = request(sock, {"type": "cgroup"}, "cgroup-done", "cgroup",
+                                         "the runtime did not create the cgroup")
+                    ctrcgroup.join_self((fds, reply.get("paths") or []))
         prepared = _init.prepare(cfg, sys, lambda: _before_pivot(cfg, sock, pid, await_cgroup),
                                  lambda master: send(sock, {"type": "console"}, master),
                                  await_cgroup)
@@ -322,9 +322,9 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
             ready = True
         elif msg["type"] == "cgroup":  # it exists: launch's wait() made it before this
             await_pid()  # and a caller_joins_cgroup move is done
-            fds = ctrcgroup.open_join(self_join) if self_join is not None else []
+            fds, paths = ctrcgroup.open_join(self_join)
             try:
-                send(sock, {"type": "cgroup-done"}, *fds)
+                send(sock, {"type": "cgroup-done", **({"paths": paths} if paths else {})}, *fds)
             finally:
                 for fd in fds:
                     os.close(fd)

@@ -111,15 +111,30 @@ def _v1_dirs(tmp_path):
 def test_v1_open_join_then_join_self_writes_0_to_tasks_in_every_hierarchy_and_closes(tmp_path):
     # "tasks", not cgroup.procs: a thread moving itself there takes no RCU grace period
     m, dirs = _v1_dirs(tmp_path)
-    fds = ctrcgroup.open_join(m)
+    fds, paths = join = ctrcgroup.open_join(m)
     assert len(fds) == 3  # one per distinct directory
-    ctrcgroup.join_self(fds)
+    assert sorted(paths) == sorted(str(d / "tasks") for d in dirs.values())
+    ctrcgroup.join_self(join)
     assert all((d / "tasks").read_text() == "0" for d in dirs.values())
     assert all((d / "cgroup.procs").read_text() == "" for d in dirs.values())
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
-    assert ctrcgroup.open_join(None) == []
+    assert ctrcgroup.open_join(None) == ([], [])
+
+
+def test_a_failed_join_names_the_file_and_closes_every_fd(tmp_path):
+    m, dirs = _v1_dirs(tmp_path)
+    fds, paths = ctrcgroup.open_join(m)
+    os.close(fds[1])
+    fds[1] = os.open("/dev/null", os.O_RDONLY)  # a write there fails (EBADF)
+    with pytest.raises(ContainerSetupError) as e:
+        ctrcgroup.join_self((fds, paths))
+    assert (e.value.step, e.value.path) == ("cgroups", paths[1])
+    assert paths[1] in str(e.value)
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
 
 
 def test_join_without_a_pid_moves_the_caller_itself_the_same_way(tmp_path):

@@ -450,8 +450,10 @@ def test_a_v1_init_gets_the_tasks_fds_to_join_through_with_the_answer(rootfs, tm
         kids.close()  # its pidfd
         assert set(os.listdir("/proc/self/fd")) == before  # the caller's copies are closed
         data, fds = child._recv_with_fds(theirs, child.MAX_FDS)
-        assert json.loads(data) == {"type": "cgroup-done"} and len(fds) == 2
-        ctrcgroup.join_self(fds)
+        reply = json.loads(data)
+        assert reply == {"type": "cgroup-done", "paths": [str(d / "tasks") for d in dirs]}
+        assert len(fds) == 2
+        ctrcgroup.join_self((fds, reply["paths"]))
         assert [(d / "tasks").read_text() for d in dirs] == ["0", "0"]
         assert set(os.listdir("/proc/self/fd")) == before
     finally:
@@ -471,7 +473,9 @@ def test_request_returns_the_answers_fds_and_closes_them_on_a_wrong_answer():
             child.send(theirs, {"type": answer}, r, w)  # queued before the request is sent
             before = _open_fds()
             if ok:
-                fds = child.request(ours, {"type": "cgroup"}, "cgroup-done", "cgroup", "no")
+                reply, fds = child.request(ours, {"type": "cgroup"}, "cgroup-done", "cgroup",
+                                           "no")
+                assert reply == {"type": "cgroup-done"}
                 assert len(fds) == 2 and _open_fds() == before | set(fds)
                 for fd in fds:
                     os.close(fd)

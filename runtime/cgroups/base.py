@@ -78,15 +78,19 @@ class Manager:
             out[d] = None
         return list(out)
 
+    def join_paths(self, sub: dict[str, str] | None = None) -> list[str]:
+        """JOIN_FILE in every hierarchy (of sub-cgroups: sub_dirs), in open_join's order."""
+        return [posixpath.join(d, self.JOIN_FILE)
+                for d in (self.sub_dirs(sub) if sub else self.dirs())]
+
     def open_join(self, sub: dict[str, str] | None = None) -> list[int]:
-        """fds on JOIN_FILE in every hierarchy (of sub-cgroups: sub_dirs), through which a
-        process forked later moves itself, from wherever it is then (ctrcgroup.join_self):
-        the kernel checks the credentials and cgroup namespace of the opener, not the
-        writer's (Linux >= 5.16). On failure nothing stays open."""
+        """fds on join_paths(sub), through which a process forked later moves itself, from
+        wherever it is then (ctrcgroup.join_self): the kernel checks the credentials and
+        cgroup namespace of the opener, not the writer's (Linux >= 5.16). On failure nothing
+        stays open."""
         fds: list[int] = []
         try:
-            for d in (self.sub_dirs(sub) if sub else self.dirs()):
-                path = posixpath.join(d, self.JOIN_FILE)
+            for path in self.join_paths(sub):
                 try:
                     fds.append(self.fs.open_write(path))
                 except OSError as e:
