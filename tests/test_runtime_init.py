@@ -471,18 +471,18 @@ def test_request_returns_the_answers_fds_and_closes_them_on_a_wrong_answer():
         r, w = os.pipe()
         try:
             child.send(theirs, {"type": answer}, r, w)  # queued before the request is sent
-            before = _open_fds()
+            before = open_fds()
             if ok:
                 reply, fds = child.request(ours, {"type": "cgroup"}, "cgroup-done", "cgroup",
                                            "no")
                 assert reply == {"type": "cgroup-done"}
-                assert len(fds) == 2 and _open_fds() == before | set(fds)
+                assert len(fds) == 2 and open_fds() == before | set(fds)
                 for fd in fds:
                     os.close(fd)
             else:
                 with pytest.raises(ContainerSetupError):
                     child.request(ours, {"type": "cgroup"}, "cgroup-done", "cgroup", "no")
-                assert _open_fds() == before
+                assert open_fds() == before
             assert json.loads(theirs.recv(4096)) == {"type": "cgroup"}
         finally:
             for fd in (r, w):
@@ -491,7 +491,8 @@ def test_request_returns_the_answers_fds_and_closes_them_on_a_wrong_answer():
             theirs.close()
 
 
-def _open_fds() -> set[int]:
+def open_fds() -> set[int]:
+    """The fds open in this process (without one of its own, as listing /proc/self/fd has)."""
     out = set()
     for fd in range(256):
         try:
@@ -637,10 +638,10 @@ def test_fork_in_new_pid_ns_order_and_failures(monkeypatch):
         calls.append(("fork",))
         return 4242
     monkeypatch.setattr(launch, "fork_child", fork_child)
-    before = _open_fds()
+    before = open_fds()
     assert launch._fork_in_new_pid_ns(Sys())(lambda: 0) == 4242
     assert calls == [("unshare", CLONE_NEWPID), ("fork",), ("setns", CLONE_NEWPID)]
-    assert _open_fds() == before
+    assert open_fds() == before
 
     calls.clear()
     s = Sys()
@@ -648,7 +649,7 @@ def test_fork_in_new_pid_ns_order_and_failures(monkeypatch):
     with pytest.raises(ContainerSetupError) as e:
         launch._fork_in_new_pid_ns(s)(lambda: 0)
     assert e.value.step == "namespaces" and calls == [("unshare", CLONE_NEWPID)]
-    assert _open_fds() == before
+    assert open_fds() == before
 
     def no_fork(body):
         raise BlockingIOError(errno.EAGAIN, "fork")
@@ -657,7 +658,7 @@ def test_fork_in_new_pid_ns_order_and_failures(monkeypatch):
     with pytest.raises(BlockingIOError):
         launch._fork_in_new_pid_ns(Sys())(lambda: 0)
     assert calls == [("unshare", CLONE_NEWPID), ("setns", CLONE_NEWPID)]  # undone all the same
-    assert _open_fds() == before
+    assert open_fds() == before
 
 
 def test_spawn_handshake_wait_starts_once_the_child_runs():

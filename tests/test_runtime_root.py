@@ -10,6 +10,7 @@ import statistics
 import time
 
 import pytest
+from test_runtime_init import open_fds
 
 from runtime.container import Engine, Stdio
 from runtime.errors import ContainerSetupError, InvalidState
@@ -238,11 +239,9 @@ def test_timing(env):
     assert median < 500  # a smoke bound, not a benchmark
 
 
-def test_without_a_pid_namespace_the_intermediate_is_the_init(env):
-    engine, bundle = env
-
-    def mutate(c):
-        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "pid"]
+def _created_echoing_its_pid(engine, bundle, mutate=None):
+    """A created container whose process, once started, waits for a line on its stdin and
+    echoes its pid: (container, its stdin's write end, its stdout's read end)."""
     write_config(bundle, ["sh", "-c", "read x; echo $$"], mutate)
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
@@ -251,6 +250,15 @@ def test_without_a_pid_namespace_the_intermediate_is_the_init(env):
     finally:
         os.close(in_r)
         os.close(out_w)
+    return c, in_w, out_r
+
+
+def test_without_a_pid_namespace_the_intermediate_is_the_init(env):
+    engine, bundle = env
+
+    def mutate(c):
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "pid"]
+    c, in_w, out_r = _created_echoing_its_pid(engine, bundle, mutate)
     assert int(open(f"/proc/{c.pid}/stat").read().split(") ")[1].split()[1]) == os.getpid()
     c.start()
     os.write(in_w, b"\n")
@@ -272,14 +280,7 @@ def test_a_new_pid_namespace_takes_one_fork_and_our_next_child_is_ours(env):
     process it forks is the init, pid 1 in it, our own child (one fork, no intermediate);
     and the caller's next children are in its own pid namespace again."""
     engine, bundle = env
-    write_config(bundle, ["sh", "-c", "read x; echo $$"])
-    in_r, in_w = os.pipe()
-    out_r, out_w = os.pipe()
-    try:
-        c = engine.create("c1", str(bundle), Stdio(stdin=in_r, stdout=out_w))
-    finally:
-        os.close(in_r)
-        os.close(out_w)
+    c, in_w, out_r = _created_echoing_its_pid(engine, bundle)
     try:
         assert _nspids(c.pid) == [c.pid, 1]
         assert int(open(f"/proc/{c.pid}/stat").read().split(") ")[1].split()[1]) == os.getpid()
@@ -307,24 +308,13 @@ def test_fork_in_new_pid_ns_child_is_pid_1_and_the_caller_is_restored():
     def body():
         os.write(w, repr(_nspids("self")).encode())  # (os.getpid() is 1)
         return 0
-    before = _open_fds()
+    before = open_fds()
     pid = launch._fork_in_new_pid_ns(Linux())(body)
     os.close(w)
     assert read_all(r) == repr([pid, 1])
     assert _reap(pid) == 0
     assert os.readlink("/proc/self/ns/pid_for_children") == os.readlink("/proc/self/ns/pid")
-    assert _open_fds() == before - {r, w}  # (read_all closed r)
-
-
-def _open_fds() -> set[int]:
-    out = set()
-    for fd in range(256):
-        try:
-            os.fstat(fd)
-            out.add(fd)
-        except OSError:
-            pass
-    return out
+    assert open_fds() == before - {r, w}  # (read_all closed r)
 
 
 def test_joined_namespaces(env):
