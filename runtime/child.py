@@ -258,7 +258,10 @@ class Children:
                 raise ContainerSetupError("console", "the terminal's master did not arrive")
             return True
         if kind == "pid":
-            self.got_pid(msg["pid"], msg.get("self", False))
+            if msg.get("self"):  # the intermediate is the init: fork() told us its host pid
+                self.got_pid(self.mid, True)  # (its own getpid() may be 1, in a new pid ns)
+            else:
+                self.got_pid(msg["pid"])
             return True
         return False
 

@@ -176,7 +176,7 @@ def _intermediate(cfg, stdio: Stdio3, sock: socket.socket, sys,
         _enter_namespaces(cfg.spec, sock, sys, in_new_pid_ns)
         if in_new_pid_ns or not _needs_second_fork(cfg.spec):
             # We can be the init ourselves: one fork fewer.
-            send(sock, {"type": "pid", "pid": _host_pid(), "self": True})
+            send(sock, {"type": "pid", "self": True})  # our pid: the caller forked us
             return _init_main(cfg, stdio, sock, sys)
         pid = fork_child(lambda: _init_main(cfg, stdio, sock, sys))
         send(sock, {"type": "pid", "pid": pid})

@@ -701,3 +701,18 @@ def test_spawn_handshake_a_child_gone_before_it_ran_is_an_error_and_reaped():
     assert e.value.step == "init"
     with pytest.raises(ChildProcessError):
         os.waitpid(forked[0], os.WNOHANG)  # reaped already
+
+
+def test_an_intermediate_that_is_the_init_is_tracked_by_the_pid_fork_gave():
+    """Its own getpid() is 1 in a new pid namespace (launch.caller_unshares_pid): the caller
+    takes the pid fork() returned, never one the child reports."""
+    from runtime import child, proc
+
+    kids = child.Children()
+    kids.mid = os.getpid()  # as fork() would have returned it
+    try:
+        assert kids.take({"type": "pid", "self": True, "pid": 1})
+        assert (kids.pid, kids.mid) == (os.getpid(), None)  # not reaped by launch: it is the init
+        assert kids.start == proc.start_time(os.getpid())
+    finally:
+        kids.close()
