@@ -212,7 +212,8 @@ def apply(ops: list, rootfs: str, sys, before_pivot=None, send_master=None,
     devices are in place, the cwd is the rootfs, and the old root is still reachable.
     send_master(fd) takes the terminal's master at the Console op (runtime.console).
     mount_fds: the detached idmapped mounts the IdmapBind ops move in (runtime.idmap).
-    await_cgroup() blocks until the container's cgroup directories exist (AwaitCgroup op)."""
+    await_cgroup() blocks until the container's cgroup exists and we are in it (AwaitCgroup
+    op)."""
     ex = _Executor(rootfs, sys, send_master, mount_fds, await_cgroup)
     root_changes = (M.PivotRoot, M.Chroot, M.MoveRoot)
     if before_pivot is not None and not any(isinstance(op, root_changes) for op in ops):

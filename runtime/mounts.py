@@ -104,7 +104,8 @@ class MakeDirs(Record, frozen=True):
 
 class AwaitCgroup(Record, frozen=True):
     """Before the binds of the container's own cgroup directories: wait until the caller has
-    made them (it may make the cgroup after the fork, while this plan runs: runtime.launch)."""
+    made them (it may make the cgroup after the fork, while this plan runs) and join the
+    cgroup (runtime.launch)."""
 
 
 class MaskPath(Record, frozen=True):
