@@ -74,7 +74,7 @@ def open_join(m: "cgroups.Manager | None", sub: dict[str, str] | None = None) ->
     if m is None:
         return [], []
     try:
-        return m.open_join(sub), m.join_paths(sub)
+        return m.open_join(sub)
     except EngineError as e:
         raise ContainerSetupError("cgroups", str(e), getattr(e, "path", None)) from None
 

@@ -78,19 +78,16 @@ class Manager:
             out[d] = None
         return list(out)
 
-    def join_paths(self, sub: dict[str, str] | None = None) -> list[str]:
-        """JOIN_FILE in every hierarchy (of sub-cgroups: sub_dirs), in open_join's order."""
-        return [posixpath.join(d, self.JOIN_FILE)
-                for d in (self.sub_dirs(sub) if sub else self.dirs())]
-
-    def open_join(self, sub: dict[str, str] | None = None) -> list[int]:
-        """fds on join_paths(sub), through which a process forked later moves itself, from
-        wherever it is then (ctrcgroup.join_self): the kernel checks the credentials and
-        cgroup namespace of the opener, not the writer's (Linux >= 5.16). On failure nothing
-        stays open."""
+    def open_join(self, sub: dict[str, str] | None = None) -> tuple[list[int], list[str]]:
+        """(fds, paths): JOIN_FILE in every hierarchy (of sub-cgroups: sub_dirs), and fds on
+        them through which a process forked later moves itself, from wherever it is then
+        (ctrcgroup.join_self): the kernel checks the credentials and cgroup namespace of the
+        opener, not the writer's (Linux >= 5.16). On failure nothing stays open."""
+        paths = [posixpath.join(d, self.JOIN_FILE)
+                 for d in (self.sub_dirs(sub) if sub else self.dirs())]
         fds: list[int] = []
         try:
-            for path in self.join_paths(sub):
+            for path in paths:
                 try:
                     fds.append(self.fs.open_write(path))
                 except OSError as e:
@@ -99,7 +96,7 @@ class Manager:
             for fd in fds:
                 os.close(fd)
             raise
-        return fds
+        return fds, paths
 
     def _procs_dir(self) -> str:
         return self.dirs()[0]
