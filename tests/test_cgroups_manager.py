@@ -105,6 +105,8 @@ class FakeFS(CgroupFS):
 
     def rmdir(self, path):
         self._maybe_fail("rmdir", path)
+        if any(os.path.isdir(os.path.join(path, n)) for n in os.listdir(path)):
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), path)  # as the kernel's
         for name in os.listdir(path):  # the kernel's files go with the directory
             if os.path.isfile(os.path.join(path, name)):
                 os.unlink(os.path.join(path, name))
@@ -371,6 +373,19 @@ def test_v1_destroy_removes_children_first_everywhere_retrying_ebusy(v1, monkeyp
     assert not m.exists()
     assert (root / "memory/default").is_dir()  # the parent is not ours to remove
     m.destroy()  # already gone: fine
+
+
+def test_v1_destroy_lists_a_cgroup_only_when_its_rmdir_fails(v1, monkeypatch):
+    """The common case, no child cgroup: one rmdir a hierarchy, no directory listing."""
+    m, fs, root = v1
+    m.create()
+    (root / "memory/default/ctr/child").mkdir()
+    listed = []
+    subdirs = fs.subdirs
+    monkeypatch.setattr(fs, "subdirs", lambda d: listed.append(fs.rel(d)) or subdirs(d))
+    m.destroy()
+    assert listed == ["memory/default/ctr"]  # not even its child, removed by one rmdir
+    assert not m.exists()
 
 
 def test_v1_destroy_tries_every_hierarchy_then_reports(v1, monkeypatch):

@@ -203,6 +203,14 @@ class Manager:
                 time.sleep(delay)
 
     def _remove_tree(self, d: str) -> None:
+        try:  # the common case, no child cgroup and no process left: one rmdir, no listing
+            self.fs.rmdir(d)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):  # child cgroups or exiting
+                raise _fail("remove cgroup", d, e) from None  # processes (EBUSY)
         try:
             children = self.fs.subdirs(d)
         except FileNotFoundError:
