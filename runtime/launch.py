@@ -56,8 +56,8 @@ import _socket as socket
 
 from . import ctrcgroup, hooks, namespaces, proc
 from . import init as _init
-from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child, recv,
-                    reopen_devnull, request, send, spawn)
+from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child,
+                    keep_apart, recv, reopen_devnull, request, send, spawn)
 from .errors import ContainerSetupError
 from .state import FIFO
 from .sys.consts import CLONE_NEWPID, CLONE_NEWUSER, NAMESPACE_FLAGS
@@ -374,6 +374,7 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
 
     def wait(sock, kids):
         if later:
+            keep_apart(kids.mid, sys)  # the cgroup setup below runs beside the child's work
             # While the intermediate unshares and the init mounts (v2: the mkdirs can queue
             # behind runtime.cgwarm's grace period, which then costs the init nothing). The
             # init waits for them: _await_ready answers its "cgroup" request, after this.
@@ -390,5 +391,5 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
         return kids.pid, start, kids.take_console()  # kids.pid is known only after _await_ready
     if caller_unshares_pid(cfg.spec):
         return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys, True), wait,
-                     _fork_in_new_pid_ns(sys), handshake=later)
-    return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys), wait, handshake=later)
+                     _fork_in_new_pid_ns(sys))
+    return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys), wait)

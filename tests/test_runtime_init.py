@@ -661,46 +661,111 @@ def test_fork_in_new_pid_ns_order_and_failures(monkeypatch):
     assert open_fds() == before
 
 
-def test_spawn_handshake_wait_starts_once_the_child_runs():
-    """handshake=True: the child's first message is "started", read by spawn before wait()
-    runs (the caller blocks meanwhile, so the child is not left queued behind it); wait()
-    then sees what the child sends next."""
+@pytest.fixture
+def affinity(monkeypatch):
+    """Our affinity is {0, 1, 2} (a set the test may shrink); os.sched_setaffinity calls are
+    recorded, the n-th raising fails[n] when that is an exception."""
+    calls, fails, allowed = [], [], {0, 1, 2}
+
+    def setaffinity(pid, cpus):
+        calls.append((pid, set(cpus)))
+        err = fails.pop(0) if fails else None
+        if err is not None:
+            raise err
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(allowed))
+    monkeypatch.setattr(os, "sched_setaffinity", setaffinity)
+    return calls, fails, allowed
+
+
+def test_keep_apart_narrows_the_childs_affinity_off_our_cpu_then_restores_it(affinity):
+    """The kernel moves a queued child only when its CPU leaves its affinity: narrowed to every
+    CPU but ours, then restored at once to what it inherited (ours)."""
     from runtime import child
 
-    seen = []
-
-    def intermediate(sock):
-        child.send(sock, {"type": "hello"})
-        return 0
-
-    def wait(sock, kids):
-        seen.append(child.recv(sock, time.monotonic() + 5, 5))
-        os.waitpid(kids.mid, 0)
-        kids.mid = None
-        return "done"
-    assert child.spawn(intermediate, wait, handshake=True) == "done"
-    assert seen == [{"type": "hello"}]
+    calls, _, _ = affinity
+    sys_ = FakeSys()
+    sys_.cpu = 1
+    child.keep_apart(4321, sys_)
+    assert calls == [(4321, {0, 2}), (4321, {0, 1, 2})]
 
 
-def test_spawn_handshake_a_child_gone_before_it_ran_is_an_error_and_reaped():
+def test_keep_apart_does_nothing_on_one_cpu_or_off_our_affinity(affinity):
     from runtime import child
 
-    forked = []
+    calls, _, allowed = affinity
+    sys_ = FakeSys()
+    sys_.cpu = 7  # our affinity changed under us: no CPU of ours to keep the child off
+    child.keep_apart(4321, sys_)
+    allowed.intersection_update({0})
+    sys_.cpu = 0
+    child.keep_apart(4321, sys_)  # one CPU: nowhere else to go
+    assert calls == []
 
-    def fork_that_dies(body):
-        pid = os.fork()
-        if pid == 0:
-            os._exit(3)  # never runs body(): no "started"
-        forked.append(pid)
-        return pid
 
-    def wait(sock, kids):
-        raise AssertionError("wait() must not run")
-    with pytest.raises(ContainerSetupError) as e:
-        child.spawn(lambda sock: 0, wait, fork_that_dies, handshake=True)
+def test_keep_apart_ignores_a_failure_to_narrow_but_not_to_restore(affinity):
+    """Narrowing is only about speed: when it fails the child is left as it was, silently.
+    A failure to restore would leave the container on fewer CPUs than its caller's: an error
+    naming the process; but a child gone already is none (its own report says why)."""
+    from runtime import child
+
+    calls, fails, _ = affinity
+    fails[:] = [OSError(errno.EINVAL, "Invalid argument")]
+    child.keep_apart(4321, FakeSys())
+    assert calls == [(4321, {1, 2})]  # no restore: nothing changed
+    calls.clear()
+    fails[:] = [None, ProcessLookupError(errno.ESRCH, "No such process")]
+    child.keep_apart(4321, FakeSys())
+    assert len(calls) == 2
+    fails[:] = [None, OSError(errno.EINVAL, "Invalid argument")]
+    with pytest.raises(ContainerSetupError, match="CPU affinity of process 4321") as e:
+        child.keep_apart(4321, FakeSys())
     assert e.value.step == "init"
-    with pytest.raises(ChildProcessError):
-        os.waitpid(forked[0], os.WNOHANG)  # reaped already
+
+
+def test_keep_apart_leaves_a_real_childs_affinity_as_it_was():
+    """On the running kernel: whatever CPU the child was queued on, it ends with its caller's
+    affinity (here narrowed to two CPUs, so a change would show)."""
+    from runtime import child
+    from runtime.sys.linux import LINUX
+
+    ours = os.sched_getaffinity(0)
+    if len(ours) < 2:
+        pytest.skip("one CPU: keep_apart has nothing to do")
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(5)
+        os._exit(0)
+    try:
+        child.keep_apart(pid, LINUX)
+        assert os.sched_getaffinity(pid) == ours
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+
+
+def test_launch_moves_the_child_off_its_cpu_before_it_sets_the_cgroup_up(rootfs, monkeypatch):
+    """The cgroup setup after the fork is CPU work that should run beside the child's."""
+    from runtime import launch
+
+    class V1:
+        version = 1
+
+    class Kids:
+        mid, pid = 4321, 99
+
+        def take_console(self):
+            return None
+
+    cfg = make(rootfs, config(), ops=[])
+    cfg.cgroup = V1()
+    assert launch.setup_cgroup_after_fork(cfg)
+    events = []
+    monkeypatch.setattr(launch, "keep_apart", lambda pid, sys: events.append(("apart", pid)))
+    monkeypatch.setattr(launch.ctrcgroup, "setup", lambda cgroup, spec: events.append("setup"))
+    monkeypatch.setattr(launch, "_await_ready", lambda *a: events.append("ready") or 7)
+    monkeypatch.setattr(launch, "spawn", lambda intermediate, wait, *fork: wait(None, Kids()))
+    assert launch.launch(cfg, (None, None, None), FakeSys()) == (99, 7, None)
+    assert events == [("apart", 4321), "setup", "ready"]
 
 
 def test_an_intermediate_that_is_the_init_is_tracked_by_the_pid_fork_gave():

@@ -25,6 +25,7 @@ class FakeSys:
         self.fail: dict[tuple[str, str], int] = {}  # (operation, path as given) -> errno
         self.pty = (100, 101, "/dev/pts/0")  # what open_pty returns: master, slave, path
         self.flags_of: dict[str, int] = {}  # path -> what mount_flags returns (relatime)
+        self.cpu = 0  # what current_cpu returns
 
     # --- helpers ---------------------------------------------------------------------------
     def map(self, path: str) -> str:
@@ -146,6 +147,9 @@ class FakeSys:
 
     def personality(self, persona) -> None:
         self._record("personality", persona)
+
+    def current_cpu(self) -> int:
+        return self.cpu
 
     def umask(self, mask) -> int:
         self._record("umask", mask)

@@ -262,6 +262,13 @@ class Linux:
         if _libc.personality(ffi.c_ulong(persona)) == -1:
             raise _fail("personality", hex(persona))
 
+    def current_cpu(self) -> int:
+        """The CPU the calling thread runs on (sched_getcpu: vDSO, no syscall)."""
+        cpu = _libc.sched_getcpu()
+        if cpu < 0:
+            raise _fail("sched_getcpu", "of this thread")
+        return cpu
+
     def umask(self, mask: int) -> int:
         return os.umask(mask)
 
