@@ -210,6 +210,56 @@ def test_signals_the_caller_ignored_are_default_in_the_container(rt, bundle):
     assert (status["SigBlk"], status["SigIgn"]) == ("0000000000000000", "0000000000000000")
 
 
+def _cpus_allowed(status: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in status.splitlines()
+                if line.startswith("Cpus_allowed_list:"))
+
+
+def _cpu_list(cpus) -> str:
+    cpus = sorted(cpus)
+    return f"{cpus[0]}-{cpus[-1]}" if cpus == list(range(cpus[0], cpus[-1] + 1)) \
+        else ",".join(map(str, cpus))
+
+
+def test_the_containers_cpus_are_its_cpusets_not_its_callers(runtimes, bundle, tmp_path):
+    """As runc since 1.2 (Debian's 1.1.5 still hands its own affinity on; not asserted here):
+    run and exec under `taskset` to one CPU, the container's processes may run on every CPU
+    of their cgroup's cpuset, or on linux.resources.cpu.cpus when set; an exec's
+    process.execCPUAffinity.final is its own affinity."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    first, last = cpus[0], cpus[-1]
+    py = runtimes["pyshim"]
+
+    def pinned(*args):  # output through files: a detached container keeps its stdio
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            r = subprocess.run([py.binary, "--root", py.root, *args], stdout=out, stderr=err,
+                               timeout=30, stdin=subprocess.DEVNULL,
+                               preexec_fn=lambda: os.sched_setaffinity(0, {first}))
+            out.seek(0)
+            err.seek(0)
+            assert r.returncode == 0, err.read()
+            return out.read().decode()
+    b = bundle(["cat", "/proc/self/status"])
+    assert _cpus_allowed(pinned("run", "--bundle", b, "aff1")) == _cpu_list(cpus)
+
+    def cpuset(c):
+        c["linux"]["resources"]["cpu"] = {"cpus": str(last), "mems": "0"}
+    b = bundle(["cat", "/proc/self/status"], cpuset)
+    assert _cpus_allowed(pinned("run", "--bundle", b, "aff2")) == str(last)
+
+    b = bundle(["sleep", "30"])
+    pinned("run", "-d", "--bundle", b, "aff3")
+    assert _cpus_allowed(pinned("exec", "aff3", "cat", "/proc/self/status")) == _cpu_list(cpus)
+    proc = tmp_path / "process.json"
+    proc.write_text(json.dumps({"args": ["cat", "/proc/self/status"], "cwd": "/",
+                                "env": ["PATH=/bin"],
+                                "execCPUAffinity": {"initial": str(last), "final": str(first)}}))
+    assert _cpus_allowed(pinned("exec", "--process", str(proc), "aff3")) == str(first)
+    py.ok("delete", "--force", "aff3")
+
+
 def test_a_seccomp_profile_that_predates_close_range_still_runs(rt, bundle):
     """runtime-tools' default profile (and docker's older ones) know nothing of close_range and
     answer it ENOSYS: a runtime must not need it under the filter (runc never calls it)."""

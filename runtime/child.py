@@ -193,6 +193,30 @@ def spawn(intermediate, wait, fork=fork_child):
         child.close()
 
 
+_all_cpus: range | None = None
+
+
+def all_cpus() -> range:
+    """Every CPU the kernel may have (/sys/devices/system/cpu/possible), read once."""
+    global _all_cpus
+    if _all_cpus is None:
+        try:
+            with open("/sys/devices/system/cpu/possible") as f:
+                last = max(int(part.rpartition("-")[2]) for part in f.read().split(","))
+        except (OSError, ValueError):
+            last = (os.cpu_count() or 1) - 1
+        _all_cpus = range(last + 1)
+    return _all_cpus
+
+
+def set_affinity(pid: int, cpus=None) -> None:
+    """The CPUs pid may run on: `cpus`, or by default all that its cgroup's cpuset allows
+    (the kernel narrows the mask to the cpuset, and keeps it as the task's own request, so a
+    later cpuset change applies in full). As runc since 1.2: a container's processes do not
+    inherit the affinity of whoever started the runtime."""
+    os.sched_setaffinity(pid, all_cpus() if cpus is None else cpus)
+
+
 def keep_apart(pid: int, sys) -> None:
     """Move the child just forked off the caller's CPU if the kernel queued it there, its CPU
     affinity left as it was; for a caller with CPU work of its own to do next, beside the
@@ -202,7 +226,9 @@ def keep_apart(pid: int, sys) -> None:
     (a sync wake-up) bringing the caller back onto the child's CPU when it had blocked.
     Narrowing the child's affinity to the other CPUs moves it only if it is queued on ours;
     restoring it moves nothing. A failure to narrow is ignored (it is only about speed); a
-    failure to restore is an error, as the container would run on fewer CPUs than asked."""
+    failure to restore is an error, as the container would run on fewer CPUs than asked.
+    The restored mask is also the child's own request now (which a cpuset change would
+    narrow to): launch resets it with set_affinity once the init is in its cgroup."""
     try:
         allowed = os.sched_getaffinity(0)  # ours, so the child's: it inherited it
         cpu = sys.current_cpu()

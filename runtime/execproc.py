@@ -21,6 +21,9 @@ Invariants:
 - With process.terminal the process makes its pty (runtime.console) from the container's
   /dev/ptmx once it is inside the container's root, and sends the master ({"type": "console"},
   SCM_RIGHTS) before it execs; run() returns it. Its stdio are then the slave, not job.stdio.
+- CPU affinity (process.execCPUAffinity): the intermediate runs on .initial, so the process
+  does until it has joined the cgroup; then the process sets its own, .final or by default
+  every CPU its cgroup's cpuset allows (child.set_affinity), never the caller's.
 - Success is EOF on the socket (the process's end is CLOEXEC, so exec closes it); failure is
   one typed error message, after which the caller kills and reaps what it forked: nothing is
   left behind. The caller reads with a deadline: never a hang.
@@ -33,9 +36,9 @@ import _socket as socket  # not socket: its enum wrappers cost ~2 ms of start-up
 
 from . import console, ctrcgroup, namespaces
 from . import init as _init
-from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child, recv,
-                    reopen_devnull, send, spawn)
-from .errors import ContainerSetupError
+from .child import (Children, Stdio3, all_cpus, decode_error, dup_stdio, encode_error,
+                    fork_child, recv, reopen_devnull, send, set_affinity, spawn)
+from .errors import ContainerSetupError, InvalidSpec
 from .record import Record
 from .spec import Process
 
@@ -57,6 +60,9 @@ def _intermediate(job: ExecJob, sock: socket.socket, sys) -> int:
     try:
         # the process joins by itself (see above)
         procs = ctrcgroup.open_join(job.cgroup, job.sub_cgroups)
+        affinity = job.process.exec_cpu_affinity
+        if affinity is not None and affinity.initial is not None:  # inherited by the process
+            _set_affinity(affinity.initial, "initial")
         _init.before_namespaces(None, job.process, sys)  # the oom score; no cgroup (above)
         dup_stdio(job.stdio)  # before setns(mnt): a /dev/null stand-in still opens here
         namespaces.enter(job.namespaces, sys)
@@ -71,6 +77,8 @@ def _intermediate(job: ExecJob, sock: socket.socket, sys) -> int:
 def _process_main(job: ExecJob, procs: "ctrcgroup.Join", sock: socket.socket, sys) -> int:
     try:
         ctrcgroup.join_self(procs)  # first: nothing of ours runs outside the cgroup after this
+        affinity = job.process.exec_cpu_affinity
+        _set_affinity(affinity and affinity.final, "final")  # None: all the cpuset allows
         os.setsid()  # its own session, like runc's exec'd processes
         _init.join_keyring(job.keyring, sys)
         terminal = console.for_process(job.process)
@@ -85,6 +93,21 @@ def _process_main(job: ExecJob, procs: "ctrcgroup.Join", sock: socket.socket, sy
     except BaseException as e:  # noqa: BLE001
         send(sock, encode_error(e, "exec"))
     return 1
+
+
+def _set_affinity(cpus, which: str) -> None:
+    try:
+        set_affinity(0, cpus)
+    except OSError as e:
+        if cpus is None:
+            raise ContainerSetupError("exec", f"resetting the CPU affinity: {e.strerror}") \
+                from None
+        raise InvalidSpec(f"process.execCPUAffinity.{which}",
+                          f"cannot run on CPUs {_cpu_list(cpus)}: {e.strerror}") from None
+
+
+def _cpu_list(cpus) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
 
 
 # --- caller ----------------------------------------------------------------------------------
@@ -103,5 +126,6 @@ def _await_exec(sock: socket.socket, kids: Children, timeout: float) -> int:
 def run(job: ExecJob, sys, timeout: float = 10.0) -> tuple[int, int | None]:
     """Fork the process and wait until it has exec'd. Returns its host pid and the master of
     its terminal (None without one; with one, job.stdio is ignored: pass Nones)."""
+    all_cpus()  # read here: the process resets its affinity to them inside the container
     return spawn(lambda sock: _intermediate(job, sock, sys),
                  lambda sock, kids: (_await_exec(sock, kids, timeout), kids.take_console()))

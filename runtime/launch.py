@@ -57,7 +57,7 @@ import _socket as socket
 from . import ctrcgroup, hooks, namespaces, proc
 from . import init as _init
 from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child,
-                    keep_apart, recv, reopen_devnull, request, send, spawn)
+                    keep_apart, recv, reopen_devnull, request, send, set_affinity, spawn)
 from .errors import ContainerSetupError
 from .state import FIFO
 from .sys.consts import CLONE_NEWPID, CLONE_NEWUSER, NAMESPACE_FLAGS
@@ -361,6 +361,16 @@ def _join(cgroup, pid: int) -> None:
         raise
 
 
+def _reset_affinity(pid: int) -> None:
+    try:
+        set_affinity(pid)
+    except ProcessLookupError:
+        pass  # it died since it reported ready: start finds it stopped
+    except OSError as e:
+        raise ContainerSetupError("init", f"resetting the CPU affinity of the container's "
+                                          f"init: {e.strerror}") from None
+
+
 def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
            runtime_hooks=None) -> tuple[int, int, int | None]:
     """Fork the init and wait until it is created. Returns (host pid, start time, the master
@@ -388,6 +398,7 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
         start = _await_ready(sock, kids, timeout, cfg.spec, sys, runtime_hooks,
                              cfg.cgroup if joins else None,
                              cfg.cgroup if later and not joins else None)
+        _reset_affinity(kids.pid)  # in its cgroup now, and blocked until start
         return kids.pid, start, kids.take_console()  # kids.pid is known only after _await_ready
     if caller_unshares_pid(cfg.spec):
         return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys, True), wait,

@@ -79,6 +79,17 @@ class IOPriority(Record):
         return self.klass << IOPRIO_CLASS_SHIFT | self.priority
 
 
+class ExecCPUAffinity(Record):
+    """process.execCPUAffinity (runtime-spec 1.2), for an exec'd process only: the CPUs its
+    runtime-side parent runs on before it joins the container's cgroup (initial), and its own
+    CPUs once inside (final; None: all the cgroup's cpuset allows, as for every process)."""
+    initial: frozenset | None = None
+    final: frozenset | None = None
+
+
+MAX_CPUS = 8192  # the kernel's largest NR_CPUS
+
+
 class Process(Record):
     args: list[str]
     cwd: str
@@ -94,6 +105,7 @@ class Process(Record):
     io_priority: IOPriority | None = None
     apparmor_profile: str = ""  # applied by init.become() where the host has the LSM
     selinux_label: str = ""
+    exec_cpu_affinity: ExecCPUAffinity | None = None
 
     def env_dict(self) -> dict[str, str]:
         return dict(e.split("=", 1) for e in self.env)
@@ -317,6 +329,30 @@ def _parse_io_priority(obj: dict, path: str) -> IOPriority:
     return IOPriority(IOPRIO_CLASSES[klass], _int_in(obj, "priority", path, 0, 7))
 
 
+def parse_cpu_list(text: str, path: str) -> frozenset | None:
+    """A kernel CPU list ("0-3,7") as the set of its CPUs; "" is None (not set)."""
+    if text == "":
+        return None
+    cpus = set()
+    for part in text.split(","):
+        first, dash, last = part.partition("-")
+        if not (first.isdigit() and first.isascii() and
+                (not dash or last.isdigit() and last.isascii())):
+            raise InvalidSpec(path, f"expected a CPU list such as \"0-3,7\", got {text!r}")
+        lo, hi = int(first), int(last) if dash else int(first)
+        if lo > hi or hi >= MAX_CPUS:
+            raise InvalidSpec(path, f"bad CPU range {part!r} in {text!r} (CPUs are 0-"
+                                    f"{MAX_CPUS - 1}, the lower first)")
+        cpus.update(range(lo, hi + 1))
+    return frozenset(cpus)
+
+
+def _parse_exec_cpu_affinity(obj: dict, path: str) -> ExecCPUAffinity | None:
+    initial = parse_cpu_list(_get(obj, "initial", str, path, default=""), f"{path}.initial")
+    final = parse_cpu_list(_get(obj, "final", str, path, default=""), f"{path}.final")
+    return None if initial is None and final is None else ExecCPUAffinity(initial, final)
+
+
 def parse_process(obj) -> Process:
     """Validate an OCI process object: config.json's "process", or the one an exec sends.
     Errors name the field as "process.<path>" in both cases."""
@@ -335,6 +371,7 @@ def parse_process(obj) -> Process:
     caps = _get(obj, "capabilities", dict, P)
     sched = _get(obj, "scheduler", dict, P)
     ioprio = _get(obj, "ioPriority", dict, P)
+    affinity = _get(obj, "execCPUAffinity", dict, P)
     oom = _get(obj, "oomScoreAdj", int, P)
     if oom is not None and not -1000 <= oom <= 1000:
         raise InvalidSpec(f"{P}.oomScoreAdj", f"must be within [-1000, 1000], got {oom}")
@@ -352,7 +389,9 @@ def parse_process(obj) -> Process:
         scheduler=None if sched is None else _parse_scheduler(sched, f"{P}.scheduler"),
         io_priority=None if ioprio is None else _parse_io_priority(ioprio, f"{P}.ioPriority"),
         apparmor_profile=_get(obj, "apparmorProfile", str, P, default=""),
-        selinux_label=_get(obj, "selinuxLabel", str, P, default=""))
+        selinux_label=_get(obj, "selinuxLabel", str, P, default=""),
+        exec_cpu_affinity=None if affinity is None else _parse_exec_cpu_affinity(
+            affinity, f"{P}.execCPUAffinity"))
 
 
 def _parse_mounts(obj: dict) -> list[Mount]:

@@ -135,6 +135,10 @@ def test_nothing_to_enter_when_the_init_shares_our_namespaces(init):
     ({"args": ["sh"], "cwd": "rel"}, "process.cwd"),
     ({"args": ["sh"], "cwd": "/", "user": {"uid": -1, "gid": 0}}, "process.user.uid"),
     ("nope", "process"),
+    ({"args": ["sh"], "cwd": "/", "execCPUAffinity": {"final": "0-"}},
+     "process.execCPUAffinity.final"),
+    ({"args": ["sh"], "cwd": "/", "execCPUAffinity": {"initial": 3}},
+     "process.execCPUAffinity.initial"),
 ])
 def test_a_bad_process_is_an_invalid_spec_naming_the_field(init, bad, field):
     with pytest.raises(InvalidSpec) as e:
@@ -190,3 +194,82 @@ def test_exec_with_a_terminal_hands_back_its_master(init, subreaper):
     finally:
         os.close(master)
     assert out.decode().startswith("/dev/pts/")
+
+
+# --- process.execCPUAffinity ------------------------------------------------------------------
+def _cpus_allowed(text: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in text.splitlines()
+                if line.startswith("Cpus_allowed_list:"))
+
+
+@pytest.fixture
+def two_cpus():
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs to tell affinities apart")
+    return cpus
+
+
+def _spy_affinity(monkeypatch, w):
+    """execproc.set_affinity, reporting "<pid> <cpus or all>" on w (the children inherit it)."""
+    from runtime import execproc
+    real = execproc.set_affinity
+
+    def spy(pid, cpus=None):
+        cpus_text = "all" if cpus is None else ",".join(map(str, sorted(cpus)))
+        os.write(w, f"{os.getpid()} {cpus_text}\n".encode())
+        real(pid, cpus)
+    monkeypatch.setattr(execproc, "set_affinity", spy)
+
+
+def test_exec_cpu_affinity_initial_for_the_parent_final_for_the_process(init, subreaper,
+                                                                        monkeypatch, two_cpus):
+    """initial: what the runtime-side parent runs on, before the process joins the cgroup (the
+    intermediate); final: the process's own, once inside."""
+    first, last = two_cpus[0], two_cpus[-1]
+    spy_r, spy_w = os.pipe()
+    out_r, out_w = os.pipe()
+    _spy_affinity(monkeypatch, spy_w)
+    try:
+        pid = init.exec(process(["cat", "/proc/self/status"],
+                                execCPUAffinity={"initial": str(first), "final": str(last)}),
+                        Stdio(stdout=out_w))
+    finally:
+        os.close(out_w)
+        os.close(spy_w)
+    status = read_all(out_r)
+    assert wait(pid) == 0
+    calls = [line.split() for line in read_all(spy_r).splitlines()]
+    assert [cpus for _, cpus in calls] == [str(first), str(last)]
+    assert calls[1][0] == str(pid) != calls[0][0]  # the process; before it, its parent
+    assert _cpus_allowed(status) == str(last)
+
+
+def test_exec_without_cpu_affinity_does_not_inherit_the_callers(init, subreaper, two_cpus):
+    """As runc since 1.2: the process may run on every CPU its cgroup allows, whatever the
+    affinity of the runtime (here narrowed to one CPU while it execs)."""
+    out_r, out_w = os.pipe()
+    try:
+        os.sched_setaffinity(0, {two_cpus[0]})
+        try:
+            pid = init.exec(process(["cat", "/proc/self/status"]), Stdio(stdout=out_w))
+        finally:
+            os.sched_setaffinity(0, two_cpus)
+    finally:
+        os.close(out_w)
+    status = read_all(out_r)
+    assert wait(pid) == 0
+    allowed = {int(c) for part in _cpus_allowed(status).split(",")
+               for c in range(int(part.split("-")[0]), int(part.split("-")[-1]) + 1)}
+    assert allowed == set(two_cpus)
+
+
+@pytest.mark.parametrize("which", ["initial", "final"])
+def test_exec_on_cpus_that_do_not_exist_names_the_field_and_leaves_no_process(init, subreaper,
+                                                                             which):
+    before = children()
+    with pytest.raises(InvalidSpec) as e:
+        init.exec(process(["true"], execCPUAffinity={which: "8191"}), Stdio())
+    assert e.value.field == f"process.execCPUAffinity.{which}"
+    assert "8191" in str(e.value)
+    assert children() == before == {init.pid}

@@ -743,8 +743,9 @@ def test_keep_apart_leaves_a_real_childs_affinity_as_it_was():
         os.waitpid(pid, 0)
 
 
-def test_launch_moves_the_child_off_its_cpu_before_it_sets_the_cgroup_up(rootfs, monkeypatch):
-    """The cgroup setup after the fork is CPU work that should run beside the child's."""
+def test_launch_moves_the_child_off_its_cpu_then_resets_the_inits_affinity(rootfs, monkeypatch):
+    """The cgroup setup after the fork is CPU work that should run beside the child's; once
+    the init is ready (in its cgroup), its affinity is all its cpuset allows, not ours."""
     from runtime import launch
 
     class V1:
@@ -763,9 +764,20 @@ def test_launch_moves_the_child_off_its_cpu_before_it_sets_the_cgroup_up(rootfs,
     monkeypatch.setattr(launch, "keep_apart", lambda pid, sys: events.append(("apart", pid)))
     monkeypatch.setattr(launch.ctrcgroup, "setup", lambda cgroup, spec: events.append("setup"))
     monkeypatch.setattr(launch, "_await_ready", lambda *a: events.append("ready") or 7)
+    monkeypatch.setattr(launch, "set_affinity", lambda pid, cpus=None: events.append(
+        ("affinity", pid, cpus)))
     monkeypatch.setattr(launch, "spawn", lambda intermediate, wait, *fork: wait(None, Kids()))
     assert launch.launch(cfg, (None, None, None), FakeSys()) == (99, 7, None)
-    assert events == [("apart", 4321), "setup", "ready"]
+    assert events == [("apart", 4321), "setup", "ready", ("affinity", 99, None)]
+
+
+def test_all_cpus_are_the_kernels_possible_ones():
+    from runtime import child
+
+    with open("/sys/devices/system/cpu/possible") as f:
+        last = int(f.read().strip().split(",")[-1].split("-")[-1])
+    assert child.all_cpus() == range(last + 1)
+    assert os.sched_getaffinity(0) <= set(child.all_cpus())
 
 
 def test_an_intermediate_that_is_the_init_is_tracked_by_the_pid_fork_gave():

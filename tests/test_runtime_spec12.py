@@ -76,6 +76,27 @@ def test_bad_io_priorities_name_the_field(io, field):
     assert field_of(with_process(ioPriority=io)) == field
 
 
+# --- process.execCPUAffinity ------------------------------------------------------------------
+def test_exec_cpu_affinity_parses_cpu_lists():
+    p = S.parse(with_process(execCPUAffinity={"initial": "0-3,7", "final": "5"})).process
+    assert p.exec_cpu_affinity == S.ExecCPUAffinity(frozenset({0, 1, 2, 3, 7}), frozenset({5}))
+    for empty in ({}, {"initial": "", "final": ""}):
+        assert S.parse(with_process(execCPUAffinity=empty)).process.exec_cpu_affinity is None
+    only = S.parse(with_process(execCPUAffinity={"final": "1,1-2"})).process.exec_cpu_affinity
+    assert only == S.ExecCPUAffinity(None, frozenset({1, 2}))
+
+
+@pytest.mark.parametrize("aff,field", [({"initial": "x"}, "process.execCPUAffinity.initial"),
+                                       ({"final": "3-1"}, "process.execCPUAffinity.final"),
+                                       ({"final": "1,,2"}, "process.execCPUAffinity.final"),
+                                       ({"final": " 1"}, "process.execCPUAffinity.final"),
+                                       ({"final": "8192"}, "process.execCPUAffinity.final"),
+                                       ({"initial": 1}, "process.execCPUAffinity.initial"),
+                                       ("0-1", "process.execCPUAffinity")])
+def test_bad_exec_cpu_affinities_name_the_field(aff, field):
+    assert field_of(with_process(execCPUAffinity=aff)) == field
+
+
 # --- linux.personality -----------------------------------------------------------------------
 def test_personality_domains():
     assert S.parse(with_linux(personality={"domain": "LINUX32"})).linux.personality == 8
