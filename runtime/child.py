@@ -18,8 +18,8 @@ Invariants:
 import fcntl
 import os
 import select
-import sys
 import time
+from sys import byteorder  # not `import sys`: `sys` names the syscall layer (keep_apart)
 
 # _signal and _socket, not signal and socket: their enum wrappers cost ~5 ms of start-up.
 import _signal as signal
@@ -41,7 +41,7 @@ def send(sock: socket.socket, msg: dict, *fds: int) -> None:
         sock.send(data)
     else:
         sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                               b"".join(fd.to_bytes(_FD_SIZE, sys.byteorder, signed=True)
+                               b"".join(fd.to_bytes(_FD_SIZE, byteorder, signed=True)
                                         for fd in fds))])
 
 
@@ -70,7 +70,7 @@ def _recv_with_fds(sock: socket.socket, max_fds: int = 4) -> tuple[bytes, list[i
     fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds += [int.from_bytes(payload[i:i + _FD_SIZE], sys.byteorder, signed=True)
+            fds += [int.from_bytes(payload[i:i + _FD_SIZE], byteorder, signed=True)
                     for i in range(0, len(payload) - _FD_SIZE + 1, _FD_SIZE)]
     return data, fds
 

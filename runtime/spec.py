@@ -87,9 +87,6 @@ class ExecCPUAffinity(Record):
     final: frozenset | None = None
 
 
-MAX_CPUS = 8192  # the kernel's largest NR_CPUS
-
-
 class Process(Record):
     args: list[str]
     cwd: str
@@ -327,6 +324,9 @@ def _parse_io_priority(obj: dict, path: str) -> IOPriority:
     if klass not in IOPRIO_CLASSES:
         raise InvalidSpec(f"{path}.class", f"unknown class {klass!r}")
     return IOPriority(IOPRIO_CLASSES[klass], _int_in(obj, "priority", path, 0, 7))
+
+
+MAX_CPUS = 8192  # the kernel's largest NR_CPUS
 
 
 def parse_cpu_list(text: str, path: str) -> frozenset | None:
