@@ -204,8 +204,12 @@ class Forwarder:
 
 def long_wait() -> None:
     """What follows lasts as long as the container or process does: the cycle collector back
-    on (cli.main turned it off for the command's own, short work)."""
+    on (cli.main turned it off for the command's own, short work), for what is allocated from
+    now on. Everything allocated so far is frozen first (gc.freeze): else the first
+    collection, right away, would walk every object since start-up, ~1 ms and a page fault
+    for each page of them the fork had shared, while the container's process runs."""
     import gc
+    gc.freeze()
     gc.enable()
 
 

@@ -673,19 +673,23 @@ def test_the_real_process_runs_its_command_without_the_cycle_collector(monkeypat
 
 @pytest.mark.parametrize("argv", [["run", "c1"], ["exec", "c1", "sh"]])
 def test_a_foreground_wait_has_the_cycle_collector_back(engine, monkeypatch, argv):
-    """run and exec in the foreground last as long as the process: gc is on again by then."""
+    """run and exec in the foreground last as long as the process: gc is on again by then,
+    for new objects only (what the command allocated so far is frozen, so that the first
+    collection does not walk, and copy-on-write, all of it)."""
     import gc
 
     from runtime import cli_commands
     engine.containers["c1"] = FakeContainer("c1", status="running")
     seen = []
     monkeypatch.setattr(cli_commands, "become_subreaper", lambda: None)
-    monkeypatch.setattr(cli_commands, "wait_status", lambda pid: seen.append(gc.isenabled()) or 0)
+    monkeypatch.setattr(cli_commands, "wait_status",
+                        lambda pid: seen.append((gc.isenabled(), gc.get_freeze_count() > 0)) or 0)
     monkeypatch.setattr(engine, "create", lambda *a, **k: engine.containers["c1"], raising=False)
     monkeypatch.setattr(engine.containers["c1"], "exec", lambda *a, **k: 4343, raising=False)
     gc.disable()
     try:
         run(engine, *argv)
     finally:
+        gc.unfreeze()
         gc.enable()
-    assert seen == [True]
+    assert seen == [(True, True)]
