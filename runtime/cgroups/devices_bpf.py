@@ -13,9 +13,10 @@ denies. The kernel's context: u32 access_type (type low 16 bits, access high 16)
 """
 
 import errno
-import os
+import posix
 import struct
 
+from ..sys import ffi
 from .plan import DeviceRule
 
 # uapi/linux/bpf.h
@@ -88,7 +89,7 @@ def assemble(insns) -> bytes:
     return b"".join(struct.pack("<BBhi", c, (s << 4) | d, o, imm) for c, d, s, o, imm in insns)
 
 
-# --- the bpf(2) syscall, through ctypes (imported here only: v2 device filters need it) ---------
+# --- the bpf(2) syscall, through runtime.sys.ffi ------------------------------------------------
 
 BPF_PROG_LOAD, BPF_PROG_ATTACH, BPF_PROG_DETACH = 5, 8, 9
 BPF_PROG_GET_FD_BY_ID, BPF_PROG_QUERY = 13, 16
@@ -104,28 +105,25 @@ _syscall = None
 
 def _bpf(cmd: int, attr) -> int:
     global _syscall
-    import ctypes
     if _syscall is None:
-        import platform
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
-        _syscall = (libc.syscall, SYS_BPF[platform.machine()])
+        libc = ffi.CDLL(None)
+        libc.syscall.restype = ffi.c_long
+        _syscall = (libc.syscall, SYS_BPF[posix.uname().machine])
     fn, nr = _syscall
-    ret = fn(ctypes.c_long(nr), ctypes.c_int(cmd), attr, ctypes.c_uint(ATTR_SIZE))
+    ret = fn(ffi.c_long(nr), ffi.c_int(cmd), attr, ffi.c_uint(ATTR_SIZE))
     if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"bpf cmd {cmd}: {os.strerror(err)}")
+        err = ffi.get_errno()
+        raise OSError(err, f"bpf cmd {cmd}: {posix.strerror(err)}")
     return ret
 
 
 def _prog_load(code: bytes, license: str, log) -> int:
-    import ctypes
-    insns = ctypes.create_string_buffer(code, len(code))
-    lic = ctypes.create_string_buffer(license.encode())
-    attr = ctypes.create_string_buffer(ATTR_SIZE)
+    insns = ffi.create_string_buffer(code, len(code))
+    lic = ffi.create_string_buffer(license.encode())
+    attr = ffi.create_string_buffer(ATTR_SIZE)
     struct.pack_into("<IIQQIIQII16s", attr, 0, BPF_PROG_TYPE_CGROUP_DEVICE, len(code) // 8,
-                     ctypes.addressof(insns), ctypes.addressof(lic), 1 if log else 0,
-                     len(log) if log else 0, ctypes.addressof(log) if log else 0, 0, 0,
+                     ffi.addressof(insns), ffi.addressof(lic), 1 if log else 0,
+                     len(log) if log else 0, ffi.addressof(log) if log else 0, 0, 0,
                      b"pyshim_devices")
     return _bpf(BPF_PROG_LOAD, attr)
 
@@ -133,13 +131,12 @@ def _prog_load(code: bytes, license: str, log) -> int:
 def load(code: bytes, license: str = "Apache") -> int:
     """BPF_PROG_LOAD a CGROUP_DEVICE program (no GPL-only helpers: any license string will
     do); returns its fd. A verifier refusal is retried once with a log, to explain it."""
-    import ctypes
     try:
         return _prog_load(code, license, None)
     except OSError as e:
         if e.errno not in (errno.EACCES, errno.EINVAL):
             raise
-    log = ctypes.create_string_buffer(65536)
+    log = ffi.create_string_buffer(65536)
     try:
         return _prog_load(code, license, log)
     except OSError as e:
@@ -148,27 +145,24 @@ def load(code: bytes, license: str = "Apache") -> int:
 
 
 def _attach_attr(cgroup_fd: int, prog_fd: int, flags: int):
-    import ctypes
-    attr = ctypes.create_string_buffer(ATTR_SIZE)
+    attr = ffi.create_string_buffer(ATTR_SIZE)
     struct.pack_into("<IIII", attr, 0, cgroup_fd, prog_fd, BPF_CGROUP_DEVICE, flags)
     return attr
 
 
 def query(cgroup_fd: int) -> list[int]:
     """Ids of the device programs attached directly to the cgroup."""
-    import ctypes
-    ids = (ctypes.c_uint32 * 64)()
-    attr = ctypes.create_string_buffer(ATTR_SIZE)
+    ids = (ffi.c_uint32 * 64)()
+    attr = ffi.create_string_buffer(ATTR_SIZE)
     struct.pack_into("<IIIIQI", attr, 0, cgroup_fd, BPF_CGROUP_DEVICE, 0, 0,
-                     ctypes.addressof(ids), len(ids))
+                     ffi.addressof(ids), len(ids))
     _bpf(BPF_PROG_QUERY, attr)
     count = struct.unpack_from("<I", attr, 24)[0]
     return list(ids[:min(count, len(ids))])
 
 
 def _prog_fd(prog_id: int) -> int:
-    import ctypes
-    attr = ctypes.create_string_buffer(ATTR_SIZE)
+    attr = ffi.create_string_buffer(ATTR_SIZE)
     struct.pack_into("<I", attr, 0, prog_id)
     return _bpf(BPF_PROG_GET_FD_BY_ID, attr)
 
@@ -179,7 +173,7 @@ def install(cgroup_dir: str, rules) -> None:
     BPF_F_ALLOW_MULTI every attached program must allow, so a stale one would keep denying).
     The attachment keeps the program alive after our fds close."""
     prog = load(assemble(compile_rules(rules)))
-    dfd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dfd = posix.open(cgroup_dir, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
     try:
         old = query(dfd)
         _bpf(BPF_PROG_ATTACH, _attach_attr(dfd, prog, BPF_F_ALLOW_MULTI))
@@ -188,7 +182,7 @@ def install(cgroup_dir: str, rules) -> None:
             try:
                 _bpf(BPF_PROG_DETACH, _attach_attr(dfd, fd, 0))
             finally:
-                os.close(fd)
+                posix.close(fd)
     finally:
-        os.close(dfd)
-        os.close(prog)
+        posix.close(dfd)
+        posix.close(prog)

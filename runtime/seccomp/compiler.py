@@ -1,4 +1,5 @@
-"""Profile -> classic BPF bytes, by driving libseccomp (libseccomp.so.2) through ctypes.
+"""Profile -> classic BPF bytes, by driving libseccomp (libseccomp.so.2) through ctypes'
+core (runtime.sys.ffi).
 
 Invariant: compile() is deterministic for a given profile, libseccomp and host arch, never
 touches the calling process's own seccomp state (it exports the program, it never loads it),
@@ -6,10 +7,11 @@ and the result is what runc would load: libseccomp's filter with runc's -ENOSYS 
 libseccomp is loaded on the first compile(), so importing this module costs nothing.
 """
 
-import ctypes
-import os
+import posix
 
+from .. import ospath
 from ..errors import EngineError, InvalidSpec
+from ..sys import ffi
 from . import bpf
 from .profile import ARCHES, ENOSYS, FIELD, OPS, Profile, action_value, plan
 
@@ -21,13 +23,13 @@ _OPTIMIZE_ABOVE = 32   # runc: libseccomp <= 2.5.4 misbehaves with the tree and 
 _ALLOW_LIKE = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE")
 
 
-class _ArgCmp(ctypes.Structure):  # struct scmp_arg_cmp
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
-                ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+class _ArgCmp(ffi.Structure):  # struct scmp_arg_cmp
+    _fields_ = [("arg", ffi.c_uint), ("op", ffi.c_int),
+                ("datum_a", ffi.c_uint64), ("datum_b", ffi.c_uint64)]
 
 
-class _Version(ctypes.Structure):  # struct scmp_version
-    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+class _Version(ffi.Structure):  # struct scmp_version
+    _fields_ = [("major", ffi.c_uint), ("minor", ffi.c_uint), ("micro", ffi.c_uint)]
 
 
 _lib = None
@@ -38,18 +40,18 @@ def _load():
     if _lib is not None:
         return _lib
     try:
-        lib = ctypes.CDLL("libseccomp.so.2")
+        lib = ffi.CDLL("libseccomp.so.2")
     except OSError as e:
         raise EngineError(f"seccomp needs libseccomp.so.2 (Debian: libseccomp2): {e}") from e
-    c, u32, ptr = ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p
+    c, u32, ptr = ffi.c_int, ffi.c_uint32, ffi.c_void_p
     for name, res, args in (
             ("seccomp_init", ptr, [u32]), ("seccomp_release", None, [ptr]),
-            ("seccomp_version", ctypes.POINTER(_Version), []),
-            ("seccomp_arch_native", u32, []), ("seccomp_arch_resolve_name", u32, [ctypes.c_char_p]),
+            ("seccomp_version", ffi.POINTER(_Version), []),
+            ("seccomp_arch_native", u32, []), ("seccomp_arch_resolve_name", u32, [ffi.c_char_p]),
             ("seccomp_arch_exist", c, [ptr, u32]), ("seccomp_arch_add", c, [ptr, u32]),
             ("seccomp_attr_set", c, [ptr, c, u32]),
-            ("seccomp_syscall_resolve_name_arch", c, [u32, ctypes.c_char_p]),
-            ("seccomp_rule_add_array", c, [ptr, u32, c, ctypes.c_uint, ctypes.POINTER(_ArgCmp)]),
+            ("seccomp_syscall_resolve_name_arch", c, [u32, ffi.c_char_p]),
+            ("seccomp_rule_add_array", c, [ptr, u32, c, ffi.c_uint, ffi.POINTER(_ArgCmp)]),
             ("seccomp_export_bpf", c, [ptr, c])):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
@@ -113,19 +115,19 @@ def _add_rules(lib, ctx, profile: Profile) -> None:
                                         len(rule.conditions), conds)
         if rc < 0:
             raise InvalidSpec(f"{FIELD}.syscalls[{rule.entry}]",
-                              f"libseccomp refused the rule for {rule.name}: {os.strerror(-rc)}")
+                              f"libseccomp refused the rule for {rule.name}: {posix.strerror(-rc)}")
 
 
 def _export(lib, ctx) -> bytes:
-    fd = os.memfd_create("seccomp-bpf", os.MFD_CLOEXEC)  # no pipe: no size limit, no deadlock
+    fd = posix.memfd_create("seccomp-bpf", posix.MFD_CLOEXEC)  # no pipe: no size limit, no deadlock
     try:
         rc = lib.seccomp_export_bpf(ctx, fd)
         if rc < 0:
-            raise EngineError(f"seccomp_export_bpf: {os.strerror(-rc)}")
-        size = os.lseek(fd, 0, os.SEEK_CUR)
-        return os.pread(fd, size, 0)
+            raise EngineError(f"seccomp_export_bpf: {posix.strerror(-rc)}")
+        size = posix.lseek(fd, 0, ospath.SEEK_CUR)
+        return posix.pread(fd, size, 0)
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _needs_stub(profile: Profile) -> bool:
@@ -161,7 +163,7 @@ def compile(profile: Profile) -> bytes:
             if lib.seccomp_arch_exist(ctx, token) != 0:
                 rc = lib.seccomp_arch_add(ctx, token)
                 if rc < 0:
-                    raise EngineError(f"seccomp_arch_add({token:#x}): {os.strerror(-rc)}")
+                    raise EngineError(f"seccomp_arch_add({token:#x}): {posix.strerror(-rc)}")
         if sum(len(c.names) for c in profile.syscalls) > _OPTIMIZE_ABOVE:
             lib.seccomp_attr_set(ctx, _ATTR_OPTIMIZE, _OPTIMIZE_TREE)  # optional speed-up
         _add_rules(lib, ctx, profile)

@@ -5,11 +5,11 @@ kernel call goes through ctypes' libc.syscall/prctl, and a failure is raised, ne
 after install() returns, the filter IS in force for this thread (all threads with TSYNC).
 """
 
-import ctypes
-import os
+import posix
 
 from .. import fastjson as json
 from ..errors import ContainerSetupError
+from ..sys import ffi
 from . import bpf
 from .profile import Profile
 
@@ -33,21 +33,22 @@ _NR_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277, "loongarch64": 277
                "armv7l": 383, "armv8l": 383}
 
 
-class _SockFprog(ctypes.Structure):  # struct sock_fprog
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+class _SockFprog(ffi.Structure):  # struct sock_fprog
+    _fields_ = [("len", ffi.c_ushort), ("filter", ffi.c_void_p)]
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+_libc = ffi.CDLL(None)
+_libc.syscall.restype = ffi.c_long
 
 
 def _seccomp(op: int, flags: int, arg) -> int:
     """seccomp(2); returns the result or -errno."""
-    nr = _NR_SECCOMP.get(os.uname().machine)
+    machine = posix.uname().machine
+    nr = _NR_SECCOMP.get(machine)
     if nr is None:
-        raise ContainerSetupError("seccomp", f"seccomp(2) number unknown on {os.uname().machine}")
-    rc = _libc.syscall(ctypes.c_long(nr), ctypes.c_ulong(op), ctypes.c_ulong(flags), arg)
-    return -ctypes.get_errno() if rc < 0 else rc
+        raise ContainerSetupError("seccomp", f"seccomp(2) number unknown on {machine}")
+    rc = _libc.syscall(ffi.c_long(nr), ffi.c_ulong(op), ffi.c_ulong(flags), arg)
+    return -ffi.get_errno() if rc < 0 else rc
 
 
 def flag_supported(flag: int) -> bool:
@@ -55,7 +56,7 @@ def flag_supported(flag: int) -> bool:
     with EFAULT after the flag check and before installing anything (libseccomp's own probe)."""
     if flag & FLAG_WAIT_KILLABLE_RECV:
         flag |= FLAG_NEW_LISTENER  # the kernel refuses it alone, supported or not
-    return _seccomp(SECCOMP_SET_MODE_FILTER, flag, ctypes.c_void_p(0)) == -14  # EFAULT
+    return _seccomp(SECCOMP_SET_MODE_FILTER, flag, ffi.c_void_p(0)) == -14  # EFAULT
 
 
 def filter_flags(profile: Profile) -> int:
@@ -82,7 +83,7 @@ def set_no_new_privs() -> None:
     """prctl(PR_SET_NO_NEW_PRIVS, 1): what lets an unprivileged process install a filter."""
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise ContainerSetupError("seccomp", f"prctl(PR_SET_NO_NEW_PRIVS): "
-                                             f"{os.strerror(ctypes.get_errno())}")
+                                             f"{posix.strerror(ffi.get_errno())}")
 
 
 def install(program: bytes, flags: int = 0) -> int | None:
@@ -93,13 +94,13 @@ def install(program: bytes, flags: int = 0) -> int | None:
     count, rest = divmod(len(program), 8)
     if rest or not 0 < count <= bpf.MAX_INSNS:
         raise ContainerSetupError("seccomp", f"invalid BPF program of {len(program)} bytes")
-    buf = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(count, ctypes.addressof(buf))
-    rc = _seccomp(SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
+    buf = ffi.create_string_buffer(program, len(program))
+    fprog = _SockFprog(count, ffi.addressof(buf))
+    rc = _seccomp(SECCOMP_SET_MODE_FILTER, flags, ffi.byref(fprog))
     if rc < 0:
         hint = " (needs no_new_privs or CAP_SYS_ADMIN)" if rc == -13 else ""
         raise ContainerSetupError("seccomp", f"seccomp(SET_MODE_FILTER, {flags:#x}): "
-                                             f"{os.strerror(-rc)}{hint}")
+                                             f"{posix.strerror(-rc)}{hint}")
     if flags & FLAG_NEW_LISTENER:
         return rc
     if rc:  # TSYNC without ESRCH: rc is the thread that could not be synchronized

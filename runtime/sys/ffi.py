@@ -8,16 +8,17 @@ _ctypes.CFuncPtr with ctypes.CDLL's flags), so the semantics are ctypes': argtyp
 conversions, byref, Structure layouts, errno captured per call (use_errno) and read with
 get_errno().
 
-Invariant: only what runtime.sys.linux needs; code that wants more of ctypes (libseccomp's
-binding, the eBPF device filter) imports ctypes itself, off the CLI's common path.
+Invariant: only what the engine needs (runtime.sys.linux, libseccomp's binding and the seccomp
+filter's installation in runtime.seccomp, the eBPF device filter in runtime.cgroups.devices_bpf):
+no module of the engine imports ctypes, whose package also imports os (runtime.ospath).
 """
 
-from _ctypes import (FUNCFLAG_CDECL, FUNCFLAG_USE_ERRNO, RTLD_GLOBAL, CFuncPtr, Structure,
-                     _SimpleCData, byref, dlopen, get_errno, sizeof)
+from _ctypes import (FUNCFLAG_CDECL, FUNCFLAG_USE_ERRNO, POINTER, RTLD_GLOBAL, CFuncPtr,
+                     Structure, _SimpleCData, addressof, byref, dlopen, get_errno, sizeof)
 
-__all__ = ["CDLL", "Structure", "byref", "c_char", "c_char_p", "c_int", "c_long", "c_size_t",
-           "c_uint", "c_uint32", "c_ulong", "c_void_p", "create_string_buffer", "get_errno",
-           "sizeof"]
+__all__ = ["CDLL", "POINTER", "Structure", "addressof", "byref", "c_char", "c_char_p", "c_int",
+           "c_long", "c_size_t", "c_uint", "c_uint32", "c_uint64", "c_ulong", "c_ushort",
+           "c_void_p", "create_string_buffer", "get_errno", "sizeof"]
 
 
 class c_int(_SimpleCData):  # noqa: N801 - ctypes' names
@@ -29,6 +30,14 @@ class c_uint(_SimpleCData):  # noqa: N801
 
 
 c_uint32 = c_uint  # "I" is 32 bits on every Linux ABI CPython supports
+
+
+class c_ushort(_SimpleCData):  # noqa: N801
+    _type_ = "H"
+
+
+class c_uint64(_SimpleCData):  # noqa: N801
+    _type_ = "Q"
 
 
 class c_long(_SimpleCData):  # noqa: N801
@@ -77,6 +86,11 @@ class CDLL:
         return func
 
 
-def create_string_buffer(size: int):
-    """A zeroed char array of `size` bytes (ctypes.create_string_buffer(size))."""
-    return (c_char * size)()
+def create_string_buffer(init: bytes | int, size: int | None = None):
+    """ctypes.create_string_buffer: a zeroed char array of `init` bytes, or one holding the
+    bytes `init` (of `size` bytes; by default one more, for a NUL)."""
+    if isinstance(init, int):
+        return (c_char * init)()
+    buf = (c_char * (len(init) + 1 if size is None else size))()
+    buf.value = init
+    return buf
