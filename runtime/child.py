@@ -16,7 +16,7 @@ Invariants:
 """
 
 import fcntl
-import os
+import posix
 import select
 import time
 from sys import byteorder  # not `import sys`: `sys` names the syscall layer (keep_apart)
@@ -112,13 +112,13 @@ def decode_error(msg: dict) -> EngineError:
 # --- in the child ----------------------------------------------------------------------------
 def fork_child(body) -> int:
     """fork(); the child runs body() -> exit code and never returns. Returns the child's pid."""
-    pid = os.fork()
+    pid = posix.fork()
     if pid == 0:
         code = 1
         try:
             code = body()
         finally:
-            os._exit(code)
+            posix._exit(code)
     return pid
 
 
@@ -141,16 +141,16 @@ def reset_caller_signals() -> None:
 def dup_stdio(stdio: Stdio3) -> None:
     """Make the fds (None: /dev/null) our 0, 1, 2, inheritable across exec."""
     try:
-        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if None in stdio else None
+        null = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC) if None in stdio else None
         # Copy every source above 2 first, so a source that is itself 0-2 is not clobbered.
         tmp = [fcntl.fcntl(null if fd is None else fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in stdio]
     except OSError as e:
         raise ContainerSetupError("stdio", f"stdio {stdio}: {e.strerror}") from None
     for target, fd in enumerate(tmp):
-        os.dup2(fd, target)  # inheritable: these survive the exec
-        os.close(fd)
+        posix.dup2(fd, target)  # inheritable: these survive the exec
+        posix.close(fd)
     if null is not None:
-        os.close(null)
+        posix.close(null)
 
 
 def reopen_devnull(stdio: Stdio3) -> None:
@@ -159,13 +159,13 @@ def reopen_devnull(stdio: Stdio3) -> None:
     if None not in stdio:
         return
     try:
-        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        null = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC)
     except OSError:
         return  # no /dev/null in the container: keep the host's
     for target, fd in enumerate(stdio):
         if fd is None:
-            os.dup2(null, target)
-    os.close(null)
+            posix.dup2(null, target)
+    posix.close(null)
 
 
 # --- in the caller ---------------------------------------------------------------------------
@@ -204,7 +204,7 @@ def all_cpus() -> range:
             with open("/sys/devices/system/cpu/possible") as f:
                 last = max(int(part.rpartition("-")[2]) for part in f.read().split(","))
         except (OSError, ValueError):
-            last = (os.cpu_count() or 1) - 1
+            last = (posix.cpu_count() or 1) - 1
         _all_cpus = range(last + 1)
     return _all_cpus
 
@@ -214,7 +214,7 @@ def set_affinity(pid: int, cpus=None) -> None:
     (the kernel narrows the mask to the cpuset, and keeps it as the task's own request, so a
     later cpuset change applies in full). As runc since 1.2: a container's processes do not
     inherit the affinity of whoever started the runtime."""
-    os.sched_setaffinity(pid, all_cpus() if cpus is None else cpus)
+    posix.sched_setaffinity(pid, all_cpus() if cpus is None else cpus)
 
 
 def keep_apart(pid: int, sys) -> None:
@@ -230,15 +230,15 @@ def keep_apart(pid: int, sys) -> None:
     The restored mask is also the child's own request now (which a cpuset change would
     narrow to): launch resets it with set_affinity once the init is in its cgroup."""
     try:
-        allowed = os.sched_getaffinity(0)  # ours, so the child's: it inherited it
+        allowed = posix.sched_getaffinity(0)  # ours, so the child's: it inherited it
         cpu = sys.current_cpu()
         if len(allowed) < 2 or cpu not in allowed:
             return
-        os.sched_setaffinity(pid, allowed - {cpu})
+        posix.sched_setaffinity(pid, allowed - {cpu})
     except OSError:
         return
     try:
-        os.sched_setaffinity(pid, allowed)
+        posix.sched_setaffinity(pid, allowed)
     except ProcessLookupError:
         pass  # gone already: its own report says why
     except OSError as e:
@@ -258,7 +258,7 @@ class Children:
 
     def reap_mid(self) -> None:
         if self.mid is not None:
-            os.waitpid(self.mid, 0)
+            posix.waitpid(self.mid, 0)
             self.mid = None
 
     def got_pid(self, pid: int, is_mid: bool = False) -> int | None:
@@ -266,7 +266,7 @@ class Children:
         intermediate unless it is that process. Returns its start time."""
         self.pid = pid
         try:
-            self.pidfd = os.pidfd_open(pid)
+            self.pidfd = posix.pidfd_open(pid)
         except OSError:
             pass
         start = self.start = proc.start_time(pid)
@@ -315,11 +315,11 @@ class Children:
         if self.pidfd is not None:
             _quiet(signal.pidfd_send_signal, self.pidfd, signal.SIGKILL)
         if self.mid is not None:
-            _quiet(os.kill, self.mid, signal.SIGKILL)
+            _quiet(posix.kill, self.mid, signal.SIGKILL)
             self.reap_mid()
         if self.pid is not None:
             try:
-                os.waitpid(self.pid, 0)  # ours: the caller is a subreaper and never saw it
+                posix.waitpid(self.pid, 0)  # ours: the caller is a subreaper and never saw it
             except ChildProcessError:
                 if self.pidfd is not None:  # not our child: at least wait until it is gone
                     proc.wait_exit(self.pidfd, 2.0)
@@ -327,14 +327,14 @@ class Children:
     def close(self) -> None:
         """Close what was not taken: the pidfd, and a terminal's master after a failure."""
         if self.pidfd is not None:
-            os.close(self.pidfd)
+            posix.close(self.pidfd)
             self.pidfd = None
         _close_all([self.take_console()] if self.console is not None else [])
 
 
 def _close_all(fds) -> None:
     for fd in fds:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _quiet(fn, *args) -> None:

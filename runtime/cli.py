@@ -10,11 +10,12 @@ Invariants:
 - A command the engine cannot do yet fails with "<what>: not supported by this engine yet",
   never with a traceback; engine errors (runtime.errors) already name the field or path.
 - Start-up is latency for every caller (containerd's runc shim runs the binary three times per
-  container): this module imports only os and sys; the engine, json and signal are imported by
-  the commands that need them (runtime.cli_commands, runtime.cli_docs).
+  container): this module imports only posix and sys (not even os: runtime.ospath); the engine,
+  json and signal are imported by the commands that need them (runtime.cli_commands,
+  runtime.cli_docs).
 """
 
-import os
+import posix
 import sys
 
 PROG = "pyshim-runc"
@@ -282,14 +283,15 @@ class Log:
             sys.stderr.flush()
             return False
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            fd = posix.open(self.path, posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND
+                            | posix.O_CLOEXEC, 0o644)
         except OSError as e:
             sys.stderr.write(f"{PROG}: cannot open log file {self.path}: {e.strerror}\n")
             return False
         try:
-            os.write(fd, text.encode(errors="replace"))
+            posix.write(fd, text.encode(errors="replace"))
         finally:
-            os.close(fd)
+            posix.close(fd)
         return True
 
     def write(self, level: str, msg: str) -> None:
@@ -390,10 +392,11 @@ def error_text(e: BaseException) -> str | None:
 def listen_fds() -> int:
     """systemd socket activation, as runc's create and run take it (go-systemd's
     activation.Files): LISTEN_FDS fds from 3 on, when LISTEN_PID is this process."""
+    from . import ospath
     try:
-        if int(os.environ.get("LISTEN_PID", "")) != os.getpid():
+        if int(ospath.getenv("LISTEN_PID", "")) != posix.getpid():
             return 0
-        return max(int(os.environ.get("LISTEN_FDS", "")), 0)
+        return max(int(ospath.getenv("LISTEN_FDS", "")), 0)
     except ValueError:
         return 0
 
@@ -425,7 +428,7 @@ def exit_now(rc: int) -> None:
             f.flush()
         except (OSError, ValueError):
             rc = rc or 1
-    os._exit(rc)
+    posix._exit(rc)
 
 
 def _main(argv: list[str] | None, engine_factory) -> int:

@@ -17,9 +17,10 @@ Invariants:
   AttributeError around a call.
 """
 
-import os
+import posix
 import sys
 
+from . import ospath
 from .cli import PROG, CliError, UsageError, error_text, unsupported
 from .errors import ContainerNotFound, EngineError, ProcessFinished
 
@@ -60,7 +61,7 @@ def _stdio(o, listen: int = 0):
 
     def live(fd):
         try:
-            os.fstat(fd)
+            posix.fstat(fd)
             return fd
         except OSError:
             return None
@@ -97,23 +98,23 @@ def _hand_over_console(stdio, console_socket: str | None, destroy) -> int | None
         destroy()
         raise
     finally:
-        os.close(master)
+        posix.close(master)
     return None
 
 
 def write_pid_file(path: str, pid: int) -> None:
     """runc's createPidFile: the pid, no newline, written to a dot-file beside and renamed."""
-    path = os.path.abspath(path)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    path = ospath.abspath(path)
+    tmp = ospath.join(ospath.dirname(path), f".{ospath.basename(path)}.{posix.getpid()}")
+    fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o666)
     try:
-        os.write(fd, str(pid).encode())
+        posix.write(fd, str(pid).encode())
     finally:
-        os.close(fd)
+        posix.close(fd)
     try:
-        os.rename(tmp, path)
+        posix.rename(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        posix.unlink(tmp)
         raise
 
 
@@ -142,7 +143,7 @@ def container_state(c, owner: str = "") -> dict:
 def _owner(ctx, cid: str) -> str:
     import pwd
     try:
-        uid = os.stat(os.path.join(ctx.root, cid)).st_uid
+        uid = posix.stat(ospath.join(ctx.root, cid)).st_uid
     except OSError:
         return ""
     try:
@@ -217,11 +218,11 @@ def wait_status(pid: int) -> int:
     """Wait for our child `pid`, reaping other orphans on the way; its exit code or 128+sig."""
     while True:
         try:
-            wpid, status = os.waitpid(-1, 0)
+            wpid, status = posix.waitpid(-1, 0)
         except ChildProcessError:
             return _wait_not_child(pid)
         if wpid == pid:
-            code = os.waitstatus_to_exitcode(status)
+            code = posix.waitstatus_to_exitcode(status)
             return 128 - code if code < 0 else code
 
 
@@ -229,20 +230,20 @@ def _wait_not_child(pid: int) -> int:
     # Not re-parented to us (no subreaper?): all we can do is wait until it is gone.
     import select
     try:
-        fd = os.pidfd_open(pid)
+        fd = posix.pidfd_open(pid)
     except OSError:
         return 0
     try:
         select.select([fd], [], [])
     finally:
-        os.close(fd)
+        posix.close(fd)
     return 0
 
 
 # --- lifecycle -------------------------------------------------------------------------------
 def create(ctx, o, args) -> int:
     from . import cli_tty
-    bundle = o.bundle or os.getcwd()
+    bundle = o.bundle or posix.getcwd()
     cli_tty.check(cli_tty.bundle_wants_terminal(bundle), o.console_socket, detach=True)
     listen, env = _activation(ctx)
     stdio = _stdio(o, listen)
@@ -336,7 +337,7 @@ def delete(ctx, o, args) -> int:
         if o.force:
             # runc: an aborted create can leave a state dir without a state file
             import shutil
-            shutil.rmtree(os.path.join(ctx.root, cid), ignore_errors=True)
+            shutil.rmtree(ospath.join(ctx.root, cid), ignore_errors=True)
             return 0
         raise
     c.delete(force=bool(o.force))
@@ -345,7 +346,7 @@ def delete(ctx, o, args) -> int:
 
 def run_(ctx, o, args) -> int:
     from . import cli_tty
-    bundle = o.bundle or os.getcwd()
+    bundle = o.bundle or posix.getcwd()
     cli_tty.check(cli_tty.bundle_wants_terminal(bundle), o.console_socket, bool(o.detach))
     fwd = None
     if not o.detach:
@@ -362,7 +363,7 @@ def run_(ctx, o, args) -> int:
         c.start()
     except BaseException:
         if master is not None:
-            os.close(master)
+            posix.close(master)
         _destroy(c)
         raise
     if o.detach:
@@ -373,7 +374,7 @@ def run_(ctx, o, args) -> int:
         try:
             cli_tty.relay(master, c.pid)
         finally:
-            os.close(master)
+            posix.close(master)
     status = wait_status(c.pid)
     if not o.keep:
         c.delete(force=True)
@@ -383,7 +384,7 @@ def run_(ctx, o, args) -> int:
 def _destroy(c) -> None:
     c.delete(force=True)
     try:
-        os.waitpid(c.pid, os.WNOHANG)  # ours if we are its subreaper; harmless otherwise
+        posix.waitpid(c.pid, posix.WNOHANG)  # ours if we are its subreaper; harmless otherwise
     except ChildProcessError:
         pass
 
@@ -439,13 +440,13 @@ def _exec(ctx, o, args) -> int:
         try:
             cli_tty.relay(master, pid)
         finally:
-            os.close(master)
+            posix.close(master)
     return wait_status(pid)
 
 
 def _quiet_kill(pid: int, sig: int) -> None:
     try:
-        os.kill(pid, sig)  # our child until we reap it: the pid cannot be recycled
+        posix.kill(pid, sig)  # our child until we reap it: the pid cannot be recycled
     except ProcessLookupError:
         pass
 
@@ -660,10 +661,10 @@ def features(ctx, o, args) -> int:
 
 def spec(ctx, o, args) -> int:
     from .cli_docs import default_spec
-    path = os.path.join(o.bundle or "", "config.json")
-    if o.bundle and not os.path.isdir(o.bundle):
+    path = ospath.join(o.bundle or "", "config.json")
+    if o.bundle and not ospath.isdir(o.bundle):
         raise CliError(f"stat {o.bundle}: no such file or directory")
-    if os.path.lexists(path):
+    if ospath.lexists(path):
         raise CliError("File config.json exists. Remove it first")
     data = go_json(default_spec(rootless=bool(o.rootless)), indent="\t")
     with open(path, "w") as f:

@@ -10,8 +10,10 @@ Invariants:
   applied is not a feature.
 """
 
-import os
+import posix
 import sys
+
+from . import ospath
 
 OCI_VERSION_MIN = "1.0.0"
 OCI_VERSION_MAX = "1.1.0"
@@ -76,13 +78,13 @@ def _to_rootless(spec: dict) -> None:
     namespaces.append({"type": "user"})
     rest = {k: v for k, v in linux.items() if k not in ("resources", "namespaces")}
     linux.clear()
-    linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
-    linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
+    linux["uidMappings"] = [{"containerID": 0, "hostID": posix.geteuid(), "size": 1}]
+    linux["gidMappings"] = [{"containerID": 0, "hostID": posix.getegid(), "size": 1}]
     linux["namespaces"] = namespaces
     linux.update(rest)
     mounts = []
     for m in spec["mounts"]:
-        if os.path.normpath(m["destination"]) == "/sys":
+        if ospath.normpath(m["destination"]) == "/sys":
             mounts.append({"destination": "/sys", "type": "none", "source": "/sys",
                            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
             continue

@@ -12,11 +12,12 @@ Invariants:
 """
 
 import errno
-import os
+import posix
 import select
 
 import _signal as signal  # not signal: its enum wrappers cost ~4 ms of start-up
 
+from . import ospath
 from .cli import CliError
 
 DETACH_NEEDS_SOCKET = "cannot allocate tty if runc will detach without setting console socket"
@@ -34,7 +35,7 @@ def bundle_wants_terminal(bundle: str) -> bool:
     """process.terminal of config.json; False if it cannot be read (create reports that)."""
     from . import fastjson as json
     try:
-        with open(os.path.join(bundle, "config.json"), "rb") as f:
+        with open(ospath.join(bundle, "config.json"), "rb") as f:
             process = json.load(f).get("process") or {}
         return process.get("terminal") is True
     except (OSError, ValueError, AttributeError):
@@ -69,12 +70,12 @@ def relay(master: int, pid: int) -> None:
     import termios
     import tty
     saved = None
-    if os.isatty(0):
+    if posix.isatty(0):
         saved = termios.tcgetattr(0)
         tty.setraw(0)
         _copy_winsize(0, master)
         signal.signal(signal.SIGWINCH, lambda sig, frame: _copy_winsize(0, master))
-    pidfd = os.pidfd_open(pid)
+    pidfd = posix.pidfd_open(pid)
     inputs = [master, pidfd] + ([0] if _open(0) else [])
     try:
         while True:
@@ -88,12 +89,12 @@ def relay(master: int, pid: int) -> None:
                 else:
                     inputs.remove(0)  # our stdin ended; the process keeps its terminal
             if pidfd in ready:
-                os.set_blocking(master, False)
+                posix.set_blocking(master, False)
                 while master in inputs and _pump(master, 1):
                     pass
                 return
     finally:
-        os.close(pidfd)
+        posix.close(pidfd)
         if saved is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
             signal.signal(signal.SIGWINCH, signal.SIG_DFL)
@@ -101,7 +102,7 @@ def relay(master: int, pid: int) -> None:
 
 def _open(fd: int) -> bool:
     try:
-        os.fstat(fd)
+        posix.fstat(fd)
         return True
     except OSError:
         return False
@@ -109,7 +110,7 @@ def _open(fd: int) -> bool:
 
 def _read(fd: int) -> bytes:
     try:
-        return os.read(fd, 65536)
+        return posix.read(fd, 65536)
     except BlockingIOError:
         return b""
     except OSError as e:
@@ -130,6 +131,6 @@ def _pump(src: int, dst: int) -> bool:
 def _write_all(fd: int, data: bytes) -> None:
     while data:
         try:
-            data = data[os.write(fd, data):]
+            data = data[posix.write(fd, data):]
         except BrokenPipeError:
             return

@@ -19,11 +19,12 @@ Invariants:
   are logged warnings. poststop also runs after a failed create, like runc's destroy.
 """
 
-import os
+import posix
 import time
 
 from _signal import SIGKILL, pidfd_send_signal  # signal's enum wrappers cost ~4 ms of start-up
 
+from . import ospath
 from . import proc, state
 from .errors import (ContainerExists, ContainerNotFound, ContainerSetupError, EngineError,
                      InvalidSpec, InvalidState, ProcessFinished)
@@ -110,7 +111,7 @@ class Engine:
     def _dir(self, container_id: str) -> str:
         if not _valid_id(container_id):
             raise InvalidSpec("id", f"invalid container id {container_id!r}")
-        return os.path.join(self.root, container_id)
+        return ospath.join(self.root, container_id)
 
     def create(self, container_id: str, bundle: str, stdio: Stdio | None = None, *,
                new_keyring: bool = True, no_pivot: bool = False,
@@ -121,17 +122,17 @@ class Engine:
         onto / and chroot instead of pivot_root (runc's --no-pivot, for a ramdisk rootfs).
         extra_env: appended to the process's env (runc's LISTEN_FDS for socket activation)."""
         state_dir = self._dir(container_id)
-        if os.path.lexists(state_dir):  # checked again, race-free, by mkdir below
+        if ospath.lexists(state_dir):  # checked again, race-free, by mkdir below
             raise ContainerExists(container_id)
-        bundle = os.path.abspath(bundle)
+        bundle = ospath.abspath(bundle)
         from . import ctrcgroup, launch  # launch imports all the init runs (before the fork)
         # all that can fail before anything exists
         cfg = _plan(container_id, bundle, state_dir, no_pivot)
         if extra_env:
             cfg.spec.process.env = [*cfg.spec.process.env, *extra_env]
-        os.makedirs(self.root, 0o711, exist_ok=True)
+        ospath.makedirs(self.root, 0o711, exist_ok=True)
         try:
-            os.mkdir(state_dir, 0o711)
+            posix.mkdir(state_dir, 0o711)
         except FileExistsError:
             raise ContainerExists(container_id) from None
         cgroup = None
@@ -139,9 +140,9 @@ class Engine:
             if any(m.idmapped() for m in cfg.spec.mounts):  # made here, moved in by the init
                 from . import idmap
                 cfg.mount_fds = idmap.prepare(cfg.spec, bundle, self._sys)
-            fifo = os.path.join(state_dir, state.FIFO)
-            os.mkfifo(fifo)
-            os.chmod(fifo, 0o622)  # not via umask: the caller's umask is not ours to change
+            fifo = ospath.join(state_dir, state.FIFO)
+            posix.mkfifo(fifo)
+            posix.chmod(fifo, 0o622)  # not via umask: the caller's umask is not ours to change
             stdio = stdio or Stdio()  # without one, a terminal's master is closed (a hangup)
             cfg.preserve_fds = stdio.preserve_fds
             cfg.keyring = _init_keyring_name(container_id) if new_keyring else None
@@ -169,7 +170,7 @@ class Engine:
             state.write(state_dir, c._data)
         except BaseException:
             if master is not None:
-                os.close(master)
+                posix.close(master)
             c._kill_and_wait()
             _reap(pid)  # the caller never saw this init
             ctrcgroup.destroy_quietly(cgroup)
@@ -196,21 +197,21 @@ class Engine:
 
     def list(self) -> list[str]:
         try:
-            names = os.listdir(self.root)
+            names = posix.listdir(self.root)
         except FileNotFoundError:
             return []
         return sorted(n for n in names
-                      if os.path.exists(os.path.join(self.root, n, state.STATE_FILE)))
+                      if ospath.exists(ospath.join(self.root, n, state.STATE_FILE)))
 
 
 def _plan(container_id: str, bundle: str, state_dir: str, no_pivot: bool = False) -> "InitConfig":
     from . import ctrcgroup, mounts
     from . import spec as spec_mod
     from .init import InitConfig
-    spec = spec_mod.load(os.path.join(bundle, "config.json"))
+    spec = spec_mod.load(ospath.join(bundle, "config.json"))
     spec_mod.check_supported(spec)
     rootfs = spec_mod.root_path(spec, bundle)
-    if not os.path.isdir(rootfs):
+    if not ospath.isdir(rootfs):
         raise ContainerSetupError("rootfs", f"rootfs {rootfs} is not a directory", rootfs)
     cgroup = ctrcgroup.for_spec(spec, container_id)
     if spec.namespace("mount") is None and (spec.mounts or spec.linux.devices):
@@ -289,7 +290,7 @@ def utc_now() -> str:
 
 def _reap(pid: int) -> None:
     try:
-        os.waitpid(pid, 0)
+        posix.waitpid(pid, 0)
     except ChildProcessError:
         pass
 
@@ -379,14 +380,14 @@ class Container:
 
     @property
     def _fifo(self) -> str:
-        return os.path.join(self._dir, state.FIFO)
+        return ospath.join(self._dir, state.FIFO)
 
     def status(self) -> str:
         if not proc.is_alive(self.pid, self.start_time):
             return "stopped"
         if self._frozen():
             return "paused"
-        return "created" if os.path.exists(self._fifo) else "running"
+        return "created" if ospath.exists(self._fifo) else "running"
 
     def _frozen(self) -> bool:
         if self._cgroup_manager is _UNSET:  # no Manager made yet: status needs none
@@ -412,16 +413,16 @@ class Container:
         if status != "created":
             raise InvalidState(f"cannot start a container that is {status}", self.id, status)
         # Non-blocking open + poll: a blocking open would hang forever if the init died.
-        fd = os.open(self._fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = posix.open(self._fifo, posix.O_RDONLY | posix.O_NONBLOCK | posix.O_CLOEXEC)
         try:
             answer = self._read_start_answer(fd)
         finally:
-            os.close(fd)
+            posix.close(fd)
         if answer[:1] == b"1":
             raise ContainerSetupError("startContainer hook", answer[1:].decode(errors="replace"))
         if answer != b"0":
             raise InvalidState("container init exited before it could start", self.id, "stopped")
-        os.unlink(self._fifo)
+        posix.unlink(self._fifo)
         if self._hooks("poststart"):
             from . import hooks
             hooks.warn("poststart", self._hooks("poststart"),
@@ -439,10 +440,10 @@ class Container:
         deadline = time.monotonic() + allowed
         while time.monotonic() < deadline:
             if p.poll(100):
-                return os.read(fd, 4096)
+                return posix.read(fd, 4096)
             if not proc.is_alive(self.pid, self.start_time):
                 try:  # it may have answered just before it died (a failing hook does that)
-                    return os.read(fd, 4096)
+                    return posix.read(fd, 4096)
                 except BlockingIOError:
                     return b""
         raise EngineError(f"container {self.id!r}: init did not take the start within "
@@ -489,7 +490,7 @@ class Container:
         except ProcessLookupError:
             raise ProcessFinished(self.id) from None
         finally:
-            os.close(fd)
+            posix.close(fd)
 
     # --- the cgroup ----------------------------------------------------------------------------
     def _manager(self):
@@ -540,7 +541,7 @@ class Container:
 
     # --- delete --------------------------------------------------------------------------------
     def delete(self, force: bool = False) -> None:
-        if not os.path.isdir(self._dir):
+        if not ospath.isdir(self._dir):
             return  # already deleted
         status = self.status()
         if status in ("running", "paused") and not force:
@@ -563,7 +564,7 @@ class Container:
         if not (self._config().get("linux") or {}).get("netDevices"):
             return
         try:
-            fd = os.open(f"/proc/{self.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            fd = posix.open(f"/proc/{self.pid}/ns/net", posix.O_RDONLY | posix.O_CLOEXEC)
         except OSError:
             return
         try:
@@ -571,7 +572,7 @@ class Container:
                 from . import netdev
                 netdev.move_out(fd, self.spec.linux.net_devices, self.id)
         finally:
-            os.close(fd)
+            posix.close(fd)
 
     def _kill_and_wait(self) -> None:
         """SIGKILL the init and, with a cgroup, every other process in it (a frozen cgroup is
@@ -594,7 +595,7 @@ class Container:
                 raise EngineError(f"container {self.id!r}: init did not die after SIGKILL")
         finally:
             if fd is not None:
-                os.close(fd)
+                posix.close(fd)
 
     def _wait_cgroup_empty(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT

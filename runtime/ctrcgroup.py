@@ -21,8 +21,9 @@ Invariants:
     process ever counts against pids.max, as with runc, whose exec needs one free pid.
 """
 
-import os
+import posix
 
+from . import ospath
 from . import cgroups
 from .errors import ContainerSetupError, EngineError
 
@@ -87,15 +88,15 @@ def join_self(join: Join) -> None:
     try:
         for i, fd in enumerate(fds):
             try:
-                os.write(fd, b"0")
+                posix.write(fd, b"0")
             except OSError as e:
                 path = paths[i] if i < len(paths) else None
                 raise ContainerSetupError("cgroups", f"join the container's cgroup"
                                           f"{f' through {path}' if path else ''}: "
-                                          f"{os.strerror(e.errno)}", path) from None
+                                          f"{posix.strerror(e.errno)}", path) from None
     finally:
         for fd in fds:
-            os.close(fd)
+            posix.close(fd)
 
 
 def to_state(m: "cgroups.Manager") -> dict:
@@ -112,12 +113,12 @@ def is_frozen(data: dict | None) -> bool:
         return False
     try:
         if data["version"] == 2:  # cgroup.events: "frozen 1" (absent before Linux 5.2)
-            with open(os.path.join(data["path"], "cgroup.events")) as f:
+            with open(ospath.join(data["path"], "cgroup.events")) as f:
                 return "frozen 1" in f.read().splitlines()
         freezer = data["paths"].get("freezer")
         if not freezer:
             return False
-        with open(os.path.join(freezer, "freezer.state")) as f:
+        with open(ospath.join(freezer, "freezer.state")) as f:
             return f.read().strip() == "FROZEN"
     except OSError:
         return False

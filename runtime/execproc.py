@@ -29,7 +29,7 @@ Invariants:
   left behind. The caller reads with a deadline: never a hang.
 """
 
-import os
+import posix
 import time
 
 import _socket as socket  # not socket: its enum wrappers cost ~2 ms of start-up
@@ -79,7 +79,7 @@ def _process_main(job: ExecJob, procs: "ctrcgroup.Join", sock: socket.socket, sy
         ctrcgroup.join_self(procs)  # first: nothing of ours runs outside the cgroup after this
         affinity = job.process.exec_cpu_affinity
         _set_affinity(affinity and affinity.final, "final")  # None: all the cpuset allows
-        os.setsid()  # its own session, like runc's exec'd processes
+        posix.setsid()  # its own session, like runc's exec'd processes
         _init.join_keyring(job.keyring, sys)
         terminal = console.for_process(job.process)
         if terminal is not None:  # the container's /dev/ptmx: we are in its root now

@@ -9,10 +9,10 @@ the fake can answer too.
 """
 
 import errno
-import os
-import posixpath
+import posix
 import stat
 
+from . import ospath
 from . import console as _console
 from . import mounts as M
 from .errors import ContainerSetupError
@@ -44,7 +44,7 @@ class _Executor:
 
     def resolve_parent(self, path: str) -> str:
         """Resolve all but the last component: for ops that must not follow a final symlink."""
-        return posixpath.join(self.resolve(posixpath.dirname(path)), posixpath.basename(path))
+        return ospath.join(self.resolve(ospath.dirname(path)), ospath.basename(path))
 
     # one method per op type -----------------------------------------------------------------
     def Mount(self, op: M.Mount) -> None:
@@ -65,11 +65,11 @@ class _Executor:
         is (an existing target is kept)."""
         if create == "source" and not self.sys.exists(source):
             # Fail before making a mount point: the rootfs (often the image) stays untouched.
-            raise OSError(errno.ENOENT, f"bind source {source}: {os.strerror(errno.ENOENT)}")
+            raise OSError(errno.ENOENT, f"bind source {source}: {posix.strerror(errno.ENOENT)}")
         if create == "dir" or (create == "source" and self.sys.isdir(source)):
             self.sys.makedirs(target, 0o755)
         elif create == "source" and not self.sys.exists(target):
-            self.sys.makedirs(posixpath.dirname(target), 0o755)
+            self.sys.makedirs(ospath.dirname(target), 0o755)
             self.sys.touch(target)
 
     def mount(self, source, target: str, fstype, flags: int, data=None) -> None:
@@ -138,10 +138,10 @@ class _Executor:
 
     def MakeDevice(self, op: M.MakeDevice) -> None:
         path = self.resolve_parent(op.path)
-        if not self.sys.exists(posixpath.dirname(path)):  # /dev/net/tun and the like
-            self.sys.makedirs(posixpath.dirname(path), 0o755)
+        if not self.sys.exists(ospath.dirname(path)):  # /dev/net/tun and the like
+            self.sys.makedirs(ospath.dirname(path), 0o755)
         try:
-            self.sys.mknod(path, _MODE_TYPES[op.kind] | op.mode, os.makedev(op.major, op.minor))
+            self.sys.mknod(path, _MODE_TYPES[op.kind] | op.mode, posix.makedev(op.major, op.minor))
         except OSError as e:
             if e.errno != errno.EEXIST:  # an existing node is kept, like runc
                 raise

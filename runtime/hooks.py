@@ -23,7 +23,7 @@ Invariants:
 
 from __future__ import annotations
 
-import os
+import posix
 import select
 import time
 
@@ -101,10 +101,10 @@ def _feed_and_collect(p: subprocess.Popen, payload: bytes, deadline: float) -> t
     """Write the state, read the output, until the hook exits or the deadline passes.
     Returns (output tail, exited). Output still held open by a daemonized grandchild of the
     hook does not keep us waiting once the hook itself has exited."""
-    pidfd = os.pidfd_open(p.pid)
+    pidfd = posix.pidfd_open(p.pid)
     stdin, stdout = p.stdin.fileno(), p.stdout.fileno()
-    os.set_blocking(stdin, False)
-    os.set_blocking(stdout, False)
+    posix.set_blocking(stdin, False)
+    posix.set_blocking(stdout, False)
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     poller.register(stdout, select.POLLIN)
@@ -137,13 +137,13 @@ def _feed_and_collect(p: subprocess.Popen, payload: bytes, deadline: float) -> t
                 break
             out = (out + chunk)[-OUTPUT_TAIL:]
     finally:
-        os.close(pidfd)
+        posix.close(pidfd)
     return out, exited
 
 
 def _read(fd: int) -> bytes:
     try:
-        return os.read(fd, 65536)
+        return posix.read(fd, 65536)
     except BlockingIOError:
         return b""
 
@@ -153,7 +153,7 @@ def _write(fd: int, payload: bytes, events: int) -> bytes:
     if events & (select.POLLERR | select.POLLHUP):
         return b""
     try:
-        return payload[os.write(fd, payload):]
+        return payload[posix.write(fd, payload):]
     except BrokenPipeError:  # it did not want the state: not an error
         return b""
     except BlockingIOError:

@@ -22,10 +22,10 @@ Invariants:
 """
 
 import errno
-import os
-import posixpath
+import posix
 import stat
 
+from . import ospath
 from . import caps as _caps
 from . import ctrcgroup, executor
 from .errors import ContainerSetupError
@@ -197,7 +197,7 @@ def _not_executable(path: str, sys) -> str | None:
     try:
         st = sys.stat(path)
     except OSError as e:
-        msg = os.strerror(e.errno)
+        msg = posix.strerror(e.errno)
         return f"stat {path}: {msg[0].lower()}{msg[1:]}"
     if stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o111:
         return "permission denied"
@@ -207,13 +207,13 @@ def _not_executable(path: str, sys) -> str | None:
 def lookup_executable(name: str, path_env: str | None, cwd: str, sys) -> str:
     """Go's exec.LookPath, as runc uses it, inside the new root."""
     if "/" in name:
-        full = posixpath.join(cwd, name)
+        full = ospath.join(cwd, name)
         why = _not_executable(full, sys)
         if why:
             raise ContainerSetupError("exec lookup", f'exec: "{name}": {why}', name)
         return full
     for d in (path_env or "").split(":"):
-        full = posixpath.join(cwd, d or ".", name)
+        full = ospath.join(cwd, d or ".", name)
         if _not_executable(full, sys) is None:
             return full
     raise ContainerSetupError("exec lookup",

@@ -4,7 +4,7 @@ Invariants:
 - The caller never changes namespace, root, cwd or signal state; only the children do (but
   for the pid namespace of its children, below, restored before fork returns). Control never
   returns from a child to the caller's Python stack: every child body runs inside
-  try/finally os._exit().
+  try/finally posix._exit().
 - The intermediate enters/creates the namespaces (a new pid namespace only applies to its
   children, hence the second fork), reports the init's host pid and exits; the caller reaps
   it. Without a pid/time namespace there is no second fork: the intermediate becomes the
@@ -48,7 +48,7 @@ Invariants:
 """
 
 import errno
-import os
+import posix
 import time
 
 import _signal as signal  # not signal, socket: their enum wrappers cost ~5 ms of start-up
@@ -119,7 +119,7 @@ def _fork_in_new_pid_ns(sys):
     """A fork_child() whose child is the first process of a new pid namespace; the caller's
     own children are back in its pid namespace once it returns (or fails)."""
     def fork(body) -> int:
-        own = os.open("/proc/thread-self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        own = posix.open("/proc/thread-self/ns/pid", posix.O_RDONLY | posix.O_CLOEXEC)
         try:
             try:
                 sys.unshare(CLONE_NEWPID)  # pid_for_children of this thread only
@@ -130,7 +130,7 @@ def _fork_in_new_pid_ns(sys):
             finally:
                 sys.setns_fd(own, CLONE_NEWPID)
         finally:
-            os.close(own)
+            posix.close(own)
     return fork
 
 
@@ -187,7 +187,7 @@ def _intermediate(cfg, stdio: Stdio3, sock: socket.socket, sys,
 
 
 def _exit_on_signal(sig, frame) -> None:
-    os._exit(128 + sig)
+    posix._exit(128 + sig)
 
 
 def _die_on_termination_signals() -> None:
@@ -202,9 +202,9 @@ def _die_on_termination_signals() -> None:
 def _host_pid() -> int:
     """Our pid as the caller sees it (the host's /proc is still ours before the mounts)."""
     try:
-        return int(os.readlink("/proc/self"))
+        return int(posix.readlink("/proc/self"))
     except (OSError, ValueError):
-        return os.getpid()
+        return posix.getpid()
 
 
 def _hook_state(cfg, status: str, pid: int) -> dict:
@@ -230,24 +230,24 @@ def _before_pivot(cfg, sock: socket.socket, pid: int, await_cgroup=None) -> None
 
 def _take_start(cfg, state_fd: int, pid: int) -> None:
     """Block until start; run the startContainer hooks; tell start() how they went."""
-    fifo = os.open(FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)  # blocks until start
+    fifo = posix.open(FIFO, posix.O_WRONLY | posix.O_CLOEXEC, dir_fd=state_fd)  # blocks until start
     try:
         hooks.run("startContainer", cfg.spec.hooks.get("startContainer", []),
                   _hook_state(cfg, "created", pid))
     except ContainerSetupError as e:
-        os.write(fifo, b"1" + str(e).encode(errors="replace")[:4000])
+        posix.write(fifo, b"1" + str(e).encode(errors="replace")[:4000])
         raise
-    os.write(fifo, b"0")
-    os.close(fifo)
+    posix.write(fifo, b"0")
+    posix.close(fifo)
 
 
 def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
     try:
-        os.setsid()  # out of the caller's session and process group, like runc
+        posix.setsid()  # out of the caller's session and process group, like runc
         pid = _host_pid()
         dup_stdio(stdio)
         # An O_PATH handle on the state dir still reaches exec.fifo after pivot_root.
-        state_fd = os.open(cfg.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        state_fd = posix.open(cfg.state_dir, posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
         if cfg.spec.linux.net_devices:  # moved in by the caller, before our sysctls see them
             request(sock, {"type": "netdevices"}, "netdevices-done", "netDevices",
                     "the runtime did not move the network devices")
@@ -277,10 +277,10 @@ def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
         send(sock, {"type": "ready"})
         sock.close()
         _take_start(cfg, state_fd, pid)
-        os.close(state_fd)
+        posix.close(state_fd)
         _init.finish(cfg, sys, prepared)
     except BaseException as e:  # noqa: BLE001 - after start only the container's stderr is left
-        os.write(2, f"pyshim init: {e}\n".encode(errors="replace"))
+        posix.write(2, f"pyshim init: {e}\n".encode(errors="replace"))
         return 127 if isinstance(e, OSError) and e.errno == errno.ENOENT else 1
     return 1
 
@@ -327,7 +327,7 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
                 send(sock, {"type": "cgroup-done", **({"paths": paths} if paths else {})}, *fds)
             finally:
                 for fd in fds:
-                    os.close(fd)
+                    posix.close(fd)
         elif msg["type"] == "idmap":  # the intermediate's new user namespace
             namespaces.write_id_mappings(kids.mid, spec.linux, sys)
             send(sock, {"type": "idmap-done"})

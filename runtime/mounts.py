@@ -10,8 +10,8 @@ Invariants:
 - A spec path that climbs above "/" with ".." is an InvalidSpec naming the field.
 """
 
-import posixpath
 
+from . import ospath
 from . import paths
 from .console import for_process
 from .errors import InvalidSpec
@@ -199,7 +199,7 @@ class HostInfo(Record, frozen=True):
         if cgroups:
             hierarchies = tuple(with_sources(cgroup_hierarchies(
                 _read("/proc/self/mountinfo"), _read("/proc/self/cgroup")), cgroup_dirs))
-        return cls(kcore=posixpath.exists("/proc/kcore"), cgroups=hierarchies)
+        return cls(kcore=ospath.exists("/proc/kcore"), cgroups=hierarchies)
 
 
 def _read(path: str) -> str:
@@ -249,9 +249,9 @@ def cgroup_hierarchies(mountinfo: str, proc_cgroup: str):
         if key is None or key not in own or key in seen:
             continue
         seen.add(key)
-        rel = posixpath.relpath(own[key], root) if own[key].startswith(root) else "."
+        rel = ospath.relpath(own[key], root) if own[key].startswith(root) else "."
         yield CgroupHierarchy(mountpoint, fstype, ",".join(sorted(key)) or None,
-                              posixpath.normpath(posixpath.join(mountpoint, rel)))
+                              ospath.normpath(ospath.join(mountpoint, rel)))
 
 
 def with_sources(hierarchies, cgroup_dirs) -> list:
@@ -293,9 +293,9 @@ def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
         # host's namespace and leaves them behind). The process gets the rootfs as its root.
         ops: list = [Chdir(rootfs, host=True), Chroot(), Chdir("/")]
         if spec.process is not None:
-            ops.append(MakeDirs(posixpath.normpath(spec.process.cwd)))
+            ops.append(MakeDirs(ospath.normpath(spec.process.cwd)))
         return ops
-    bundle = bundle or posixpath.dirname(rootfs)
+    bundle = bundle or ospath.dirname(rootfs)
     if host is None:
         host = HostInfo.probe(cgroups=any(m.type == "cgroup" for m in spec.mounts))
     prop = PROPAGATION[spec.linux.rootfs_propagation] if spec.linux.rootfs_propagation else 0
@@ -338,7 +338,7 @@ def plan_rootfs(spec: Spec, rootfs: str, bundle: str | None = None,
         ops.append(Mount("tmpfs", "/dev", "tmpfs", dev.flags | MS_REMOUNT,
                          with_mount_label(dev.data, spec.linux.mount_label)))
     if spec.process is not None:
-        ops.append(MakeDirs(posixpath.normpath(spec.process.cwd)))
+        ops.append(MakeDirs(ospath.normpath(spec.process.cwd)))
     lx = spec.linux
     ops += [MaskPath(_clean(p, f"linux.maskedPaths[{i}]")) for i, p in enumerate(lx.masked_paths)]
     ops += [ReadonlyPath(_clean(p, f"linux.readonlyPaths[{i}]"))
@@ -370,7 +370,7 @@ def _plan_mount(i: int, m, dest: str, bundle: str, mount_label: str = "") -> lis
     if m.type == "bind" or o.flags & MS_BIND:
         if not m.source:
             raise InvalidSpec(f"mounts[{i}].source", "a bind mount needs a source")
-        src = posixpath.normpath(posixpath.join(bundle, m.source))
+        src = ospath.normpath(ospath.join(bundle, m.source))
         if m.idmapped():
             ops.append(IdmapBind(i, src, dest))  # recursive or not: runtime.idmap decides
         else:
@@ -406,10 +406,10 @@ def _plan_cgroup(i: int, m, dest: str, spec: Spec, host: HostInfo) -> list:
     if not cgroupns:
         ops.append(AwaitCgroup())
     for h in host.cgroups:
-        name = posixpath.basename(h.mountpoint)
-        ops += _cgroup_fs(h, posixpath.join(dest, name), flags, cgroupns)
+        name = ospath.basename(h.mountpoint)
+        ops += _cgroup_fs(h, ospath.join(dest, name), flags, cgroupns)
         if "," in name:  # co-mounted controllers: cpu -> cpu,cpuacct
-            ops += [Symlink(name, posixpath.join(dest, c)) for c in name.split(",")]
+            ops += [Symlink(name, ospath.join(dest, c)) for c in name.split(",")]
     if flags & MS_RDONLY:
         ops.append(Mount("tmpfs", dest, "tmpfs", flags | MS_REMOUNT,
                          with_mount_label("mode=755", spec.linux.mount_label)))

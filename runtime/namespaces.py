@@ -19,7 +19,7 @@ Invariants:
 """
 
 import errno
-import os
+import posix
 
 from . import proc
 from .errors import ContainerSetupError
@@ -44,7 +44,7 @@ def _links(pid: int | str) -> dict[str, str]:
     out = {}
     for t in ORDER:
         try:
-            out[t] = os.readlink(f"/proc/{pid}/ns/{PROC_NS[t]}")
+            out[t] = posix.readlink(f"/proc/{pid}/ns/{PROC_NS[t]}")
         except FileNotFoundError:
             pass
     return out
@@ -56,7 +56,8 @@ def open_namespaces(pid: int, start: int) -> list[tuple[str, int]] | None:
     fds: list[tuple[str, int]] = []
     try:
         for t in namespace_plan(_links(pid), _links("self")):
-            fds.append((t, os.open(f"/proc/{pid}/ns/{PROC_NS[t]}", os.O_RDONLY | os.O_CLOEXEC)))
+            path = f"/proc/{pid}/ns/{PROC_NS[t]}"
+            fds.append((t, posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)))
     except FileNotFoundError:  # /proc/<pid> vanished: the process is gone
         close_namespaces(fds)
         return None
@@ -75,9 +76,9 @@ def open_paths(namespaces) -> list[tuple[str, int]]:
     try:
         for n in sorted((n for n in namespaces if n.path), key=lambda n: ORDER.index(n.type)):
             try:
-                fds.append((n.type, os.open(n.path, os.O_RDONLY | os.O_CLOEXEC)))
+                fds.append((n.type, posix.open(n.path, posix.O_RDONLY | posix.O_CLOEXEC)))
             except OSError as e:
-                raise ContainerSetupError(STEP, f"open {n.path}: {os.strerror(e.errno)}",
+                raise ContainerSetupError(STEP, f"open {n.path}: {posix.strerror(e.errno)}",
                                           n.path) from None
     except BaseException:
         close_namespaces(fds)
@@ -87,7 +88,7 @@ def open_paths(namespaces) -> list[tuple[str, int]]:
 
 def close_namespaces(fds: list[tuple[str, int]]) -> None:
     for _, fd in fds:
-        os.close(fd)
+        posix.close(fd)
 
 
 # --- entering --------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def write_id_mappings(pid: int, linux, sys, privileged: bool | None = None) -> N
     """Map the new user namespace of process `pid` (which waits for it): linux.uidMappings
     and gidMappings, each in a single write as the kernel demands."""
     if privileged is None:
-        privileged = os.geteuid() == 0
+        privileged = posix.geteuid() == 0
     writes = [] if privileged else [("setgroups", "deny")]
     writes += [("uid_map", id_map(linux.uid_mappings)), ("gid_map", id_map(linux.gid_mappings))]
     for name, text in writes:

@@ -7,8 +7,9 @@ runc uses). Lexical escapes in the spec itself are rejected earlier by clean().
 """
 
 import errno
-import os
-import posixpath
+import posix
+
+from . import ospath
 
 MAX_SYMLINKS = 255
 
@@ -28,7 +29,7 @@ def clean(path: str) -> str | None:
     return "/" + "/".join(parts)
 
 
-def secure_join(root: str, unsafe: str, readlink=os.readlink) -> str:
+def secure_join(root: str, unsafe: str, readlink=posix.readlink) -> str:
     """`root` + `unsafe` with every symlink in it resolved as if `root` were "/".
 
     Components that do not exist (yet) are kept literally; `readlink` is injectable so the
@@ -46,7 +47,7 @@ def secure_join(root: str, unsafe: str, readlink=os.readlink) -> str:
             if resolved:
                 resolved.pop()
             continue
-        candidate = posixpath.join(root, *resolved, c)
+        candidate = ospath.join(root, *resolved, c)
         try:
             target = readlink(candidate)
         except OSError as e:
@@ -56,8 +57,8 @@ def secure_join(root: str, unsafe: str, readlink=os.readlink) -> str:
             raise
         links += 1
         if links > MAX_SYMLINKS:
-            raise OSError(errno.ELOOP, f"resolve {unsafe} in {root}: {os.strerror(errno.ELOOP)}")
+            raise OSError(errno.ELOOP, f"resolve {unsafe} in {root}: {posix.strerror(errno.ELOOP)}")
         if target.startswith("/"):
             resolved = []
         pending = [p for p in target.split("/") if p] + pending
-    return posixpath.join(root, *resolved)
+    return ospath.join(root, *resolved)

@@ -6,7 +6,7 @@ Signals go through a pidfd that was checked against the start time after it was 
 pid recycled in between cannot be hit.
 """
 
-import os
+import posix
 import select
 
 
@@ -34,11 +34,11 @@ def is_alive(pid: int, start: int) -> bool:
 def open_pidfd(pid: int, start: int) -> int | None:
     """A pidfd for the live process (pid, start), or None if it is gone."""
     try:
-        fd = os.pidfd_open(pid)
+        fd = posix.pidfd_open(pid)
     except (ProcessLookupError, OSError):
         return None
     if not is_alive(pid, start):  # checked after opening: the fd cannot change process now
-        os.close(fd)
+        posix.close(fd)
         return None
     return fd
 

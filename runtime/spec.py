@@ -6,8 +6,8 @@ Unknown extra fields are tolerated. linux.resources and linux.seccomp are kept a
 dicts here; runtime.cgroups and runtime.seccomp validate them (naming the field the same way).
 """
 
-import posixpath
 
+from . import ospath
 from . import caps as _caps
 from . import fastjson as json
 from .errors import InvalidSpec
@@ -651,7 +651,7 @@ def host_lsms() -> set[str]:
                 out.add("apparmor")
     except OSError:
         pass
-    if posixpath.exists("/sys/fs/selinux/enforce"):
+    if ospath.exists("/sys/fs/selinux/enforce"):
         out.add("selinux")
     return out
 
@@ -768,4 +768,4 @@ def check_process_ids(process: Process, spec: Spec) -> None:
 
 
 def root_path(spec: Spec, bundle: str) -> str:
-    return posixpath.normpath(posixpath.join(bundle, spec.root.path))
+    return ospath.normpath(ospath.join(bundle, spec.root.path))

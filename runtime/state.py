@@ -5,8 +5,9 @@ the new file, never a torn one. It holds everything later calls need, including 
 as validated at create, so editing config.json afterwards changes nothing.
 """
 
-import os
+import posix
 
+from . import ospath
 from . import fastjson as json
 
 STATE_FILE = "state.json"
@@ -14,20 +15,20 @@ FIFO = "exec.fifo"
 
 
 def write(state_dir: str, data: dict) -> None:
-    tmp = os.path.join(state_dir, f".{STATE_FILE}.tmp")
+    tmp = ospath.join(state_dir, f".{STATE_FILE}.tmp")
     payload = json.dumps(data).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o600)
     try:
         while payload:
-            payload = payload[os.write(fd, payload):]
+            payload = payload[posix.write(fd, payload):]
     finally:
-        os.close(fd)
-    os.replace(tmp, os.path.join(state_dir, STATE_FILE))
+        posix.close(fd)
+    posix.replace(tmp, ospath.join(state_dir, STATE_FILE))
 
 
 def read(state_dir: str) -> dict | None:
     try:
-        with open(os.path.join(state_dir, STATE_FILE), "rb") as f:
+        with open(ospath.join(state_dir, STATE_FILE), "rb") as f:
             return json.load(f)
     except FileNotFoundError:
         return None
@@ -38,7 +39,7 @@ def remove(state_dir: str) -> None:
     without importing shutil: ~7 ms of start-up for `delete`). Links are removed, never
     followed."""
     try:
-        entries = list(os.scandir(state_dir))
+        entries = list(posix.scandir(state_dir))
     except OSError:
         entries = []
     for e in entries:
@@ -46,10 +47,10 @@ def remove(state_dir: str) -> None:
             if e.is_dir(follow_symlinks=False):
                 remove(e.path)
             else:
-                os.unlink(e.path)
+                posix.unlink(e.path)
         except OSError:
             pass
     try:
-        os.rmdir(state_dir)
+        posix.rmdir(state_dir)
     except OSError:
         pass

@@ -3,6 +3,7 @@ codes, against a fake engine (the real one is exercised by integration/test_cli.
 
 import json
 import os
+import posix
 import subprocess
 import sys
 
@@ -508,8 +509,8 @@ def test_global_flags(engine, capsys):
 
 
 def test_importing_the_cli_costs_nothing_but_the_module():
-    # The binary's start-up: the module must not pull in json, signal, the engine...
-    code = (f"import os, sys; sys.path.insert(0, {REPO!r}); before = set(sys.modules); "
+    # The binary's start-up: the module must not pull in os, json, signal, the engine...
+    code = (f"import sys; sys.path.insert(0, {REPO!r}); before = set(sys.modules); "
             "import runtime.cli; print(sorted(set(sys.modules) - before))")
     out = subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True, text=True,
                          check=True).stdout
@@ -602,7 +603,7 @@ def test_exit_now_flushes_and_an_unwritable_output_is_an_error(monkeypatch, brok
         raise _Exited(code)
     monkeypatch.setattr(sys, "stdout", Out("stdout"))
     monkeypatch.setattr(sys, "stderr", Out("stderr"))
-    monkeypatch.setattr(os, "_exit", fake_exit)
+    monkeypatch.setattr(posix, "_exit", fake_exit)  # what exit_now calls (not os: runtime.ospath)
     with pytest.raises(_Exited) as e:
         cli.exit_now(rc)
     assert e.value.args == (want,)

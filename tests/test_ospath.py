@@ -109,3 +109,25 @@ def test_getenv_without_os_reads_the_process_environment():
                  "print(ospath.getenv('PYSHIM_OSPATH_TEST'), ospath.getenv('NOPE', 'd'),"
                  " 'os' in sys.modules)", env)
     assert out == "caf\u00e9 d False"
+
+
+# Everything a CLI command may import on its way (create, run, exec, start, state, kill, delete,
+# ps, pause, resume, update, list, --version), on a v1 or a v2 host, with or without seccomp.
+CLI_MODULES = ["runtime.cgwarm", "runtime.cli", "runtime.cli_commands", "runtime.cli_tty",
+               "runtime.cli_docs", "runtime.log", "runtime.fastjson", "runtime.sys.linux",
+               "runtime.proc", "runtime.state", "runtime.container", "runtime.launch",
+               "runtime.execproc", "runtime.init", "runtime.child", "runtime.executor",
+               "runtime.mounts", "runtime.spec", "runtime.namespaces", "runtime.hooks",
+               "runtime.console", "runtime.caps", "runtime.paths", "runtime.record",
+               "runtime.errors", "runtime.ctrcgroup", "runtime.cgroups.hierarchy",
+               "runtime.cgroups.v1", "runtime.cgroups.v2", "runtime.cgroups.base",
+               "runtime.cgroups.fs", "runtime.cgroups.stats", "runtime.cgroups.plan",
+               "runtime.seccomp"]
+
+
+def test_the_cli_and_the_engine_it_imports_leave_os_unloaded():
+    """os (and _collections_abc under it) would add ~1 ms to every pyshim-runc command."""
+    out = _fresh(f"for m in {CLI_MODULES!r}: __import__(m)\n"
+                 "print(sorted(m for m in ('os', 'posixpath', '_collections_abc', 'ctypes')"
+                 " if m in sys.modules))")
+    assert out == "[]"

@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import posix
 import stat
 import time
 
@@ -663,7 +664,7 @@ def test_fork_in_new_pid_ns_order_and_failures(monkeypatch):
 
 @pytest.fixture
 def affinity(monkeypatch):
-    """Our affinity is {0, 1, 2} (a set the test may shrink); os.sched_setaffinity calls are
+    """Our affinity is {0, 1, 2} (a set the test may shrink); posix.sched_setaffinity calls are
     recorded, the n-th raising fails[n] when that is an exception."""
     calls, fails, allowed = [], [], {0, 1, 2}
 
@@ -672,8 +673,8 @@ def affinity(monkeypatch):
         err = fails.pop(0) if fails else None
         if err is not None:
             raise err
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(allowed))
-    monkeypatch.setattr(os, "sched_setaffinity", setaffinity)
+    monkeypatch.setattr(posix, "sched_getaffinity", lambda pid: set(allowed))
+    monkeypatch.setattr(posix, "sched_setaffinity", setaffinity)
     return calls, fails, allowed
 
 

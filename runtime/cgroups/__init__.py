@@ -11,7 +11,7 @@ validated before anything is touched; the Managers only execute, through one Cgr
 Only the standard library; devices_bpf (ctypes) is imported on first use of a v2 device filter.
 """
 
-import os
+import posix
 
 # Each name is imported from its module on first use (PEP 562): rebuilding a container's
 # Manager from state.json (every CLI command, `shim delete`) needs v1 or v2, base and fs, not
@@ -43,7 +43,7 @@ def __dir__():
 
 
 def manager(cgroups_path: str | None, container_id: str, hierarchy=None, *, fs=None,
-            own: dict[str, str] | None = None, kill=os.kill, attach_devices=None):
+            own: dict[str, str] | None = None, kill=posix.kill, attach_devices=None):
     """The Manager for a container's cgroup. `own` (parsed /proc/self/cgroup) is read only
     for a relative or empty cgroupsPath; see hierarchy.py for the path semantics."""
     from .hierarchy import detect, resolve_paths

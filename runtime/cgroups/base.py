@@ -7,14 +7,14 @@ tries every directory even when one fails, so nothing removable is left behind.
 """
 
 import errno
-import os
-import posixpath
+import posix
 import time
 
 from _signal import SIGKILL  # not signal: its enum wrappers cost ~4 ms of start-up
 
 from runtime.errors import CgroupError
 
+from .. import ospath
 from .fs import CgroupFS
 
 RMDIR_DELAYS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # ~1.3s for processes to drain
@@ -22,7 +22,7 @@ RMDIR_DELAYS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # ~1.3s for processes
 
 def _fail(op: str, path: str, e: OSError, field: str | None = None) -> CgroupError:
     what = f" (for {field})" if field else ""
-    return CgroupError(f"{op} {path}{what}: {os.strerror(e.errno or 0)}", path, field, e.errno)
+    return CgroupError(f"{op} {path}{what}: {posix.strerror(e.errno or 0)}", path, field, e.errno)
 
 
 class Manager:
@@ -31,7 +31,7 @@ class Manager:
     # "tasks", see V1Manager.
     JOIN_FILE = "cgroup.procs"
 
-    def __init__(self, paths: dict[str, str], fs: CgroupFS | None = None, kill=os.kill):
+    def __init__(self, paths: dict[str, str], fs: CgroupFS | None = None, kill=posix.kill):
         self.paths = dict(paths)
         self.fs = fs or CgroupFS()
         self._kill = kill  # injectable: unit tests must never signal real pids
@@ -47,7 +47,7 @@ class Manager:
     def apply(self, pid: int) -> None:
         """Move `pid` (and its threads) into the cgroup, in every hierarchy."""
         for d in self.dirs():
-            path = posixpath.join(d, "cgroup.procs")
+            path = ospath.join(d, "cgroup.procs")
             for delay in (0.03, 0.03, 0.03, 0.03, None):
                 try:
                     self.fs.write(path, str(pid))
@@ -70,11 +70,11 @@ class Manager:
         for ctrl, d in self.paths.items():
             rel = sub.get(ctrl, sub.get(""))
             if rel:
-                clean = posixpath.normpath(rel)
+                clean = ospath.normpath(rel)
                 if clean.startswith(("/", "..")) or clean == ".":
                     raise CgroupError(f"exec --cgroup {rel}: must be a relative path below the "
                                       "container's cgroup", None)
-                d = posixpath.join(d, clean)
+                d = ospath.join(d, clean)
             out[d] = None
         return list(out)
 
@@ -83,7 +83,7 @@ class Manager:
         them through which a process forked later moves itself, from wherever it is then
         (ctrcgroup.join_self): the kernel checks the credentials and cgroup namespace of the
         opener, not the writer's (Linux >= 5.16). On failure nothing stays open."""
-        paths = [posixpath.join(d, self.JOIN_FILE)
+        paths = [ospath.join(d, self.JOIN_FILE)
                  for d in (self.sub_dirs(sub) if sub else self.dirs())]
         fds: list[int] = []
         try:
@@ -94,7 +94,7 @@ class Manager:
                     raise _fail("open", path, e) from None
         except BaseException:
             for fd in fds:
-                os.close(fd)
+                posix.close(fd)
             raise
         return fds, paths
 
@@ -108,8 +108,8 @@ class Manager:
         while stack:
             d = stack.pop()
             try:
-                out += [int(p) for p in self.fs.read(posixpath.join(d, "cgroup.procs")).split()]
-                stack += [posixpath.join(d, c) for c in self.fs.subdirs(d)]
+                out += [int(p) for p in self.fs.read(ospath.join(d, "cgroup.procs")).split()]
+                stack += [ospath.join(d, c) for c in self.fs.subdirs(d)]
             except FileNotFoundError:
                 continue  # a child cgroup removed while we walked
         return sorted(set(out))
@@ -153,7 +153,7 @@ class Manager:
 
     def _write(self, w) -> None:  # a plan.Write
         d = self._dir(w.controller)
-        path, value = posixpath.join(d, w.file), w.value
+        path, value = ospath.join(d, w.file), w.value
         try:
             try:
                 self.fs.write(path, value)
@@ -162,7 +162,7 @@ class Manager:
                     if w.optional:
                         return
                     raise
-                path, value = posixpath.join(d, w.fallback[0]), w.fallback[1]
+                path, value = ospath.join(d, w.fallback[0]), w.fallback[1]
                 self.fs.write(path, value)
         except OSError as e:
             raise _fail(f"write {value!r} to", path, e, w.field) from None
@@ -216,7 +216,7 @@ class Manager:
         except FileNotFoundError:
             return
         for c in children:  # a cgroup with child cgroups cannot be removed: children first
-            self._remove_tree(posixpath.join(d, c))
+            self._remove_tree(ospath.join(d, c))
         self._rmdir(d)
 
     def destroy(self) -> None:

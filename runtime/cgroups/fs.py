@@ -7,20 +7,22 @@ means a missing controller or kernel feature and must surface as ENOENT), never 
 kernel parses each write(2) as one command).
 """
 
-import os
+import posix
+
+from .. import ospath
 
 
 class CgroupFS:
     def write(self, path: str, value: str) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC)
         try:
-            os.write(fd, value.encode())
+            posix.write(fd, value.encode())
         finally:
-            os.close(fd)
+            posix.close(fd)
 
     def open_write(self, path: str) -> int:
         """An O_WRONLY|O_CLOEXEC fd on an existing file (the caller writes and closes it)."""
-        return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        return posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC)
 
     def read(self, path: str) -> str:
         with open(path) as f:
@@ -29,21 +31,21 @@ class CgroupFS:
     def mkdir(self, path: str) -> bool:
         """True if this call created the directory, False if it was already there."""
         try:
-            os.mkdir(path, 0o755)
+            posix.mkdir(path, 0o755)
             return True
         except FileExistsError:
             return False
 
     def rmdir(self, path: str) -> None:
-        os.rmdir(path)
+        posix.rmdir(path)
 
     def exists(self, path: str) -> bool:
-        return os.path.exists(path)
+        return ospath.exists(path)
 
     def listdir(self, path: str) -> list[str]:
-        return os.listdir(path)
+        return posix.listdir(path)
 
     def subdirs(self, path: str) -> list[str]:
         """Child cgroups of `path` (every directory in a cgroupfs dir is one)."""
-        with os.scandir(path) as it:
+        with posix.scandir(path) as it:
             return [e.name for e in it if e.is_dir(follow_symlinks=False)]

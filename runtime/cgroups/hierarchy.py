@@ -13,10 +13,11 @@ cgroupsPath semantics (runc's cgroupfs driver):
   * "slice:prefix:name": systemd-driver syntax -> InvalidSpec (no systemd driver here).
 """
 
-import posixpath
 
 from runtime.errors import EngineError, InvalidSpec
 from runtime.record import Record
+
+from .. import ospath
 
 FIELD = "linux.cgroupsPath"
 V1_CONTROLLERS = frozenset({
@@ -138,5 +139,5 @@ def resolve_paths(cgroups_path: str | None, container_id: str, hierarchy: Hierar
             base = _own(own, ctrl, mount)
             if hierarchy.mode == "v2":
                 base = base[:-1]
-        paths[ctrl] = posixpath.join(mount.point, *base, *parts)
+        paths[ctrl] = ospath.join(mount.point, *base, *parts)
     return paths

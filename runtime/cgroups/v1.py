@@ -6,12 +6,12 @@ it. create() leaves every cpuset directory on the way down with non-empty cpuset
 cpuset.mems (copied from the parent) — with either empty, no task can join the cgroup.
 """
 
-import os
-import posixpath
+import posix
 import time
 
 from runtime.errors import InvalidSpec
 
+from .. import ospath
 from . import stats as S
 from .base import CgroupError, Manager, _fail
 
@@ -26,7 +26,7 @@ class V1Manager(Manager):
     # single-threaded process (a fresh fork), which "tasks" moves entirely.
     JOIN_FILE = "tasks"
 
-    def __init__(self, paths: dict[str, str], hierarchy, fs=None, kill=os.kill):
+    def __init__(self, paths: dict[str, str], hierarchy, fs=None, kill=posix.kill):
         super().__init__(paths, fs, kill)
         self.mounts = {c: hierarchy.mounts[c].point for c in paths}
 
@@ -35,7 +35,7 @@ class V1Manager(Manager):
 
     def _file(self, controller: str, name: str) -> str | None:
         d = self.paths.get(controller)
-        return posixpath.join(d, name) if d else None
+        return ospath.join(d, name) if d else None
 
     # --- create ---------------------------------------------------------------------------------
     def create(self) -> None:
@@ -58,8 +58,8 @@ class V1Manager(Manager):
         """mkdir `d` and its missing ancestors below `mount`, appending each new one to
         `created` as it goes (so a failure half-way can still be rolled back)."""
         cur = mount
-        for part in posixpath.relpath(d, mount).split("/"):
-            parent, cur = cur, posixpath.join(cur, part)
+        for part in ospath.relpath(d, mount).split("/"):
+            parent, cur = cur, ospath.join(cur, part)
             try:
                 if self.fs.mkdir(cur):
                     created.append(cur)
@@ -70,10 +70,10 @@ class V1Manager(Manager):
 
     def _copy_cpuset(self, parent: str, d: str) -> None:
         for name in ("cpuset.cpus", "cpuset.mems"):
-            path = posixpath.join(d, name)
+            path = ospath.join(d, name)
             try:
                 if not self.fs.read(path).strip():
-                    self.fs.write(path, self.fs.read(posixpath.join(parent, name)).strip())
+                    self.fs.write(path, self.fs.read(ospath.join(parent, name)).strip())
             except OSError as e:
                 raise _fail("initialise", path, e) from None
 
@@ -147,16 +147,16 @@ class V1Manager(Manager):
         if not d:
             raise CgroupError(f"{self.dirs()[0]}: the memory cgroup controller is not mounted",
                               self.dirs()[0])
-        efd = os.eventfd(0, os.EFD_CLOEXEC)
+        efd = posix.eventfd(0, posix.EFD_CLOEXEC)
         try:
-            cfd = os.open(posixpath.join(d, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+            cfd = posix.open(ospath.join(d, "memory.oom_control"), posix.O_RDONLY | posix.O_CLOEXEC)
             try:
                 # the registration holds what it needs; the control fd can go right after
-                self.fs.write(posixpath.join(d, "cgroup.event_control"), f"{efd} {cfd}")
+                self.fs.write(ospath.join(d, "cgroup.event_control"), f"{efd} {cfd}")
             finally:
-                os.close(cfd)
+                posix.close(cfd)
         except OSError as e:
-            os.close(efd)
+            posix.close(efd)
             raise _fail("register an OOM eventfd on", d, e) from None
         return efd
 
@@ -214,7 +214,7 @@ class V1Manager(Manager):
         kernel = self._read_int("cpuacct", "cpuacct.usage_sys")
         if user is None or kernel is None:  # older kernels: USER_HZ ticks only
             ticks = S.flat_keyed(self._read("cpuacct", "cpuacct.stat") or "")
-            hz = os.sysconf("SC_CLK_TCK")
+            hz = posix.sysconf("SC_CLK_TCK")
             user, kernel = (ticks.get(k, 0) * 10**9 // hz for k in ("user", "system"))
         thr = S.flat_keyed(self._read("cpu", "cpu.stat") or "")
         return {"usage": {"total": self._read_int("cpuacct", "cpuacct.usage") or 0,

@@ -6,14 +6,14 @@ naming the spec field. create() enables controllers only in the ancestors of the
 never in the cgroup itself (v2's no-internal-processes rule: it will hold the container).
 """
 
-import os
-import posixpath
+import posix
 import time
 
 from _signal import SIGKILL  # not signal: see base.py
 
 from runtime.errors import InvalidSpec
 
+from .. import ospath
 from . import stats as S
 from .base import CgroupError, Manager, _fail
 
@@ -23,7 +23,7 @@ FREEZE_TIMEOUT = 2.0
 class V2Manager(Manager):
     version = 2
 
-    def __init__(self, path: str, mountpoint: str, fs=None, kill=os.kill, attach_devices=None):
+    def __init__(self, path: str, mountpoint: str, fs=None, kill=posix.kill, attach_devices=None):
         super().__init__({"": path}, fs, kill)
         self.path, self.mountpoint = path, mountpoint
         # (cgroup_dir, rules) -> None; None = devices_bpf.install (imported only when needed)
@@ -33,7 +33,7 @@ class V2Manager(Manager):
         return self.path
 
     def _file(self, name: str) -> str:
-        return posixpath.join(self.path, name)
+        return ospath.join(self.path, name)
 
     def _read(self, name: str) -> str | None:
         try:
@@ -48,7 +48,7 @@ class V2Manager(Manager):
         every controller the root offers (runc). Enabling can fail (EBUSY where an ancestor
         holds processes): ignored here, set() reports what is then missing."""
         if enable is None:
-            root = posixpath.join(self.mountpoint, "cgroup.controllers")
+            root = ospath.join(self.mountpoint, "cgroup.controllers")
             try:
                 enable = self.fs.read(root).split()
             except OSError as e:
@@ -56,10 +56,10 @@ class V2Manager(Manager):
         ctrls = list(enable)
         created, cur = [], self.mountpoint
         try:
-            for part in posixpath.relpath(self.path, self.mountpoint).split("/"):
+            for part in ospath.relpath(self.path, self.mountpoint).split("/"):
                 if ctrls:
                     self._enable(cur, ctrls)
-                cur = posixpath.join(cur, part)
+                cur = ospath.join(cur, part)
                 try:
                     if self.fs.mkdir(cur):
                         created.append(cur)
@@ -74,7 +74,7 @@ class V2Manager(Manager):
             raise
 
     def _enable(self, d: str, ctrls: list[str]) -> None:
-        path = posixpath.join(d, "cgroup.subtree_control")
+        path = ospath.join(d, "cgroup.subtree_control")
         try:
             self.fs.write(path, " ".join("+" + c for c in ctrls))
         except OSError:

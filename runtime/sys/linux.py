@@ -1,4 +1,4 @@
-"""The real syscall layer: thin ctypes/os wrappers, one method per operation (the C calls go
+"""The real syscall layer: thin ctypes/posix wrappers, one method per operation (the C calls go
 through runtime.sys.ffi: ctypes' core without the cost of importing the ctypes package).
 
 Invariant: every failure is an OSError whose errno is the kernel's and whose strerror names
@@ -8,13 +8,14 @@ it without knowing which call failed. Nothing here decides anything; it only exe
 
 import errno
 import fcntl
-import os
+import posix
 import sys as _sys
 
 # _signal and _socket, not signal and socket: their enum wrappers cost ~5 ms of start-up.
 import _signal as signal
 import _socket as socket
 
+from .. import ospath
 from . import consts as C
 from . import ffi
 
@@ -28,13 +29,13 @@ _libc.sethostname.argtypes = [ffi.c_char_p, ffi.c_size_t]
 _libc.setdomainname.argtypes = [ffi.c_char_p, ffi.c_size_t]
 _libc.prctl.argtypes = [ffi.c_int, _ulong, _ulong, _ulong, _ulong]
 _libc.syscall.restype = ffi.c_long
-_SYSCALLS = C.SYSCALL_NUMBERS.get(os.uname().machine, C.SYSCALL_NUMBERS["x86_64"])
+_SYSCALLS = C.SYSCALL_NUMBERS.get(posix.uname().machine, C.SYSCALL_NUMBERS["x86_64"])
 
 
-_STATVFS_FLAGS = ((os.ST_RDONLY, C.MS_RDONLY), (os.ST_NOSUID, C.MS_NOSUID),
-                  (os.ST_NODEV, C.MS_NODEV), (os.ST_NOEXEC, C.MS_NOEXEC),
-                  (os.ST_NOATIME, C.MS_NOATIME), (os.ST_NODIRATIME, C.MS_NODIRATIME),
-                  (os.ST_RELATIME, C.MS_RELATIME))
+_STATVFS_FLAGS = ((posix.ST_RDONLY, C.MS_RDONLY), (posix.ST_NOSUID, C.MS_NOSUID),
+                  (posix.ST_NODEV, C.MS_NODEV), (posix.ST_NOEXEC, C.MS_NOEXEC),
+                  (posix.ST_NOATIME, C.MS_NOATIME), (posix.ST_NODIRATIME, C.MS_NODIRATIME),
+                  (posix.ST_RELATIME, C.MS_RELATIME))
 
 
 class _CapHeader(ffi.Structure):
@@ -66,20 +67,20 @@ def _ifreq_flags(name: bytes, flags: int) -> bytes:
 
 
 def _b(s: str | None) -> bytes | None:
-    return None if s is None else os.fsencode(s)
+    return None if s is None else ospath.fsencode(s)
 
 
 def _fail(op: str, what: str) -> OSError:
     err = ffi.get_errno()
-    return OSError(err, f"{op} {what}: {os.strerror(err)}".replace("  ", " "))
+    return OSError(err, f"{op} {what}: {posix.strerror(err)}".replace("  ", " "))
 
 
 def _wrap(op: str, what: str, fn, *args):
-    """Run an os.* call, re-raising its OSError with our message format."""
+    """Run a posix.* call, re-raising its OSError with our message format."""
     try:
         return fn(*args)
     except OSError as e:
-        raise OSError(e.errno, f"{op} {what}: {os.strerror(e.errno)}") from None
+        raise OSError(e.errno, f"{op} {what}: {posix.strerror(e.errno)}") from None
 
 
 class Linux:
@@ -93,7 +94,7 @@ class Linux:
 
     def mount_flags(self, path: str) -> int:
         """The MS_* flags of the mount holding `path` (statvfs; no atime flag: strictatime)."""
-        st = _wrap("statvfs", path, os.statvfs, path)
+        st = _wrap("statvfs", path, posix.statvfs, path)
         flags = 0
         for st_flag, ms_flag in _STATVFS_FLAGS:
             if st.f_flag & st_flag:
@@ -144,22 +145,23 @@ class Linux:
             raise _fail("pivot_root", new_root)
 
     def open_dir(self, path: str) -> int:
-        return _wrap("open", path, os.open, path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return _wrap("open", path, posix.open, path,
+                     posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
 
     def fchdir(self, fd: int) -> None:
-        os.fchdir(fd)
+        posix.fchdir(fd)
 
     def unshare(self, flags: int) -> None:
         if _libc.unshare(flags) != 0:
             raise _fail("unshare", hex(flags))
 
     def setns(self, path: str, nstype: int) -> None:
-        fd = _wrap("open", path, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = _wrap("open", path, posix.open, path, posix.O_RDONLY | posix.O_CLOEXEC)
         try:
             if _libc.setns(fd, nstype) != 0:
                 raise _fail("setns", path)
         finally:
-            os.close(fd)
+            posix.close(fd)
 
     def setns_fd(self, fd: int, nstype: int) -> None:
         """setns(2) on an fd the caller opened (an nsfs file or a pidfd)."""
@@ -185,7 +187,7 @@ class Linux:
                 flags = _int(fcntl.ioctl(s, C.SIOCGIFFLAGS, req)[16:18], signed=True)
                 fcntl.ioctl(s, C.SIOCSIFFLAGS, _ifreq_flags(b"lo", flags | C.IFF_UP))
             except OSError as e:
-                raise OSError(e.errno, f"set lo up: {os.strerror(e.errno)}") from None
+                raise OSError(e.errno, f"set lo up: {posix.strerror(e.errno)}") from None
         finally:
             s.close()
 
@@ -227,13 +229,13 @@ class Linux:
         self._prctl(f"PR_CAP_AMBIENT_RAISE {cap}", C.PR_CAP_AMBIENT, C.PR_CAP_AMBIENT_RAISE, cap)
 
     def setgroups(self, gids: list[int]) -> None:
-        _wrap("setgroups", str(gids), os.setgroups, gids)
+        _wrap("setgroups", str(gids), posix.setgroups, gids)
 
     def setresgid(self, gid: int) -> None:
-        _wrap("setresgid", str(gid), os.setresgid, gid, gid, gid)
+        _wrap("setresgid", str(gid), posix.setresgid, gid, gid, gid)
 
     def setresuid(self, uid: int) -> None:
-        _wrap("setresuid", str(uid), os.setresuid, uid, uid, uid)
+        _wrap("setresuid", str(uid), posix.setresuid, uid, uid, uid)
 
     # --- process ----------------------------------------------------------------------------
     def setrlimit(self, name: str, soft: int, hard: int) -> None:
@@ -270,7 +272,7 @@ class Linux:
         return cpu
 
     def umask(self, mask: int) -> int:
-        return os.umask(mask)
+        return posix.umask(mask)
 
     def close_range(self, first: int, last: int, flags: int) -> None:
         if _libc.syscall(_SYSCALLS["close_range"], ffi.c_uint(first), ffi.c_uint(last),
@@ -281,14 +283,14 @@ class Linux:
             raise _fail("close_range", f"{first}..{last}")
         # A kernel before 5.11, or a seccomp filter that refuses the call: walk /proc/self/fd
         # as runc's CloseExecFrom does.
-        for name in os.listdir("/proc/self/fd"):
+        for name in posix.listdir("/proc/self/fd"):
             fd = int(name)
             if first <= fd <= last:
                 try:
                     if flags:
-                        os.set_inheritable(fd, False)
+                        posix.set_inheritable(fd, False)
                     else:
-                        os.close(fd)
+                        posix.close(fd)
                 except OSError:
                     pass  # the directory's own fd, already gone
 
@@ -319,7 +321,7 @@ class Linux:
 
     def set_inheritable(self, fd: int) -> None:
         """Clear FD_CLOEXEC: the fd survives the exec (--preserve-fds)."""
-        os.set_inheritable(fd, True)
+        posix.set_inheritable(fd, True)
 
     def reset_signals(self) -> None:
         """Every disposition back to SIG_DFL and an empty mask: exec keeps SIG_IGN and the mask,
@@ -349,8 +351,8 @@ class Linux:
         """A new pty from /dev/ptmx as our root sees it, unlocked: (master, slave, slave path).
         The slave is opened through the master (TIOCGPTPEER: no path lookup), by path on
         kernels before 4.13. Both fds CLOEXEC, neither becomes our controlling terminal."""
-        flags = os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC
-        master = _wrap("open", "/dev/ptmx", os.open, "/dev/ptmx", flags)
+        flags = posix.O_RDWR | posix.O_NOCTTY | posix.O_CLOEXEC
+        master = _wrap("open", "/dev/ptmx", posix.open, "/dev/ptmx", flags)
         try:
             fcntl.ioctl(master, C.TIOCSPTLCK, bytes(4))  # unlockpt: int 0
             n = _int(fcntl.ioctl(master, C.TIOCGPTN, bytes(4)))
@@ -360,10 +362,10 @@ class Linux:
             except OSError as e:
                 if e.errno not in (errno.EINVAL, errno.ENOTTY):
                     raise
-                slave = os.open(path, flags)
+                slave = posix.open(path, flags)
         except OSError as e:
-            os.close(master)
-            raise OSError(e.errno, f"open pty /dev/ptmx: {os.strerror(e.errno)}") from None
+            posix.close(master)
+            raise OSError(e.errno, f"open pty /dev/ptmx: {posix.strerror(e.errno)}") from None
         return master, slave, path
 
     def set_winsize(self, fd: int, height: int, width: int) -> None:
@@ -375,74 +377,75 @@ class Linux:
         _wrap("ioctl TIOCSCTTY", f"fd {fd}", fcntl.ioctl, fd, C.TIOCSCTTY, 0)
 
     def fchown(self, fd: int, uid: int, gid: int) -> None:
-        _wrap("fchown", f"fd {fd}", os.fchown, fd, uid, gid)
+        _wrap("fchown", f"fd {fd}", posix.fchown, fd, uid, gid)
 
     def dup2(self, fd: int, target: int) -> None:
         """dup2, the copy inheritable across exec (it is meant to be one of 0, 1, 2)."""
-        _wrap("dup2", f"fd {fd} to {target}", os.dup2, fd, target)
+        _wrap("dup2", f"fd {fd} to {target}", posix.dup2, fd, target)
 
     def close(self, fd: int) -> None:
-        os.close(fd)
+        posix.close(fd)
 
     def execve(self, path: str, args: list[str], env: dict[str, str]) -> None:
-        _wrap("exec", path, os.execve, path, args, env)
+        _wrap("exec", path, posix.execve, path, args, env)
 
     # --- filesystem -------------------------------------------------------------------------
     def chroot(self, path: str) -> None:
-        os.chroot(path)
+        posix.chroot(path)
 
     def chdir(self, path: str) -> None:
-        _wrap("chdir", path, os.chdir, path)
+        _wrap("chdir", path, posix.chdir, path)
 
     def makedirs(self, path: str, mode: int = 0o755) -> None:
-        _wrap("mkdir", path, os.makedirs, path, mode, True)
+        _wrap("mkdir", path, ospath.makedirs, path, mode, True)
 
     def touch(self, path: str) -> None:
-        fd = _wrap("create", path, os.open, path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o755)
-        os.close(fd)
+        fd = _wrap("create", path, posix.open, path,
+                   posix.O_WRONLY | posix.O_CREAT | posix.O_CLOEXEC, 0o755)
+        posix.close(fd)
 
     def readlink(self, path: str) -> str:
-        # Raw os.readlink: secure_join tells "not a link" (EINVAL) from "missing" by errno.
-        return os.readlink(path)
+        # Raw posix.readlink: secure_join tells "not a link" (EINVAL) from "missing" by errno.
+        return posix.readlink(path)
 
     def isdir(self, path: str) -> bool:
-        return os.path.isdir(path)
+        return ospath.isdir(path)
 
     def exists(self, path: str) -> bool:
-        return os.path.lexists(path)
+        return ospath.lexists(path)
 
-    def stat(self, path: str) -> os.stat_result:
-        return _wrap("stat", path, os.stat, path)
+    def stat(self, path: str) -> posix.stat_result:
+        return _wrap("stat", path, posix.stat, path)
 
     def symlink(self, target: str, path: str) -> None:
-        _wrap("symlink", path, os.symlink, target, path)
+        _wrap("symlink", path, posix.symlink, target, path)
 
     def mknod(self, path: str, mode: int, device: int) -> None:
-        _wrap("mknod", path, os.mknod, path, mode, device)
+        _wrap("mknod", path, posix.mknod, path, mode, device)
 
     def chown(self, path: str, uid: int, gid: int) -> None:
-        _wrap("chown", path, os.lchown, path, uid, gid)
+        _wrap("chown", path, posix.lchown, path, uid, gid)
 
     def chmod(self, path: str, mode: int) -> None:
-        _wrap("chmod", path, os.chmod, path, mode)
+        _wrap("chmod", path, posix.chmod, path, mode)
 
     def read_file(self, path: str) -> str:
         """The whole file. /proc files come a page per read(2) (a big mountinfo is many)."""
-        fd = _wrap("open", path, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = _wrap("open", path, posix.open, path, posix.O_RDONLY | posix.O_CLOEXEC)
         try:
             chunks = []
-            while chunk := _wrap("read", path, os.read, fd, 65536):
+            while chunk := _wrap("read", path, posix.read, fd, 65536):
                 chunks.append(chunk)
             return b"".join(chunks).decode()
         finally:
-            os.close(fd)
+            posix.close(fd)
 
     def write_file(self, path: str, data: str) -> None:
-        fd = _wrap("open", path, os.open, path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = _wrap("open", path, posix.open, path, posix.O_WRONLY | posix.O_CLOEXEC)
         try:
-            _wrap("write", path, os.write, fd, data.encode())
+            _wrap("write", path, posix.write, fd, data.encode())
         finally:
-            os.close(fd)
+            posix.close(fd)
 
 
 LINUX = Linux()
