@@ -54,7 +54,7 @@ import time
 import _signal as signal  # not signal, socket: their enum wrappers cost ~5 ms of start-up
 import _socket as socket
 
-from . import ctrcgroup, hooks, namespaces, proc
+from . import ctrcgroup, namespaces, proc
 from . import init as _init
 from .child import (Children, Stdio3, decode_error, dup_stdio, encode_error, fork_child,
                     keep_apart, recv, reopen_devnull, request, send, set_affinity, spawn)
@@ -224,16 +224,21 @@ def _before_pivot(cfg, sock: socket.socket, pid: int, await_cgroup=None) -> None
             await_cgroup()
         request(sock, {"type": "hooks"}, "hooks-done", "hooks",
                 "the runtime did not run the create hooks")
-    hooks.run("createContainer", cfg.spec.hooks.get("createContainer", []),
-              _hook_state(cfg, "created", pid))  # see container._runtime_hooks
+    created = cfg.spec.hooks.get("createContainer")
+    if created:
+        from . import hooks  # loaded before the fork (launch): we may be past pivot_root
+        # the state as container._runtime_hooks gives it to the caller's hooks
+        hooks.run("createContainer", created, _hook_state(cfg, "created", pid))
 
 
 def _take_start(cfg, state_fd: int, pid: int) -> None:
     """Block until start; run the startContainer hooks; tell start() how they went."""
     fifo = posix.open(FIFO, posix.O_WRONLY | posix.O_CLOEXEC, dir_fd=state_fd)  # blocks until start
     try:
-        hooks.run("startContainer", cfg.spec.hooks.get("startContainer", []),
-                  _hook_state(cfg, "created", pid))
+        starting = cfg.spec.hooks.get("startContainer")
+        if starting:
+            from . import hooks  # loaded before the fork (launch)
+            hooks.run("startContainer", starting, _hook_state(cfg, "created", pid))
     except ContainerSetupError as e:
         posix.write(fifo, b"1" + str(e).encode(errors="replace")[:4000])
         raise
@@ -292,7 +297,11 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
     caller_joins_cgroup); self_join: the Manager whose join fds answer the init's "cgroup"
     request (init_joins_cgroup); both None when the intermediate joined it."""
     # createContainer hooks run in the init before it is ready: their time is not its fault.
-    allowed = timeout + hooks.budget(spec.hooks.get("createContainer", []))
+    allowed = timeout
+    created = spec.hooks.get("createContainer")
+    if created:
+        from . import hooks
+        allowed += hooks.budget(created)
     deadline = time.monotonic() + allowed
     ready = False
 
@@ -376,7 +385,8 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
     """Fork the init and wait until it is created. Returns (host pid, start time, the master
     of its terminal or None); with a terminal, `stdio` is ignored (pass Nones).
     runtime_hooks(init pid) runs the prestart and createRuntime hooks when the init asks."""
-    if cfg.spec.hooks:
+    if cfg.spec.hooks:  # runtime.hooks only then
+        from . import hooks
         hooks.preload()  # the init runs hooks too, some after pivot_root
     joins, later = caller_joins_cgroup(cfg), setup_cgroup_after_fork(cfg)
     if not later:
