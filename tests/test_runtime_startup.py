@@ -118,7 +118,7 @@ def test_loads_takes_a_utf8_bom_in_bytes_and_constants():
 
 # --- what the light paths import -------------------------------------------------------------
 HEAVY = ("json", "re", "enum", "logging", "dataclasses", "subprocess", "shutil", "datetime",
-         "socket", "ctypes", "signal", "runtime.spec", "runtime.mounts", "runtime.launch",
+         "socket", "ctypes", "signal", "os", "_collections_abc", "runtime.spec", "runtime.mounts", "runtime.launch",
          "runtime.execproc", "runtime.init", "runtime.seccomp", "runtime.hooks",
          "runtime.cgroups.plan", "runtime.sys.linux")
 
