@@ -294,8 +294,9 @@ def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
 def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
                  runtime_hooks, cgroup=None, self_join=None) -> int:
     """cgroup: the Manager to move the init into as soon as its pid is known (see
-    caller_joins_cgroup); self_join: the Manager whose join fds answer the init's "cgroup"
-    request (init_joins_cgroup); both None when the intermediate joined it."""
+    caller_joins_cgroup); self_join: the (fds, paths) of ctrcgroup.open_join that answer the
+    init's "cgroup" request (init_joins_cgroup), sent with it and closed by our caller; both
+    None when the intermediate joined it."""
     # createContainer hooks run in the init before it is ready: their time is not its fault.
     allowed = timeout
     created = spec.hooks.get("createContainer")
@@ -331,12 +332,8 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
             ready = True
         elif msg["type"] == "cgroup":  # it exists: launch's wait() made it before this
             await_pid()  # and a caller_joins_cgroup move is done
-            fds, paths = ctrcgroup.open_join(self_join)
-            try:
-                send(sock, {"type": "cgroup-done", **({"paths": paths} if paths else {})}, *fds)
-            finally:
-                for fd in fds:
-                    posix.close(fd)
+            fds, paths = self_join or ([], [])
+            send(sock, {"type": "cgroup-done", **({"paths": paths} if paths else {})}, *fds)
         elif msg["type"] == "idmap":  # the intermediate's new user namespace
             namespaces.write_id_mappings(kids.mid, spec.linux, sys)
             send(sock, {"type": "idmap-done"})
@@ -393,21 +390,28 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
         ctrcgroup.setup(cfg.cgroup, cfg.spec)
 
     def wait(sock, kids):
-        if later:
-            keep_apart(kids.mid, sys)  # the cgroup setup below runs beside the child's work
-            # While the intermediate unshares and the init mounts (v2: the mkdirs can queue
-            # behind runtime.cgwarm's grace period, which then costs the init nothing). The
-            # init waits for them: _await_ready answers its "cgroup" request, after this.
-            try:
-                ctrcgroup.setup(cfg.cgroup, cfg.spec)
-            except BaseException:
-                # The intermediate may have forked the init already: learn its pid, so that
-                # spawn's abort kills and reaps it too, not only the intermediate.
-                kids.await_pid(sock, time.monotonic() + timeout, timeout)
-                raise
-        start = _await_ready(sock, kids, timeout, cfg.spec, sys, runtime_hooks,
-                             cfg.cgroup if joins else None,
-                             cfg.cgroup if later and not joins else None)
+        join = None  # v1: the "tasks" fds the init moves itself through
+        try:
+            if later:
+                keep_apart(kids.mid, sys)  # the cgroup setup below runs beside the child's work
+                # While the intermediate unshares and the init mounts (v2: the mkdirs can
+                # queue behind runtime.cgwarm's grace period, which then costs the init
+                # nothing). The init waits for them: _await_ready answers its "cgroup"
+                # request, after this, with the join fds opened here before it asks.
+                try:
+                    ctrcgroup.setup(cfg.cgroup, cfg.spec)
+                    if not joins:
+                        join = ctrcgroup.open_join(cfg.cgroup)
+                except BaseException:
+                    # The intermediate may have forked the init already: learn its pid, so
+                    # that spawn's abort kills and reaps it too, not only the intermediate.
+                    kids.await_pid(sock, time.monotonic() + timeout, timeout)
+                    raise
+            start = _await_ready(sock, kids, timeout, cfg.spec, sys, runtime_hooks,
+                                 cfg.cgroup if joins else None, join)
+        finally:
+            for fd in join[0] if join else ():
+                posix.close(fd)
         _reset_affinity(kids.pid)  # in its cgroup now, and blocked until start
         return kids.pid, start, kids.take_console()  # kids.pid is known only after _await_ready
     if caller_unshares_pid(cfg.spec):

@@ -424,8 +424,7 @@ def test_the_caller_answers_the_inits_cgroup_request(rootfs):
 
 def test_a_v1_init_gets_the_tasks_fds_to_join_through_with_the_answer(rootfs, tmp_path):
     """init_joins_cgroup: the answer carries one fd per hierarchy directory, on "tasks"; the
-    init's join_self writes "0" through each (itself: no grace period). The caller keeps no
-    copy."""
+    init's join_self writes "0" through each (itself: no grace period)."""
     import _socket
 
     from runtime import cgroups, child, ctrcgroup, launch
@@ -447,9 +446,12 @@ def test_a_v1_init_gets_the_tasks_fds_to_join_through_with_the_answer(rootfs, tm
         child.send(theirs, {"type": "pid", "pid": os.getpid()})
         child.send(theirs, {"type": "cgroup"})
         child.send(theirs, {"type": "ready"})
-        launch._await_ready(ours, kids, 5.0, cfg.spec, FakeSys(), None, self_join=m)
+        join = ctrcgroup.open_join(m)  # as launch's wait() opens them, before the init asks
+        launch._await_ready(ours, kids, 5.0, cfg.spec, FakeSys(), None, self_join=join)
         kids.close()  # its pidfd
-        assert set(os.listdir("/proc/self/fd")) == before  # the caller's copies are closed
+        for fd in join[0]:  # what wait() does once _await_ready returns
+            os.close(fd)
+        assert set(os.listdir("/proc/self/fd")) == before
         data, fds = child._recv_with_fds(theirs, child.MAX_FDS)
         reply = json.loads(data)
         assert reply == {"type": "cgroup-done", "paths": [str(d / "tasks") for d in dirs]}
@@ -761,15 +763,34 @@ def test_launch_moves_the_child_off_its_cpu_then_resets_the_inits_affinity(rootf
     cfg = make(rootfs, config(), ops=[])
     cfg.cgroup = V1()
     assert launch.setup_cgroup_after_fork(cfg)
-    events = []
-    monkeypatch.setattr(launch, "keep_apart", lambda pid, sys: events.append(("apart", pid)))
-    monkeypatch.setattr(launch.ctrcgroup, "setup", lambda cgroup, spec: events.append("setup"))
-    monkeypatch.setattr(launch, "_await_ready", lambda *a: events.append("ready") or 7)
-    monkeypatch.setattr(launch, "set_affinity", lambda pid, cpus=None: events.append(
-        ("affinity", pid, cpus)))
-    monkeypatch.setattr(launch, "spawn", lambda intermediate, wait, *fork: wait(None, Kids()))
-    assert launch.launch(cfg, (None, None, None), FakeSys()) == (99, 7, None)
-    assert events == [("apart", 4321), "setup", "ready", ("affinity", 99, None)]
+    for fail in (False, True):
+        events, pipe = [], os.pipe()
+
+        def ready(*a, fail=fail):
+            events.append(("ready", a[-1]))  # self_join: the fds, open by then
+            if fail:
+                raise ContainerSetupError("init", "it died")
+            return 7
+        monkeypatch.setattr(launch, "keep_apart", lambda pid, sys: events.append(("apart", pid)))
+        monkeypatch.setattr(launch.ctrcgroup, "setup", lambda cgroup, spec: events.append("setup"))
+        monkeypatch.setattr(launch.ctrcgroup, "open_join",
+                            lambda cgroup: events.append("open") or ([pipe[1]], ["tasks"]))
+        monkeypatch.setattr(launch, "_await_ready", ready)
+        monkeypatch.setattr(launch, "set_affinity", lambda pid, cpus=None: events.append(
+            ("affinity", pid, cpus)))
+        monkeypatch.setattr(launch, "spawn", lambda intermediate, wait, *fork: wait(None, Kids()))
+        try:
+            if fail:
+                with pytest.raises(ContainerSetupError):
+                    launch.launch(cfg, (None, None, None), FakeSys())
+            else:
+                assert launch.launch(cfg, (None, None, None), FakeSys()) == (99, 7, None)
+            # the init's join fds are opened before it asks, and closed once it is ready
+            want = [("apart", 4321), "setup", "open", ("ready", ([pipe[1]], ["tasks"]))]
+            assert events == want + ([] if fail else [("affinity", 99, None)])
+            assert os.read(pipe[0], 1) == b""  # no writer left: closed, even on a failure
+        finally:
+            os.close(pipe[0])
 
 
 def test_all_cpus_are_the_kernels_possible_ones():
