@@ -17,7 +17,8 @@ Invariants:
   plan's AwaitCgroup op), else once its mounts are done, and waits for {"type":
   "cgroup-done"}, which the caller sends once the cgroup exists and the init can be in it:
   - v1 (init_joins_cgroup): the answer carries the "tasks" fds (SCM_RIGHTS) through which the
-    init moves itself, a move that takes no RCU grace period;
+    init moves itself, a move that takes no RCU grace period; the caller opens them as soon
+    as the cgroup exists, before the init asks, and closes its copies once it is ready;
   - v2 (caller_joins_cgroup): the caller has moved the init by pid as soon as that pid
     arrived (whichever message brought it), so that move's grace period overlapped the
     init's setup.
