@@ -517,15 +517,6 @@ def test_importing_the_cli_costs_nothing_but_the_module():
     assert out.strip() == "['runtime', 'runtime.cli']"
 
 
-def test_the_engine_loads_runtime_hooks_only_for_a_spec_with_hooks():
-    # launch() imports it (before the fork) when the spec has hooks; the init runs none without.
-    code = (f"import sys; sys.path.insert(0, {REPO!r}); import runtime.launch, runtime.container; "
-            "print('runtime.hooks' in sys.modules)")
-    out = subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "False"
-
-
 # --- spec and features -----------------------------------------------------------------------
 def test_spec_writes_runcs_example(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -145,6 +145,12 @@ def test_the_create_path_loads_neither_ctypes_nor_resource_nor_struct():
     assert not loaded & unwanted, loaded & unwanted
 
 
+def test_the_create_path_loads_runtime_hooks_only_for_a_spec_with_hooks():
+    # launch() imports it (before the fork) when the spec has hooks; the init runs none without.
+    loaded = _modules_after("import runtime.container, runtime.launch")
+    assert "runtime.launch" in loaded and "runtime.hooks" not in loaded
+
+
 def test_state_list_kill_of_a_stopped_container_load_nothing_heavy(tmp_path):
     root = tmp_path / "root"
     (root / "c1").mkdir(parents=True)
