@@ -274,6 +274,35 @@ def test_a_seccomp_profile_that_predates_close_range_still_runs(rt, bundle):
     assert (rc, out) == (0, "ran\n"), err
 
 
+def test_a_seccomp_filter_is_compiled_once_and_read_back(runtimes, bundle):
+    """pyshim keeps the filters libseccomp compiled in its root's .seccomp-cache, as crun does
+    in its own: the second container with a profile gets the same filter without a compile,
+    and it holds as the first did; another profile is another entry; `list` sees no container
+    in the cache."""
+    rt = runtimes["pyshim"]
+    cache = os.path.join(rt.root, ".seccomp-cache")
+
+    def deny_mkdir(errno_ret):
+        def mutate(c):
+            c["linux"]["seccomp"] = {
+                "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                              "errnoRet": errno_ret}]}
+        return mutate
+    b = bundle(["sh", "-c", "mkdir /made 2>&1; echo $?"], deny_mkdir(1))  # EPERM
+    for i in range(2):
+        rc, out, err = rt("run", "--bundle", b, f"sc{i}")
+        assert rc == 0 and "Operation not permitted" in out, (out, err)
+        assert len(os.listdir(cache)) == 1
+    entry = os.path.join(cache, os.listdir(cache)[0])
+    assert oct(os.stat(entry).st_mode & 0o777) == "0o600"
+    b = bundle(["sh", "-c", "mkdir /made 2>&1; echo $?"], deny_mkdir(13))  # EACCES
+    rc, out, err = rt("run", "--bundle", b, "sc2")
+    assert rc == 0 and "Permission denied" in out, (out, err)
+    assert len(os.listdir(cache)) == 2
+    assert rt("list", "-q")[1] == ""
+
+
 def _mounts_under(path: str) -> list[str]:
     with open("/proc/self/mountinfo") as f:
         points = [line.split()[4] for line in f]

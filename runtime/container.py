@@ -222,7 +222,7 @@ def _plan(container_id: str, bundle: str, state_dir: str, no_pivot: bool = False
     host = mounts.HostInfo.probe(cgroups=any(m.type == "cgroup" for m in spec.mounts),
                                  cgroup_dirs=cgroup.dirs())
     return InitConfig(spec, rootfs, mounts.plan_rootfs(spec, rootfs, bundle, host, no_pivot),
-                      state_dir, cgroup, seccomp_filter(spec),
+                      state_dir, cgroup, seccomp_filter(spec, state_dir),
                       _state_base(spec.oci_version, container_id, bundle, spec.annotations))
 
 
@@ -250,8 +250,11 @@ def _poststop(spec: "spec_mod.Spec", base: dict) -> None:
     hooks.warn("poststop", spec.hooks.get("poststop", []), {**base, "status": "stopped", "pid": 0})
 
 
-def seccomp_filter(spec: "spec_mod.Spec") -> "SeccompFilter | None":
-    """linux.seccomp compiled here, in the caller, before any fork (None: no seccomp)."""
+def seccomp_filter(spec: "spec_mod.Spec",
+                   state_dir: str | None = None) -> "SeccompFilter | None":
+    """linux.seccomp compiled here, in the caller, before any fork (None: no seccomp); read
+    back when compiled before, from the cache in the root of the engine that holds state_dir
+    (runtime.seccomp.cache)."""
     if spec.linux.seccomp is None:
         return None
     from . import seccomp
@@ -263,7 +266,8 @@ def seccomp_filter(spec: "spec_mod.Spec") -> "SeccompFilter | None":
         if call.action == "SCMP_ACT_NOTIFY":
             raise InvalidSpec(f"linux.seccomp.syscalls[{i}].action",
                               "SCMP_ACT_NOTIFY (a seccomp agent) is not supported yet")
-    return SeccompFilter(seccomp.compile(profile), seccomp.filter_flags(profile))
+    cache = ospath.join(ospath.dirname(state_dir), seccomp.cache.DIRNAME) if state_dir else None
+    return SeccompFilter(seccomp.compile_cached(profile, cache), seccomp.filter_flags(profile))
 
 
 def _state_data(container_id: str, bundle: str, cfg: "InitConfig", pid: int, start: int) -> dict:
@@ -468,7 +472,8 @@ class Container:
         try:
             keyring = None if self._data.get("noNewKeyring") else _init_keyring_name(self.id)
             job = execproc.ExecJob(p, stdio.for_process(p), fds, self._cgroup,
-                                   seccomp_filter(self.spec), stdio.preserve_fds, keyring,
+                                   seccomp_filter(self.spec, self._dir),
+                                   stdio.preserve_fds, keyring,
                                    sub_cgroups or None)
             pid, stdio.console_fd = execproc.run(job, self._sys, self._timeout)
             return pid
