@@ -7,7 +7,8 @@ order that alternates between rounds) so drift hits them all alike, and prints e
 variant's median and the ratio pyshim/runc. A variant that fails its warm-up run is
 reported with its error and left out; the others are still measured.
 
-Usage: hack/bench.py [--rounds 30] [--variants runc,crun,pyshim] [--json FILE]   (as root)
+Usage: hack/bench.py [--rounds 30] [--variants runc,crun,pyshim] [--seccomp] [--json FILE]
+(as root; --seccomp runs each container with containerd's default seccomp profile)
 """
 from __future__ import annotations
 
@@ -43,15 +44,17 @@ def _raise(signum, frame):
 
 
 class Runner:
-    def __init__(self, c: PrivateContainerd):
+    def __init__(self, c: PrivateContainerd, extra: list[str] = ()):
         self.c = c
         self.n = 0
+        self.extra = list(extra)  # more `ctr run` flags, e.g. --seccomp
 
     def once(self, variant: str) -> tuple[float, subprocess.CompletedProcess]:
         self.n += 1
         cid = f"bench-{variant}-{os.getpid()}-{self.n}"
         t0 = time.perf_counter()
-        r = self.c.ctr("run", "--rm", *VARIANTS[variant], IMAGE, cid, "true", timeout=TIMEOUT)
+        r = self.c.ctr("run", "--rm", *self.extra, *VARIANTS[variant], IMAGE, cid, "true",
+                       timeout=TIMEOUT)
         dt = time.perf_counter() - t0
         if r.returncode != 0:
             self.c.reap([cid])
@@ -69,6 +72,9 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default="runc,crun,pyshim",
                     help="comma-separated, from: " + ",".join(VARIANTS))
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--seccomp", action="store_true",
+                    help="ctr run --seccomp: containerd's default seccomp profile, as CRI's "
+                         "RuntimeDefault")
     args = ap.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:
@@ -89,7 +95,7 @@ def main(argv=None) -> int:
         with PrivateContainerd(shims={PYSHIM_BINARY: shim} if os.path.exists(shim) else None,
                                log_level="info") as c:
             c.import_image(tar)
-            run = Runner(c)
+            run = Runner(c, ["--seccomp"] if args.seccomp else [])
             live = []
             for v in variants:  # warm-up (page cache, first shim start), and a health check
                 try:
@@ -116,7 +122,9 @@ def main(argv=None) -> int:
                         continue
                     times[v].append(dt)
 
-    print(f"ctr run --rm {IMAGE} ID true: {args.rounds} interleaved rounds, wall time per run")
+    flags = "--seccomp " if args.seccomp else ""
+    print(f"ctr run --rm {flags}{IMAGE} ID true: {args.rounds} interleaved rounds, wall time per "
+          f"run")
     result = {"rounds": args.rounds, "variants": {}}
     med = {}
     for v in variants:
