@@ -55,11 +55,45 @@ def test_the_key_is_everything_the_filter_depends_on(monkeypatch):
     assert cache.key(profile()) == base
     assert cache.key(profile(defaultErrnoRet=13)) != base
     assert cache.key(profile(architectures=["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"])) != base
-    monkeypatch.setattr(cache, "version", lambda: "9.9.9")  # another libseccomp
-    assert cache.key(profile()) != base
+    monkeypatch.setattr(cache, "_library_id", "2.5.4 /usr/lib/libseccomp.so.2 8 9 10 11")
+    assert cache.key(profile()) != base  # another libseccomp file, same version or not
     monkeypatch.undo()
     monkeypatch.setattr(cache, "_source_digest", "another compiler")
     assert cache.key(profile()) != base
+
+
+def test_the_library_is_the_file_this_process_mapped():
+    lib = cache._library()
+    version, path, dev, ino, size, mtime = lib.split()
+    assert version == seccomp.version() and "libseccomp" in path
+    st = os.stat(path)
+    assert (int(dev), int(ino), int(size), int(mtime)) == (st.st_dev, st.st_ino, st.st_size,
+                                                            st.st_mtime_ns)
+
+
+def test_a_mapped_file_is_named_only_while_it_is_the_file_mapped(tmp_path):
+    lib = tmp_path / "libseccomp.so.2.5.4"
+    lib.write_bytes(b"x")
+    ino = os.stat(lib).st_ino
+    line = "7f00-7f10 r-xp 00000000 fe:00 {ino} {path}\n"
+    maps = "55aa-55bb r--p 0 fe:00 1 /usr/bin/python3.11\n" + line.format(ino=ino, path=lib)
+    got = cache.mapped_file(maps, "/libseccomp")
+    assert got.split()[0] == str(lib) and got.split()[2] == str(ino)
+    assert cache.mapped_file(maps, "/libnothing") is None
+    deleted = line.format(ino=ino, path=f"{lib} (deleted)")
+    assert cache.mapped_file(deleted, "/libseccomp") is None
+    replaced = line.format(ino=ino + 1, path=lib)  # the update renamed a new file over it
+    assert cache.mapped_file(replaced, "/libseccomp") is None
+
+
+def test_a_library_replaced_since_it_was_loaded_means_no_cache(tmp_path, compiles, monkeypatch):
+    """A long-lived process (the shim) that loaded libseccomp before an update: its filters
+    are the old library's, which the new file's identity would not describe."""
+    monkeypatch.setattr(cache, "_library_id", "")  # looked for, not found as mapped
+    d = str(tmp_path / "cache")
+    for _ in range(2):
+        assert cache.compile_cached(profile(), d) == seccomp.compile(profile())
+    assert len(compiles) == 2 and entries(d) == []
 
 
 def _bad_entries(path):

@@ -7,8 +7,10 @@ every exec in one (probes included) carries; crun keeps its filters the same way
 
 Invariants:
 - The key is all compile()'s output depends on: the parsed profile (its repr shows every
-  field), libseccomp's version, the machine, and the source of this package's compiler
-  (compiler, profile and bpf: a change there is a new key for every profile).
+  field), libseccomp (its version and the identity of the file loaded: a package update that
+  keeps the version is a new key too), the machine, and the source of this package's compiler
+  (compiler, profile and bpf: a change there is a new key for every profile). A process whose
+  libseccomp file was replaced after it loaded it uses no cache.
 - An entry is used only if it is a regular file of ours (not a link, owned by our euid) whose
   size is a whole number of instructions the kernel would take; anything else is compiled
   again and replaced.
@@ -37,12 +39,13 @@ MAX_ENTRIES = 64
 _SUFFIX = ".bpf"
 _SOURCES = ("compiler.py", "profile.py", "bpf.py")
 _source_digest: str | None = None
+_library_id: str | None = None  # "" once looked for and not found
 
 
 def compile_cached(profile: Profile, cache_dir: str | None) -> bytes:
     """compile(profile), or the filter a previous compile of the same key left in cache_dir
     (None: no cache)."""
-    if cache_dir is None:
+    if cache_dir is None or _library() is None:
         return compile(profile)
     path = ospath.join(cache_dir, key(profile) + _SUFFIX)
     program = _read(path)
@@ -55,10 +58,42 @@ def compile_cached(profile: Profile, cache_dir: str | None) -> bytes:
 
 def key(profile: Profile) -> str:
     h = sha256()
-    for part in (repr(profile), version(), posix.uname().machine, _sources()):
+    for part in (repr(profile), _library() or "", posix.uname().machine, _sources()):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def _library() -> str | None:
+    """libseccomp as this process loaded it: its version and its file's identity (from our
+    own maps); None when that file has been replaced since, or cannot be told."""
+    global _library_id
+    if _library_id is None:
+        v = version()  # loads it
+        try:
+            with open("/proc/self/maps") as f:
+                found = mapped_file(f.read(), "/libseccomp")
+        except OSError:
+            found = None
+        _library_id = f"{v} {found}" if found else ""
+    return _library_id or None
+
+
+def mapped_file(maps: str, name: str, stat=posix.stat) -> str | None:
+    """"path dev inode size mtime" of the first file in `maps` (/proc/<pid>/maps) whose path
+    contains `name`, if that path is still the file mapped: None when it is gone (the kernel
+    appends " (deleted)") or another file now (a package update renames a new one over it)."""
+    for line in maps.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) == 6 and name in fields[5]:
+            try:
+                st = stat(fields[5])
+            except OSError:
+                return None
+            if st.st_ino != int(fields[4]):
+                return None
+            return f"{fields[5]} {st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns}"
+    return None
 
 
 def _sources() -> str:
