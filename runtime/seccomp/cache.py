@@ -38,7 +38,6 @@ DIRNAME = ".seccomp-cache"
 MAX_ENTRIES = 64
 _SUFFIX = ".bpf"
 _SOURCES = ("compiler.py", "profile.py", "bpf.py")
-_source_digest: str | None = None
 _library_id: str | None = None  # "" once looked for and not found
 
 
@@ -58,7 +57,7 @@ def compile_cached(profile: Profile, cache_dir: str | None) -> bytes:
 
 def key(profile: Profile) -> str:
     h = sha256()
-    for part in (repr(profile), _library() or "", posix.uname().machine, _sources()):
+    for part in (repr(profile), _library() or "", posix.uname().machine, _source_digest):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
@@ -97,15 +96,17 @@ def mapped_file(maps: str, name: str, stat=posix.stat) -> str | None:
 
 
 def _sources() -> str:
-    global _source_digest
-    if _source_digest is None:
-        h = sha256()
-        here = ospath.dirname(__file__)
-        for name in _SOURCES:
-            with open(ospath.join(here, name), "rb") as f:
-                h.update(f.read())
-        _source_digest = h.hexdigest()
-    return _source_digest
+    h = sha256()
+    here = ospath.dirname(__file__)
+    for name in _SOURCES:
+        with open(ospath.join(here, name), "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+# Read now, beside the code that was just loaded: a process that lives on (the shim) keys
+# on the compiler it runs, not on sources changed under it since.
+_source_digest = _sources()
 
 
 def _read(path: str) -> bytes | None:
