@@ -10,8 +10,9 @@ rounds so drift hits them all alike):
        (integration/grpc_client.py), no stdio: containerd and the shim's exec path alone.
 Prints each variant's median, min and p90, and the ratios pyshim/runc.
 
-Usage: hack/bench_exec.py [--rounds 30] [--runtimes runc,pyshim] [--modes ctr,api] [--json FILE]
-(as root)
+Usage: hack/bench_exec.py [--rounds 30] [--runtimes runc,pyshim] [--modes ctr,api] [--seccomp]
+[--json FILE] (as root; --seccomp: the containers have containerd's default seccomp profile,
+which every exec into them applies too, as CRI's RuntimeDefault)
 """
 from __future__ import annotations
 
@@ -88,6 +89,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runtimes", default="runc,pyshim")
     ap.add_argument("--modes", default="ctr,api", help="ctr (ctr task exec), api (gRPC)")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--seccomp", action="store_true",
+                    help="run the containers with containerd's default seccomp profile")
     args = ap.parse_args(argv)
     runtimes = [r for r in args.runtimes.split(",") if r]
     modes = [m for m in args.modes.split(",") if m]
@@ -119,7 +122,8 @@ def main(argv=None) -> int:
             try:
                 for r in runtimes:
                     cid = f"bench-exec-{r}-{os.getpid()}"
-                    res = c.ctr("run", "-d", "--runtime", RUNTIMES[r], IMAGE, cid,
+                    res = c.ctr("run", "-d", *(["--seccomp"] if args.seccomp else []),
+                                "--runtime", RUNTIMES[r], IMAGE, cid,
                                 "sleep", "100000", timeout=TIMEOUT)
                     if res.returncode != 0:
                         for m in modes:
