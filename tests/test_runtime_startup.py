@@ -118,9 +118,9 @@ def test_loads_takes_a_utf8_bom_in_bytes_and_constants():
 
 # --- what the light paths import -------------------------------------------------------------
 HEAVY = ("json", "re", "enum", "logging", "dataclasses", "subprocess", "shutil", "datetime",
-         "socket", "ctypes", "signal", "os", "_collections_abc", "runtime.spec", "runtime.mounts", "runtime.launch",
-         "runtime.execproc", "runtime.init", "runtime.seccomp", "runtime.hooks",
-         "runtime.cgroups.plan", "runtime.sys.linux")
+         "socket", "ctypes", "signal", "os", "_collections_abc", "runtime.spec",
+         "runtime.mounts", "runtime.launch", "runtime.execproc", "runtime.init",
+         "runtime.seccomp", "runtime.hooks", "runtime.cgroups.plan", "runtime.sys.linux")
 
 
 def _modules_after(code: str) -> set[str]:
