@@ -90,27 +90,24 @@ def basename(p: str) -> str:
 
 
 # --- the filesystem ----------------------------------------------------------------------------
-def exists(path: str) -> bool:
+def _stat(stat, path: str):
     try:
-        posix.stat(path)
+        return stat(path)
     except (OSError, ValueError):
-        return False
-    return True
+        return None
+
+
+def exists(path: str) -> bool:
+    return _stat(posix.stat, path) is not None
 
 
 def lexists(path: str) -> bool:
-    try:
-        posix.lstat(path)
-    except (OSError, ValueError):
-        return False
-    return True
+    return _stat(posix.lstat, path) is not None
 
 
 def isdir(path: str) -> bool:
-    try:
-        return S_ISDIR(posix.stat(path).st_mode)
-    except (OSError, ValueError):
-        return False
+    st = _stat(posix.stat, path)
+    return st is not None and S_ISDIR(st.st_mode)
 
 
 def makedirs(name: str, mode: int = 0o777, exist_ok: bool = False) -> None:

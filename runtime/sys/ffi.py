@@ -21,46 +21,22 @@ __all__ = ["CDLL", "POINTER", "Structure", "addressof", "byref", "c_char", "c_ch
            "c_void_p", "create_string_buffer", "get_errno", "sizeof"]
 
 
-class c_int(_SimpleCData):  # noqa: N801 - ctypes' names
-    _type_ = "i"
+def _simple(name: str, code: str) -> type:
+    """A C scalar type as ctypes defines it: a _SimpleCData subclass with its struct code."""
+    return type(name, (_SimpleCData,), {"_type_": code, "__module__": __name__})
 
 
-class c_uint(_SimpleCData):  # noqa: N801
-    _type_ = "I"
-
-
+c_int = _simple("c_int", "i")
+c_uint = _simple("c_uint", "I")
 c_uint32 = c_uint  # "I" is 32 bits on every Linux ABI CPython supports
-
-
-class c_ushort(_SimpleCData):  # noqa: N801
-    _type_ = "H"
-
-
-class c_uint64(_SimpleCData):  # noqa: N801
-    _type_ = "Q"
-
-
-class c_long(_SimpleCData):  # noqa: N801
-    _type_ = "l"
-
-
-class c_ulong(_SimpleCData):  # noqa: N801
-    _type_ = "L"
-
-
+c_ushort = _simple("c_ushort", "H")
+c_uint64 = _simple("c_uint64", "Q")
+c_long = _simple("c_long", "l")
+c_ulong = _simple("c_ulong", "L")
 c_size_t = c_ulong  # as ctypes has it where sizeof(size_t) == sizeof(long): Linux
-
-
-class c_char(_SimpleCData):  # noqa: N801
-    _type_ = "c"
-
-
-class c_char_p(_SimpleCData):  # noqa: N801
-    _type_ = "z"
-
-
-class c_void_p(_SimpleCData):  # noqa: N801
-    _type_ = "P"
+c_char = _simple("c_char", "c")
+c_char_p = _simple("c_char_p", "z")
+c_void_p = _simple("c_void_p", "P")
 
 
 class _CFunction(CFuncPtr):
