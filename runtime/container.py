@@ -148,9 +148,15 @@ class Engine:
             cfg.keyring = _init_keyring_name(container_id) if new_keyring else None
             # launch() sets the cgroup up too, at the moment that costs the least
             cgroup = cfg.cgroup
+            prepared = []  # the state data written aside while the init set up
+
+            def on_pid(pid: int, start: int) -> None:
+                data = _state_data(container_id, bundle, cfg, pid, start, new_keyring)
+                state.prepare(state_dir, data)
+                prepared.append(data)
             pid, start, master = launch.launch(cfg, stdio.for_process(cfg.spec.process),
                                                self._sys, self._timeout,
-                                               lambda pid: _runtime_hooks(cfg, pid))
+                                               lambda pid: _runtime_hooks(cfg, pid), on_pid)
         except BaseException:
             # launch() killed and reaped its children; the cgroup may or may not exist yet
             ctrcgroup.destroy_quietly(cgroup)
@@ -162,12 +168,16 @@ class Engine:
                 from . import idmap
                 idmap.close_all(cfg.mount_fds)
                 cfg.mount_fds = None
-        data = _state_data(container_id, bundle, cfg, pid, start)
-        if not new_keyring:
-            data["noNewKeyring"] = True
+        data = prepared[0] if prepared else None
+        if data is None or (data["pid"], data["pidStartTime"]) != (pid, start):
+            data = _state_data(container_id, bundle, cfg, pid, start, new_keyring)
+            prepared.clear()
         c = Container(state_dir, data, self._sys_given, self._timeout)
         try:
-            state.write(state_dir, c._data)
+            if prepared:
+                state.commit(state_dir)
+            else:
+                state.write(state_dir, c._data)
         except BaseException:
             if master is not None:
                 posix.close(master)
@@ -270,12 +280,16 @@ def seccomp_filter(spec: "spec_mod.Spec",
     return SeccompFilter(seccomp.compile_cached(profile, cache), seccomp.filter_flags(profile))
 
 
-def _state_data(container_id: str, bundle: str, cfg: "InitConfig", pid: int, start: int) -> dict:
+def _state_data(container_id: str, bundle: str, cfg: "InitConfig", pid: int, start: int,
+                new_keyring: bool = True) -> dict:
     from . import ctrcgroup
-    return {"ociVersion": cfg.spec.oci_version, "id": container_id, "bundle": bundle,
+    data = {"ociVersion": cfg.spec.oci_version, "id": container_id, "bundle": bundle,
             "rootfs": cfg.rootfs, "pid": pid, "pidStartTime": start, "created": utc_now(),
             "annotations": cfg.spec.annotations, "cgroup": ctrcgroup.to_state(cfg.cgroup),
             "config": cfg.spec.raw}
+    if not new_keyring:
+        data["noNewKeyring"] = True
+    return data
 
 
 def _init_keyring_name(container_id: str) -> str:

@@ -293,11 +293,11 @@ def _init_main(cfg, stdio: Stdio3, sock: socket.socket, sys) -> int:
 
 # --- caller side -----------------------------------------------------------------------------
 def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
-                 runtime_hooks, cgroup=None, self_join=None) -> int:
+                 runtime_hooks, cgroup=None, self_join=None, on_pid=None) -> int:
     """cgroup: the Manager to move the init into as soon as its pid is known (see
     caller_joins_cgroup); self_join: the (fds, paths) of ctrcgroup.open_join that answer the
     init's "cgroup" request (init_joins_cgroup), sent with it and closed by our caller; both
-    None when the intermediate joined it."""
+    None when the intermediate joined it. on_pid: see launch()."""
     # createContainer hooks run in the init before it is ready: their time is not its fault.
     allowed = timeout
     created = spec.hooks.get("createContainer")
@@ -310,10 +310,15 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
     def join_once() -> None:
         # As soon as the pid is known, whichever message brought it: the init goes on setting
         # up meanwhile, and what the caller does for it next (hooks) sees it in its cgroup.
-        nonlocal cgroup
-        if cgroup is not None and kids.pid is not None:
+        nonlocal cgroup, on_pid
+        if kids.pid is None:
+            return
+        if cgroup is not None:
             _join(cgroup, kids.pid)
             cgroup = None
+        if on_pid is not None:
+            told, on_pid = on_pid, None
+            told(kids.pid, kids.start)
 
     def await_pid() -> int:
         kids.await_pid(sock, deadline, allowed)
@@ -379,10 +384,13 @@ def _reset_affinity(pid: int) -> None:
 
 
 def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
-           runtime_hooks=None) -> tuple[int, int, int | None]:
+           runtime_hooks=None, on_pid=None) -> tuple[int, int, int | None]:
     """Fork the init and wait until it is created. Returns (host pid, start time, the master
     of its terminal or None); with a terminal, `stdio` is ignored (pass Nones).
-    runtime_hooks(init pid) runs the prestart and createRuntime hooks when the init asks."""
+    runtime_hooks(init pid) runs the prestart and createRuntime hooks when the init asks.
+    on_pid(host pid, start time) runs once as soon as they are known, while the init still
+    sets up (create writes the container's state then); an exception from it fails the
+    launch like any other."""
     if cfg.spec.hooks:  # runtime.hooks only then
         from . import hooks
         hooks.preload()  # the init runs hooks too, some after pivot_root
@@ -409,7 +417,7 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
                     kids.await_pid(sock, time.monotonic() + timeout, timeout)
                     raise
             start = _await_ready(sock, kids, timeout, cfg.spec, sys, runtime_hooks,
-                                 cfg.cgroup if joins else None, join)
+                                 cfg.cgroup if joins else None, join, on_pid)
         finally:
             for fd in join[0] if join else ():
                 posix.close(fd)

@@ -15,15 +15,30 @@ FIFO = "exec.fifo"
 
 
 def write(state_dir: str, data: dict) -> None:
-    tmp = ospath.join(state_dir, f".{STATE_FILE}.tmp")
+    prepare(state_dir, data)
+    commit(state_dir)
+
+
+def prepare(state_dir: str, data: dict) -> None:
+    """Write state.json's next content beside it, for commit() to publish (create writes it
+    while the init still sets up, and publishes it once the init is ready)."""
     payload = json.dumps(data).encode()
-    fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o600)
+    fd = posix.open(_tmp(state_dir), posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC |
+                    posix.O_CLOEXEC, 0o600)
     try:
         while payload:
             payload = payload[posix.write(fd, payload):]
     finally:
         posix.close(fd)
-    posix.replace(tmp, ospath.join(state_dir, STATE_FILE))
+
+
+def commit(state_dir: str) -> None:
+    """Replace state.json with what prepare() wrote, atomically."""
+    posix.replace(_tmp(state_dir), ospath.join(state_dir, STATE_FILE))
+
+
+def _tmp(state_dir: str) -> str:
+    return ospath.join(state_dir, f".{STATE_FILE}.tmp")
 
 
 def read(state_dir: str) -> dict | None:

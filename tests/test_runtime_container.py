@@ -223,6 +223,59 @@ def test_create_existing(tmp_path):
     assert (tmp_path / "state" / "c1").is_dir()  # someone else's: left alone
 
 
+@pytest.mark.parametrize("told", [(4242, 777), (1, 2)])
+def test_create_writes_the_state_aside_while_the_init_sets_up_and_publishes_it_once_ready(
+        tmp_path, monkeypatch, told):
+    """launch() tells create the init's pid while the init still mounts; create writes the
+    state then, off the critical path, and only renames it into place once the init is ready
+    (a pid that launch() then returns differently is written anew)."""
+    from runtime import launch
+    root = tmp_path / "state"
+    seen = {}
+
+    def fake_launch(cfg, stdio, sys, timeout, hooks, on_pid):
+        on_pid(*told)
+        seen["during"] = sorted(os.listdir(root / "c1"))
+        seen["aside"] = json.loads((root / "c1" / ".state.json.tmp").read_text())
+        return 4242, 777, None
+    monkeypatch.setattr(launch, "launch", fake_launch)
+    Engine(str(root)).create("c1", bundle(tmp_path), new_keyring=False)
+    assert seen["during"] == [".state.json.tmp", "exec.fifo"]  # nothing published before ready
+    assert seen["aside"]["pid"] == told[0] and seen["aside"]["noNewKeyring"] is True
+    assert sorted(os.listdir(root / "c1")) == ["exec.fifo", "state.json"]
+    data = state.read(str(root / "c1"))
+    assert (data["pid"], data["pidStartTime"], data["noNewKeyring"]) == (4242, 777, True)
+    if told == (4242, 777):
+        assert data == seen["aside"]
+
+
+def test_a_state_that_cannot_be_written_aside_fails_create_and_leaves_nothing(tmp_path,
+                                                                              monkeypatch):
+    from runtime import launch
+    root = tmp_path / "state"
+
+    def fake_launch(cfg, stdio, sys, timeout, hooks, on_pid):
+        on_pid(4242, 777)  # launch() kills and reaps its children when this raises
+        raise AssertionError("not reached")
+
+    def full(state_dir, data):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(launch, "launch", fake_launch)
+    monkeypatch.setattr(state, "prepare", full)
+    with pytest.raises(OSError, match="No space"):
+        Engine(str(root)).create("c1", bundle(tmp_path))
+    assert not (root / "c1").exists()
+
+
+def test_the_state_written_aside_is_published_whole(tmp_path):
+    state.write(str(tmp_path), {"a": 1})
+    state.prepare(str(tmp_path), {"a": 2})
+    assert state.read(str(tmp_path)) == {"a": 1}  # readers still see the published one
+    state.commit(str(tmp_path))
+    assert os.listdir(tmp_path) == [state.STATE_FILE]
+    assert state.read(str(tmp_path)) == {"a": 2}
+
+
 # --- proc and the launch protocol ------------------------------------------------------------
 def test_start_time_survives_a_hostile_comm():
     r, w = os.pipe()

@@ -422,6 +422,61 @@ def test_the_caller_answers_the_inits_cgroup_request(rootfs):
         theirs.close()
 
 
+@pytest.mark.parametrize("order", [("pid", "cgroup", "ready"), ("ready", "pid")])
+def test_the_caller_is_told_the_inits_pid_once_as_soon_as_it_is_known(rootfs, order):
+    """on_pid runs when the pid arrives, before the messages after it are answered, and once
+    (a second fork's init may be ready before its intermediate reports it)."""
+    import _socket
+
+    from runtime import child, launch, proc
+
+    cfg = make(rootfs, config(), ops=[])
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    kids = child.Children()
+    told = []
+
+    def on_pid(pid, start):
+        told.append((pid, start))
+        theirs.setblocking(False)
+        try:  # nothing answered yet: the cgroup request after the pid is still to come
+            assert theirs.recv(4096) is None
+        except BlockingIOError:
+            told.append("nothing answered yet")
+        theirs.setblocking(True)
+    try:
+        for kind in order:
+            child.send(theirs, {"type": kind, **({"pid": os.getpid()} if kind == "pid" else {})})
+        start = launch._await_ready(ours, kids, 5.0, cfg.spec, FakeSys(), None, on_pid=on_pid)
+        assert start == proc.start_time(os.getpid())
+        assert told == [(os.getpid(), start), "nothing answered yet"]
+    finally:
+        kids.close()
+        ours.close()
+        theirs.close()
+
+
+def test_a_failure_to_take_the_pid_fails_the_wait(rootfs):
+    import _socket
+
+    from runtime import child, launch
+
+    cfg = make(rootfs, config(), ops=[])
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    kids = child.Children()
+
+    def on_pid(pid, start):
+        raise OSError(28, "No space left on device")
+    try:
+        child.send(theirs, {"type": "pid", "pid": os.getpid()})
+        child.send(theirs, {"type": "ready"})
+        with pytest.raises(OSError, match="No space"):
+            launch._await_ready(ours, kids, 5.0, cfg.spec, FakeSys(), None, on_pid=on_pid)
+    finally:
+        kids.close()
+        ours.close()
+        theirs.close()
+
+
 def test_a_v1_init_gets_the_tasks_fds_to_join_through_with_the_answer(rootfs, tmp_path):
     """init_joins_cgroup: the answer carries one fd per hierarchy directory, on "tasks"; the
     init's join_self writes "0" through each (itself: no grace period)."""
@@ -767,7 +822,7 @@ def test_launch_moves_the_child_off_its_cpu_then_resets_the_inits_affinity(rootf
         events, pipe = [], os.pipe()
 
         def ready(*a, fail=fail):
-            events.append(("ready", a[-1]))  # self_join: the fds, open by then
+            events.append(("ready", a[7]))  # self_join: the fds, open by then
             if fail:
                 raise ContainerSetupError("init", "it died")
             return 7
