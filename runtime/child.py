@@ -110,8 +110,9 @@ def decode_error(msg: dict) -> EngineError:
 
 
 # --- in the child ----------------------------------------------------------------------------
-def fork_child(body) -> int:
-    """fork(); the child runs body() -> exit code and never returns. Returns the child's pid."""
+def fork_child(body, after=None) -> int:
+    """fork(); the child runs body() -> exit code and never returns. Returns the child's pid,
+    after after(pid) (which must not raise) ran in the caller first thing (keep_apart)."""
     pid = posix.fork()
     if pid == 0:
         code = 1
@@ -119,6 +120,8 @@ def fork_child(body) -> int:
             code = body()
         finally:
             posix._exit(code)
+    if after is not None:
+        after(pid)
     return pid
 
 
@@ -217,33 +220,36 @@ def set_affinity(pid: int, cpus=None) -> None:
     posix.sched_setaffinity(pid, all_cpus() if cpus is None else cpus)
 
 
-def keep_apart(pid: int, sys) -> None:
-    """Move the child just forked off the caller's CPU if the kernel queued it there, its CPU
-    affinity left as it was; for a caller with CPU work of its own to do next, beside the
-    child's (create's cgroup setup while the init mounts). The kernel often queues a new child
-    on its parent's CPU, and does not move it while the parent keeps running: measured here,
-    the child then waited 1-2 ms with the other CPU idle, the child's wake-up of its caller
-    (a sync wake-up) bringing the caller back onto the child's CPU when it had blocked.
-    Narrowing the child's affinity to the other CPUs moves it only if it is queued on ours;
-    restoring it moves nothing. A failure to narrow is ignored (it is only about speed); a
-    failure to restore is an error, as the container would run on fewer CPUs than asked.
-    The restored mask is also the child's own request now (which a cpuset change would
-    narrow to): launch resets it with set_affinity once the init is in its cgroup."""
+def keep_apart(sys):
+    """For fork_child's `after`: a function that moves the child just forked off the caller's
+    CPU if the kernel queued it there, its CPU affinity left as it was (None: nothing to do);
+    for a caller with CPU work of its own to do next, beside the child's (create's cgroup
+    setup while the init mounts). The kernel often queues a new child on its parent's CPU, and
+    does not move it while the parent keeps running: measured here, the child then waited 1-2
+    ms with the other CPU idle, the child's wake-up of its caller (a sync wake-up) bringing the
+    caller back onto the child's CPU when it had blocked. Narrowing the child's affinity to
+    the other CPUs moves it only if it is queued on ours; restoring it moves nothing. What it
+    needs is read before the fork and it runs first thing after: every Python statement of the
+    caller's after a fork costs copy-on-write faults, ~0.25 ms until wait() could do it.
+    It is only about speed: a failure is ignored, and the mask it leaves is not the init's
+    last (launch resets it with set_affinity once the init is in its cgroup, which also
+    undoes a restore that failed)."""
     try:
-        allowed = posix.sched_getaffinity(0)  # ours, so the child's: it inherited it
+        allowed = posix.sched_getaffinity(0)  # ours, so the child's: it will inherit it
         cpu = sys.current_cpu()
-        if len(allowed) < 2 or cpu not in allowed:
-            return
-        posix.sched_setaffinity(pid, allowed - {cpu})
     except OSError:
-        return
-    try:
-        posix.sched_setaffinity(pid, allowed)
-    except ProcessLookupError:
-        pass  # gone already: its own report says why
-    except OSError as e:
-        raise ContainerSetupError("init", f"restoring the CPU affinity of process {pid}: "
-                                  f"{e.strerror}") from None
+        return None
+    if len(allowed) < 2 or cpu not in allowed:
+        return None
+    others = allowed - {cpu}
+
+    def move(pid: int) -> None:
+        try:
+            posix.sched_setaffinity(pid, others)
+            posix.sched_setaffinity(pid, allowed)
+        except OSError:
+            pass
+    return move
 
 
 class Children:

@@ -116,7 +116,7 @@ def caller_unshares_pid(spec) -> bool:
     return pid is not None and not pid.path and "user" not in types and "time" not in types
 
 
-def _fork_in_new_pid_ns(sys):
+def _fork_in_new_pid_ns(sys, after=None):
     """A fork_child() whose child is the first process of a new pid namespace; the caller's
     own children are back in its pid namespace once it returns (or fails)."""
     def fork(body) -> int:
@@ -127,7 +127,7 @@ def _fork_in_new_pid_ns(sys):
             except OSError as e:
                 raise ContainerSetupError("namespaces", e.strerror or str(e)) from None
             try:
-                return fork_child(body)
+                return fork_child(body, after)
             finally:
                 sys.setns_fd(own, CLONE_NEWPID)
         finally:
@@ -401,9 +401,8 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
     def wait(sock, kids):
         join = None  # v1: the "tasks" fds the init moves itself through
         try:
-            if later:
-                keep_apart(kids.mid, sys)  # the cgroup setup below runs beside the child's work
-                # While the intermediate unshares and the init mounts (v2: the mkdirs can
+            if later:  # beside the child's work (keep_apart, at the fork):
+                # while the intermediate unshares and the init mounts (v2: the mkdirs can
                 # queue behind runtime.cgwarm's grace period, which then costs the init
                 # nothing). The init waits for them: _await_ready answers its "cgroup"
                 # request, after this, with the join fds opened here before it asks.
@@ -423,7 +422,9 @@ def launch(cfg: "_init.InitConfig", stdio: Stdio3, sys, timeout: float = 10.0,
                 posix.close(fd)
         _reset_affinity(kids.pid)  # in its cgroup now, and blocked until start
         return kids.pid, start, kids.take_console()  # kids.pid is known only after _await_ready
+    apart = keep_apart(sys) if later else None  # the cgroup setup runs beside the child
     if caller_unshares_pid(cfg.spec):
         return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys, True), wait,
-                     _fork_in_new_pid_ns(sys))
-    return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys), wait)
+                     _fork_in_new_pid_ns(sys, apart))
+    return spawn(lambda sock: _intermediate(cfg, stdio, sock, sys), wait,
+                 lambda body: fork_child(body, apart))

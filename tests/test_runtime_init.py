@@ -692,13 +692,20 @@ def test_fork_in_new_pid_ns_order_and_failures(monkeypatch):
             os.fstat(fd)  # still open
             calls.append(("setns", nstype))
 
-    def fork_child(body):
+    def fork_child(body, after=None):
         calls.append(("fork",))
+        if after is not None:
+            after(4242)
         return 4242
     monkeypatch.setattr(launch, "fork_child", fork_child)
     before = open_fds()
     assert launch._fork_in_new_pid_ns(Sys())(lambda: 0) == 4242
     assert calls == [("unshare", CLONE_NEWPID), ("fork",), ("setns", CLONE_NEWPID)]
+    calls.clear()  # keep_apart's move runs at the fork, before the setns
+    assert launch._fork_in_new_pid_ns(Sys(), lambda pid: calls.append(("apart", pid)))(
+        lambda: 0) == 4242
+    assert calls == [("unshare", CLONE_NEWPID), ("fork",), ("apart", 4242),
+                     ("setns", CLONE_NEWPID)]
     assert open_fds() == before
 
     calls.clear()
@@ -709,7 +716,7 @@ def test_fork_in_new_pid_ns_order_and_failures(monkeypatch):
     assert e.value.step == "namespaces" and calls == [("unshare", CLONE_NEWPID)]
     assert open_fds() == before
 
-    def no_fork(body):
+    def no_fork(body, after=None):
         raise BlockingIOError(errno.EAGAIN, "fork")
     monkeypatch.setattr(launch, "fork_child", no_fork)
     calls.clear()
@@ -717,6 +724,22 @@ def test_fork_in_new_pid_ns_order_and_failures(monkeypatch):
         launch._fork_in_new_pid_ns(Sys())(lambda: 0)
     assert calls == [("unshare", CLONE_NEWPID), ("setns", CLONE_NEWPID)]  # undone all the same
     assert open_fds() == before
+
+
+def test_fork_child_runs_after_in_the_caller_only_before_it_returns():
+    from runtime import child
+
+    r, w = os.pipe()
+    try:
+        pid = child.fork_child(lambda: 0, lambda p: os.write(w, b"%d %d;" % (p, os.getpid())))
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        os.close(w)
+        w = None
+        assert os.read(r, 100) == b"%d %d;" % (pid, os.getpid())
+    finally:
+        os.close(r)
+        if w is not None:
+            os.close(w)
 
 
 @pytest.fixture
@@ -743,7 +766,9 @@ def test_keep_apart_narrows_the_childs_affinity_off_our_cpu_then_restores_it(aff
     calls, _, _ = affinity
     sys_ = FakeSys()
     sys_.cpu = 1
-    child.keep_apart(4321, sys_)
+    move = child.keep_apart(sys_)  # read before the fork
+    assert calls == []
+    move(4321)  # right after it
     assert calls == [(4321, {0, 2}), (4321, {0, 1, 2})]
 
 
@@ -753,31 +778,34 @@ def test_keep_apart_does_nothing_on_one_cpu_or_off_our_affinity(affinity):
     calls, _, allowed = affinity
     sys_ = FakeSys()
     sys_.cpu = 7  # our affinity changed under us: no CPU of ours to keep the child off
-    child.keep_apart(4321, sys_)
+    assert child.keep_apart(sys_) is None
     allowed.intersection_update({0})
     sys_.cpu = 0
-    child.keep_apart(4321, sys_)  # one CPU: nowhere else to go
+    assert child.keep_apart(sys_) is None  # one CPU: nowhere else to go
     assert calls == []
 
 
-def test_keep_apart_ignores_a_failure_to_narrow_but_not_to_restore(affinity):
-    """Narrowing is only about speed: when it fails the child is left as it was, silently.
-    A failure to restore would leave the container on fewer CPUs than its caller's: an error
-    naming the process; but a child gone already is none (its own report says why)."""
+def test_keep_apart_ignores_every_failure(affinity, monkeypatch):
+    """It runs between the fork and the caller's record of the child, and is only about
+    speed: when narrowing fails the child is left as it was, and a failed restore is undone
+    by launch's set_affinity once the init is ready; reading our own affinity may fail too."""
     from runtime import child
 
     calls, fails, _ = affinity
     fails[:] = [OSError(errno.EINVAL, "Invalid argument")]
-    child.keep_apart(4321, FakeSys())
+    child.keep_apart(FakeSys())(4321)
     assert calls == [(4321, {1, 2})]  # no restore: nothing changed
     calls.clear()
-    fails[:] = [None, ProcessLookupError(errno.ESRCH, "No such process")]
-    child.keep_apart(4321, FakeSys())
-    assert len(calls) == 2
-    fails[:] = [None, OSError(errno.EINVAL, "Invalid argument")]
-    with pytest.raises(ContainerSetupError, match="CPU affinity of process 4321") as e:
-        child.keep_apart(4321, FakeSys())
-    assert e.value.step == "init"
+    for err in (ProcessLookupError(errno.ESRCH, "No such process"),
+                OSError(errno.EINVAL, "Invalid argument")):
+        fails[:] = [None, err]
+        child.keep_apart(FakeSys())(4321)
+    assert len(calls) == 4
+
+    def no_affinity(pid):
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(posix, "sched_getaffinity", no_affinity)
+    assert child.keep_apart(FakeSys()) is None
 
 
 def test_keep_apart_leaves_a_real_childs_affinity_as_it_was():
@@ -794,7 +822,7 @@ def test_keep_apart_leaves_a_real_childs_affinity_as_it_was():
         time.sleep(5)
         os._exit(0)
     try:
-        child.keep_apart(pid, LINUX)
+        child.keep_apart(LINUX)(pid)
         assert os.sched_getaffinity(pid) == ours
     finally:
         os.kill(pid, 9)
@@ -826,14 +854,24 @@ def test_launch_moves_the_child_off_its_cpu_then_resets_the_inits_affinity(rootf
             if fail:
                 raise ContainerSetupError("init", "it died")
             return 7
-        monkeypatch.setattr(launch, "keep_apart", lambda pid, sys: events.append(("apart", pid)))
+        monkeypatch.setattr(launch, "keep_apart",
+                            lambda sys: lambda pid: events.append(("apart", pid)))
+
+        def fork_child(body, after=None):
+            events.append("fork")
+            after(4321)  # first thing after the fork, in the caller
+            return 4321
+        monkeypatch.setattr(launch, "fork_child", fork_child)
+        monkeypatch.setattr(launch, "_fork_in_new_pid_ns",
+                            lambda sys, after=None: lambda body: fork_child(body, after))
         monkeypatch.setattr(launch.ctrcgroup, "setup", lambda cgroup, spec: events.append("setup"))
         monkeypatch.setattr(launch.ctrcgroup, "open_join",
                             lambda cgroup: events.append("open") or ([pipe[1]], ["tasks"]))
         monkeypatch.setattr(launch, "_await_ready", ready)
         monkeypatch.setattr(launch, "set_affinity", lambda pid, cpus=None: events.append(
             ("affinity", pid, cpus)))
-        monkeypatch.setattr(launch, "spawn", lambda intermediate, wait, *fork: wait(None, Kids()))
+        monkeypatch.setattr(launch, "spawn",
+                            lambda intermediate, wait, fork: fork(None) and wait(None, Kids()))
         try:
             if fail:
                 with pytest.raises(ContainerSetupError):
@@ -841,7 +879,7 @@ def test_launch_moves_the_child_off_its_cpu_then_resets_the_inits_affinity(rootf
             else:
                 assert launch.launch(cfg, (None, None, None), FakeSys()) == (99, 7, None)
             # the init's join fds are opened before it asks, and closed once it is ready
-            want = [("apart", 4321), "setup", "open", ("ready", ([pipe[1]], ["tasks"]))]
+            want = ["fork", ("apart", 4321), "setup", "open", ("ready", ([pipe[1]], ["tasks"]))]
             assert events == want + ([] if fail else [("affinity", 99, None)])
             assert os.read(pipe[0], 1) == b""  # no writer left: closed, even on a failure
         finally:
