@@ -90,13 +90,15 @@ fi
 # runtime CLI three times per container: start-up time is latency. pip's console script pays for
 # site.py and the editable-install finder (~10 ms here); these launchers run the interpreter
 # with -I -S (isolated, no site) and put exactly the repo and the venv's site-packages on
-# sys.path. Each replaces pip's script of the same name.
+# sys.path: the repo first, the venv's site-packages after the standard library, as in any
+# Python (the CLI imports nothing from it; the search for the standard library's C modules
+# then never lists it: ~0.15 ms of a create). Each replaces pip's script of the same name.
 step="writing the fast launchers"
 purelib=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 write_launcher() {  # NAME MODULE [FIRST-LINE]
     local launcher first=""
     [[ -z ${3:-} ]] || first="$3"$'\n'
-    launcher=$(printf '#!%s -IS\n# Written by hack/install.sh: see the comment there.\nimport sys\nsys.path[:0] = [%s, %s]\n%sfrom %s import main\nsys.exit(main())\n' \
+    launcher=$(printf '#!%s -IS\n# Written by hack/install.sh: see the comment there.\nimport sys\nsys.path.insert(0, %s)\nsys.path.append(%s)\n%sfrom %s import main\nsys.exit(main())\n' \
         "$VENV/bin/python" "'$root'" "'$purelib'" "$first" "$2")
     if [[ "$(cat "$VENV/bin/$1" 2>/dev/null)" != "$launcher" ]]; then
         printf '%s\n' "$launcher" >"$VENV/bin/$1.tmp"
