@@ -178,16 +178,17 @@ if (( ! skip_shim )); then
     "${pip[@]}" "$source_arg"
     purelib=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     mkdir -p "$prefix/bin"
-    write_launcher() {  # NAME MODULE
-        local launcher
-        launcher=$(printf '#!%s -IS\n# Written by deploy/install-node.sh (python -I -S: no site.py on the container start path).\nimport sys\nsys.path[:0] = [%s]\nfrom %s import main\nsys.exit(main())\n' \
-            "$venv/bin/python" "'$purelib'" "$2")
+    write_launcher() {  # NAME MODULE [FIRST-LINE] (as hack/install.sh's: see the comments there)
+        local launcher first=""
+        [[ -z ${3:-} ]] || first="$3"$'\n'
+        launcher=$(printf '#!%s -IS\n# Written by deploy/install-node.sh (python -I -S: no site.py on the container start path).\nimport sys\nsys.path.append(%s)\n%sfrom %s import main\nsys.exit(main())\n' \
+            "$venv/bin/python" "'$purelib'" "$first" "$2")
         printf '%s\n' "$launcher" >"$prefix/bin/$1.tmp"
         chmod 755 "$prefix/bin/$1.tmp"
         mv "$prefix/bin/$1.tmp" "$prefix/bin/$1"
     }
     write_launcher "$SHIM" shim.main
-    write_launcher "$CLI" runtime.cli
+    write_launcher "$CLI" runtime.cli 'from runtime import cgwarm; cgwarm.early(sys.argv)'
     mkdir -p "$bindir"
     for bin in "$SHIM" "$CLI"; do
         ln -sfn "$prefix/bin/$bin" "$bindir/$bin"

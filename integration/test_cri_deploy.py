@@ -120,8 +120,12 @@ def test_shim_from_wheelhouse_runs_a_container(root_only, busybox_tar, tmp_path)
     first = shim.read_text().splitlines()[0]
     assert first == f"#!{prefix}/venv/bin/python -IS"
     # Not this checkout: the installed copy, from the venv's site-packages.
-    site = re.search(r"sys.path\[:0\] = \['([^']+)'\]", shim.read_text()).group(1)
+    site = re.search(r"sys.path.append\('([^']+)'\)", shim.read_text()).group(1)
     assert site.startswith(str(prefix / "venv")) and os.path.isdir(os.path.join(site, "shim"))
+    # the CLI's launcher starts the cgroup move's grace period first, as hack/install.sh's
+    cli = (bindir / "pyshim-runc").read_text().splitlines()
+    assert cli[3:5] == [f"sys.path.append('{site}')",
+                        "from runtime import cgwarm; cgwarm.early(sys.argv)"], cli
     with PrivateContainerd(shims={PYSHIM_BINARY: str(shim)},
                            extra_path=[str(bindir)]) as c:
         c.import_image(busybox_tar)
