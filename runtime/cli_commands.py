@@ -170,9 +170,13 @@ def become_subreaper() -> None:
 
 class Forwarder:
     """Forwards the signals the CLI gets to the container's process once it is known (runc's
-    signal handler: everything but SIGCHLD, SIGWINCH, SIGURG; SIGPIPE stays ignored)."""
+    signal handler: everything but SIGCHLD, SIGWINCH, SIGURG; SIGPIPE stays ignored). Nor the
+    signals of a fault (SIGSEGV, SIGBUS, SIGFPE, SIGILL), unlike runc, whose Go runtime tells
+    a fault from a kill: Python cannot, and its handler returning to the faulting instruction
+    would turn a crash into a hang at full CPU."""
 
-    SKIP = ("SIGCHLD", "SIGWINCH", "SIGURG", "SIGPIPE", "SIGKILL", "SIGSTOP")
+    SKIP = ("SIGCHLD", "SIGWINCH", "SIGURG", "SIGPIPE", "SIGKILL", "SIGSTOP",
+            "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL")
 
     def __init__(self, ctx):
         import _signal as signal  # not signal: its enum wrappers cost ~4 ms of start-up
@@ -184,10 +188,11 @@ class Forwarder:
         named = {getattr(signal, n) for n in dir(signal)  # signal.Signals' members
                  if n.startswith("SIG") and not n.startswith("SIG_")}
         skip = {getattr(signal, n) for n in self.SKIP}
+        handler = self._on_signal  # one bound method for all: the init's reset frees one
         for sig in signal.valid_signals():
             if sig in named and sig not in skip:
                 try:
-                    signal.signal(sig, self._on_signal)
+                    signal.signal(sig, handler)
                 except (OSError, ValueError):
                     pass
 

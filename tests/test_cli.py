@@ -694,3 +694,35 @@ def test_a_foreground_wait_has_the_cycle_collector_back(engine, monkeypatch, arg
         gc.unfreeze()
         gc.enable()
     assert seen == [(True, True)]
+
+
+FORWARDER = """
+import sys
+sys.path[:0] = [{repo!r}]
+import _signal
+from runtime import cli_commands
+
+class Ctx:
+    real_process = True
+
+fwd = cli_commands.Forwarder(Ctx())
+handled = sorted(s for s in _signal.valid_signals()
+                 if _signal.getsignal(s) not in (_signal.SIG_DFL, _signal.SIG_IGN, None))
+print(handled, flush=True)
+{then}
+"""
+
+
+def test_the_forwarder_leaves_the_fault_signals_alone_so_a_fault_crashes():
+    """A Python handler for SIGSEGV returns to the faulting instruction, which faults again:
+    the CLI would spin at full CPU instead of crashing."""
+    import signal
+    fault = "import ctypes\nctypes.string_at(0)"
+    r = subprocess.run([sys.executable, "-IS", "-c", FORWARDER.format(repo=REPO, then=fault)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == -signal.SIGSEGV, r.stderr
+    handled = json.loads(r.stdout)
+    assert signal.SIGTERM in handled and signal.SIGINT in handled and signal.SIGHUP in handled
+    for sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGCHLD,
+                signal.SIGWINCH, signal.SIGURG, signal.SIGPIPE):
+        assert sig not in handled, sig
