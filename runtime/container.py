@@ -168,16 +168,15 @@ class Engine:
                 from . import idmap
                 idmap.close_all(cfg.mount_fds)
                 cfg.mount_fds = None
-        data = prepared[0] if prepared else None
-        if data is None or (data["pid"], data["pidStartTime"]) != (pid, start):
-            data = _state_data(container_id, bundle, cfg, pid, start, new_keyring)
-            prepared.clear()
+        told = prepared[0] if prepared else None
+        fresh = told is None or (told["pid"], told["pidStartTime"]) != (pid, start)
+        data = _state_data(container_id, bundle, cfg, pid, start, new_keyring) if fresh else told
         c = Container(state_dir, data, self._sys_given, self._timeout)
         try:
-            if prepared:
-                state.commit(state_dir)
-            else:
+            if fresh:
                 state.write(state_dir, c._data)
+            else:
+                state.commit(state_dir)
         except BaseException:
             if master is not None:
                 posix.close(master)
