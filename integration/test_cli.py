@@ -368,6 +368,12 @@ def test_run_detached_and_exit_status_of_a_killed_container(rt, bundle):
     assert rt.ok("list", "-q") == ""
 
 
+def test_the_containers_loopback_is_up(rt, bundle):
+    rc, out, err = rt("run", "--bundle", bundle(["cat", "/sys/class/net/lo/flags"]), "lo")
+    assert rc == 0, err
+    assert int(out.strip(), 16) & 1 == 1  # IFF_UP
+
+
 def test_create_does_not_keep_the_callers_other_fds(rt, bundle):
     # A pipe the caller leaks to the CLI must not stay open in the waiting init.
     r, w = os.pipe()
