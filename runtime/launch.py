@@ -307,9 +307,10 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
     deadline = time.monotonic() + allowed
     ready = False
 
-    def join_once() -> None:
-        # As soon as the pid is known, whichever message brought it: the init goes on setting
-        # up meanwhile, and what the caller does for it next (hooks) sees it in its cgroup.
+    def pid_known() -> None:
+        # Once, as soon as the pid is known, whichever message brought it: the init goes on
+        # setting up meanwhile, and what the caller does for it next (hooks) sees it in its
+        # cgroup; then on_pid.
         nonlocal cgroup, on_pid
         if kids.pid is None:
             return
@@ -324,7 +325,7 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
         kids.await_pid(sock, deadline, allowed)
         if kids.pid is None:
             raise ContainerSetupError("init", "the intermediate exited without reporting")
-        join_once()
+        pid_known()
         return kids.pid
 
     while kids.pid is None or not ready:
@@ -332,7 +333,7 @@ def _await_ready(sock: socket.socket, kids: Children, timeout: float, spec, sys,
         if msg is None:
             raise ContainerSetupError("init", "the container's init exited before reporting")
         if kids.take(msg):  # "pid", "console"
-            join_once()
+            pid_known()
             continue
         if msg["type"] == "ready":
             ready = True
