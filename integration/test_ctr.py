@@ -20,6 +20,7 @@ import time
 import pytest
 
 from integration.containerd import BUSYBOX_IMAGE as IMAGE
+from integration.containerd import PYSHIM_RUNTIME, RUNC_RUNTIME
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 T = 60  # seconds for any single ctr call
@@ -221,10 +222,9 @@ def test_config_json_error_names_the_field(containerd, runtime, cid):
     gone(containerd, cid)
 
 
-def test_log_uri_file(containerd, runtime, cid, tmp_path):
-    log = tmp_path / "logs" / f"{cid}.log"
+def _run_logged_to_file(containerd, runtime, cid, log, script):
     r = containerd.ctr("run", "-d", "--runtime", runtime, "--log-uri", f"file://{log}", IMAGE, cid,
-                       "sh", "-c", "echo out; echo err >&2", timeout=T)
+                       "sh", "-c", script, timeout=T)
     ok(r)
     containerd.wait_task_status(cid, "STOPPED")
     ok(containerd.ctr("task", "delete", cid, timeout=T))
@@ -233,7 +233,35 @@ def test_log_uri_file(containerd, runtime, cid, tmp_path):
     deadline = time.monotonic() + 10
     while len(log.read_text().splitlines()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sorted(log.read_text().splitlines()) == ["err", "out"]
+    return sorted(log.read_text().splitlines())
+
+
+# The runc shim of containerd 1.6 copies both pipes into the one file, and its stdout copier
+# closes the file itself when stdout ends (pkg/process/io.go copyPipes hands it the file, not
+# the shared counting closer): what its stderr copier has not written by then is lost, with
+# "error copying stderr" in containerd's log. So the reference keeps stderr only when it was
+# written well before stdout's end (the sleep); test_log_uri_file_stderr_after_stdout_closed
+# is the case it loses.
+def test_log_uri_file(containerd, runtime, cid, tmp_path):
+    log = tmp_path / "logs" / f"{cid}.log"
+    assert _run_logged_to_file(containerd, runtime, cid, log,
+                               "echo err >&2; echo out; sleep 0.3") == ["err", "out"]
+
+
+_RUNC_SHIM_LOSES_STDERR = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "containerd 1.6's runc shim closes the log file when the container's stdout ends "
+    "(copyPipes gives the stdout copier the file, not the counting closer), so stderr "
+    "written after that is lost"))
+
+
+@pytest.mark.parametrize("runtime", [pytest.param(RUNC_RUNTIME, id="runc",
+                                                  marks=_RUNC_SHIM_LOSES_STDERR),
+                                     pytest.param(PYSHIM_RUNTIME, id="pyshim")], indirect=True)
+def test_log_uri_file_stderr_after_stdout_closed(containerd, runtime, cid, tmp_path):
+    # The container closes its stdout, then writes to stderr: no output may be lost.
+    log = tmp_path / "logs" / f"{cid}.log"
+    assert _run_logged_to_file(containerd, runtime, cid, log,
+                               "echo out; exec >&-; sleep 0.3; echo err >&2") == ["err", "out"]
 
 
 LOGGER = """#!/bin/sh
