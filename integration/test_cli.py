@@ -177,12 +177,25 @@ def test_kill_signal_forms_stop_a_created_container(rt, bundle, form):
     rt.ok("delete", "k")
 
 
+def _wait_for_file(path: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.01)
+
+
+# The container's shell says it is ready (its trap set) by writing /ready into the bundle's rootfs.
+TRAPPING = "trap 'echo got-term{to}; exit {code}' TERM; echo > /ready; sleep 30 & wait"
+
+
 def test_kill_defaults_to_sigterm(rt, bundle):
-    script = "trap 'echo got-term; exit 0' TERM; sleep 30 & wait"
-    rt.ok("run", "-d", "--bundle", bundle(["sh", "-c", script]), "t")
-    time.sleep(0.2)  # let sh install its trap
+    b = bundle(["sh", "-c", TRAPPING.format(to=" > /got", code=0)])
+    rt.ok("run", "-d", "--bundle", b, "t")
+    _wait_for_file(os.path.join(b, "rootfs/ready"))
     rt.ok("kill", "t")
     assert rt.wait_status("t", "stopped")["status"] == "stopped"
+    with open(os.path.join(b, "rootfs/got")) as f:  # the trap ran: TERM, not KILL
+        assert f.read() == "got-term\n"
     rt.ok("delete", "t")
 
 
@@ -342,14 +355,12 @@ def test_no_mount_namespace_shares_the_hosts_mount_namespace(rt, bundle):
 
 
 def test_run_foreground_forwards_signals(rt, bundle):
-    script = "trap 'echo got-term; exit 3' TERM; sleep 30 & wait"
-    b = bundle(["sh", "-c", script])
+    b = bundle(["sh", "-c", TRAPPING.format(to="", code=3)])
     with tempfile.TemporaryFile() as out:
         p = subprocess.Popen([rt.binary, "--root", rt.root, "run", "--bundle", b, "f"],
                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
-            assert rt.wait_status("f", "running")["status"] == "running"
-            time.sleep(0.3)
+            _wait_for_file(os.path.join(b, "rootfs/ready"))
             p.terminate()
             assert p.wait(10) == 3
         finally:
