@@ -208,8 +208,14 @@ def _host_pid() -> int:
         return posix.getpid()
 
 
-def _hook_state(cfg, status: str, pid: int) -> dict:
-    return {**(cfg.hook_state or {}), "status": status, "pid": pid}
+def _own_hooks(cfg, kind: str, pid: int) -> None:
+    """Run the init's own hooks of `kind` (createContainer, startContainer), if any, with the
+    state as container._runtime_hooks gives it to the caller's ("created"). runtime.hooks was
+    loaded before the fork (launch): past pivot_root it could not be imported."""
+    listed = cfg.spec.hooks.get(kind)
+    if listed:
+        from . import hooks
+        hooks.run(kind, listed, {**(cfg.hook_state or {}), "status": "created", "pid": pid})
 
 
 def _runtime_hooks(spec) -> bool:
@@ -225,21 +231,14 @@ def _before_pivot(cfg, sock: socket.socket, pid: int, await_cgroup=None) -> None
             await_cgroup()
         request(sock, {"type": "hooks"}, "hooks-done", "hooks",
                 "the runtime did not run the create hooks")
-    created = cfg.spec.hooks.get("createContainer")
-    if created:
-        from . import hooks  # loaded before the fork (launch): we may be past pivot_root
-        # the state as container._runtime_hooks gives it to the caller's hooks
-        hooks.run("createContainer", created, _hook_state(cfg, "created", pid))
+    _own_hooks(cfg, "createContainer", pid)
 
 
 def _take_start(cfg, state_fd: int, pid: int) -> None:
     """Block until start; run the startContainer hooks; tell start() how they went."""
     fifo = posix.open(FIFO, posix.O_WRONLY | posix.O_CLOEXEC, dir_fd=state_fd)  # blocks until start
     try:
-        starting = cfg.spec.hooks.get("startContainer")
-        if starting:
-            from . import hooks  # loaded before the fork (launch)
-            hooks.run("startContainer", starting, _hook_state(cfg, "created", pid))
+        _own_hooks(cfg, "startContainer", pid)
     except ContainerSetupError as e:
         posix.write(fifo, b"1" + str(e).encode(errors="replace")[:4000])
         raise
